@@ -1,0 +1,12 @@
+// Python bindings of the compiled ops (module paa_core._C).
+#include "nms.h"
+#include "sigmoid_focal_loss.h"
+#include "deform_conv.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("nms", &nms, "greedy NMS with the +1 box convention; returns kept indices");
+  m.def("sigmoid_focalloss_forward", &sigmoid_focalloss_forward, "sigmoid focal loss forward");
+  m.def("sigmoid_focalloss_backward", &sigmoid_focalloss_backward, "sigmoid focal loss backward");
+  m.def("deform_conv_forward", &deform_conv_forward, "(modulated) deformable conv forward");
+  m.def("deform_conv_backward", &deform_conv_backward, "(modulated) deformable conv backward");
+}

@@ -1,0 +1,1 @@
+"""paa_core: Probabilistic Anchor Assignment (PAA) object detection."""

@@ -1,0 +1,163 @@
+"""The default config tree.
+
+Every key a config file may set lives here with its default; yacs rejects keys that
+are not in this tree, so a misspelled key in a YAML file fails at load time.
+Defaults follow the reference PAA setup (SPEC.md); the seed-table configs in
+`configs/paa/` only override what differs per row.
+"""
+import os
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+# "cuda" falls back to "cpu" with a warning when no GPU is visible.
+_C.MODEL.DEVICE = "cuda"
+# Initial weights: a local path, a URL or a "catalog://" name.
+_C.MODEL.WEIGHT = ""
+
+# -----------------------------------------------------------------------------
+# Input
+# -----------------------------------------------------------------------------
+_C.INPUT = CN()
+# Shorter side in training: one value picked at random from this tuple ...
+_C.INPUT.MIN_SIZE_TRAIN = (800,)
+# ... or, when both are > 0, an integer drawn uniformly from [lo, hi].
+_C.INPUT.MIN_SIZE_RANGE_TRAIN = (-1, -1)
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+# BGR means of the MSRA Caffe2 backbones, on 0-255 pixels.
+_C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]
+_C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]
+_C.INPUT.TO_BGR255 = True
+_C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
+
+# -----------------------------------------------------------------------------
+# Datasets: names from paths_catalog.py, or "name:image_dir:annotation.json"
+# -----------------------------------------------------------------------------
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()
+_C.DATASETS.TEST = ()
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+# Batches are zero-padded so that height and width are multiples of this.
+_C.DATALOADER.SIZE_DIVISIBILITY = 32
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+
+# -----------------------------------------------------------------------------
+# Backbone
+# -----------------------------------------------------------------------------
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.CONV_BODY = "R-50-FPN-RETINANET"
+# Stages up to and including this one get no gradient (1 = stem and res2).
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
+
+_C.MODEL.FPN = CN()
+# P6 is computed from C5 when True, from P5 when False (PAA uses P5).
+_C.MODEL.FPN.USE_C5 = False
+
+_C.MODEL.RESNETS = CN()
+# 1 for ResNet, 32 or 64 for ResNeXt.
+_C.MODEL.RESNETS.NUM_GROUPS = 1
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+# True puts the stride in the 1x1 conv of a bottleneck (MSRA), False in the 3x3.
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True
+_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
+_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
+_C.MODEL.RESNETS.RES5_DILATION = 1
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+_C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256
+# One flag per stage res2..res5: use a deformable conv for each block's 3x3.
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
+
+# -----------------------------------------------------------------------------
+# PAA head, anchors, assignment, losses and inference
+# -----------------------------------------------------------------------------
+_C.MODEL.PAA = CN()
+# Number of classes including the background (COCO: 80 + 1).
+_C.MODEL.PAA.NUM_CLASSES = 81
+# Anchors: one size and one stride per FPN level P3..P7.
+_C.MODEL.PAA.ANCHOR_SIZES = (64, 128, 256, 512, 1024)
+_C.MODEL.PAA.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
+_C.MODEL.PAA.ASPECT_RATIOS = (1.0,)
+_C.MODEL.PAA.OCTAVE = 2.0
+_C.MODEL.PAA.SCALES_PER_OCTAVE = 1
+# Anchors further than this outside the image are ignored (< 0: keep all).
+_C.MODEL.PAA.STRADDLE_THRESH = 0
+# Head.
+_C.MODEL.PAA.NUM_CONVS = 4
+_C.MODEL.PAA.PRIOR_PROB = 0.01
+_C.MODEL.PAA.USE_DCN_IN_TOWER = False
+_C.MODEL.PAA.USE_IOU_PRED = True
+# Assignment: IoU pre-assignment threshold and candidates per GT per level.
+_C.MODEL.PAA.IOU_THRESHOLD = 0.1
+_C.MODEL.PAA.TOPK = 9
+# Losses.
+_C.MODEL.PAA.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+_C.MODEL.PAA.LOSS_ALPHA = 0.25
+_C.MODEL.PAA.LOSS_GAMMA = 2.0
+_C.MODEL.PAA.REG_LOSS_WEIGHT = 1.3
+_C.MODEL.PAA.IOU_LOSS_WEIGHT = 0.5
+# Inference.
+_C.MODEL.PAA.INFERENCE_TH = 0.05
+_C.MODEL.PAA.PRE_NMS_TOP_N = 1000
+_C.MODEL.PAA.NMS_TH = 0.6
+_C.MODEL.PAA.INFERENCE_SCORE_VOTING = True
+
+# -----------------------------------------------------------------------------
+# Solver
+# -----------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.MAX_ITER = 90000
+_C.SOLVER.BASE_LR = 0.01
+_C.SOLVER.BIAS_LR_FACTOR = 2
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 0.0001
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEPS = (60000, 80000)
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 3
+_C.SOLVER.WARMUP_ITERS = 500
+# "constant" or "linear".
+_C.SOLVER.WARMUP_METHOD = "constant"
+_C.SOLVER.CHECKPOINT_PERIOD = 2500
+# Global batch size, split evenly over the processes.
+_C.SOLVER.IMS_PER_BATCH = 16
+
+# -----------------------------------------------------------------------------
+# Test
+# -----------------------------------------------------------------------------
+_C.TEST = CN()
+# [(task, metric, value, sigma)], e.g. [["bbox", "AP", 0.404, 0.002]].
+_C.TEST.EXPECTED_RESULTS = []
+_C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
+# Global batch size, split evenly over the processes.
+_C.TEST.IMS_PER_BATCH = 8
+_C.TEST.DETECTIONS_PER_IMG = 100
+
+# Multi-scale and flip test-time augmentation (SPEC.md section 5).
+_C.TEST.BBOX_AUG = CN()
+_C.TEST.BBOX_AUG.ENABLED = False
+_C.TEST.BBOX_AUG.H_FLIP = False
+_C.TEST.BBOX_AUG.SCALES = ()
+_C.TEST.BBOX_AUG.MAX_SIZE = 4000
+_C.TEST.BBOX_AUG.SCALE_H_FLIP = False
+# One (min, max) side range per scale; boxes outside it are dropped at that scale.
+_C.TEST.BBOX_AUG.SCALE_RANGES = ()
+_C.TEST.BBOX_AUG.VOTE = False
+_C.TEST.BBOX_AUG.VOTE_TH = 0.66
+# "vote" or "soft-vote".
+_C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
+
+# -----------------------------------------------------------------------------
+# Misc
+# -----------------------------------------------------------------------------
+_C.OUTPUT_DIR = "."
+_C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
