@@ -1,0 +1,115 @@
+"""cfg -> datasets, samplers and DataLoaders for training and testing."""
+import bisect
+
+from torch.utils.data import DataLoader
+from torch.utils.data.sampler import BatchSampler
+
+from paa_core.utils.comm import get_rank, get_world_size
+from paa_core.utils.imports import import_file
+
+from . import datasets as D
+from . import samplers
+from .collate_batch import BatchCollator
+from .transforms import build_transforms
+
+
+def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
+    """One dataset per name for testing; for training, all names concatenated into one."""
+    if not isinstance(dataset_list, (list, tuple)) or len(dataset_list) == 0:
+        raise ValueError(
+            "DATASETS.{} must be a non-empty list of dataset names, got {!r}".format(
+                "TRAIN" if is_train else "TEST", dataset_list
+            )
+        )
+    datasets = []
+    for name in dataset_list:
+        data = dataset_catalog.get(name)
+        factory = getattr(D, data["factory"])
+        args = dict(data["args"])
+        # training skips images without a usable box; testing keeps every image
+        args["remove_images_without_annotations"] = is_train
+        args["transforms"] = transforms
+        datasets.append(factory(**args))
+    if not is_train:
+        return datasets
+    return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
+
+
+def make_data_sampler(dataset, shuffle, distributed):
+    """A set_epoch-able sampler: this process's share when distributed, everything otherwise."""
+    if distributed:
+        return samplers.DistributedSampler(
+            dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=shuffle
+        )
+    return samplers.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle)
+
+
+def _compute_aspect_ratios(dataset):
+    ratios = []
+    for i in range(len(dataset)):
+        info = dataset.get_img_info(i)
+        ratios.append(float(info["height"]) / float(info["width"]))
+    return ratios
+
+
+def make_batch_data_sampler(
+    dataset, sampler, aspect_grouping, images_per_batch, num_iters=None, start_iter=0
+):
+    """Batches grouped by aspect ratio (bins `aspect_grouping`, e.g. [1]: h < w vs h >= w)."""
+    if aspect_grouping:
+        bins = sorted(aspect_grouping)
+        group_ids = [bisect.bisect_right(bins, r) for r in _compute_aspect_ratios(dataset)]
+        batch_sampler = samplers.GroupedBatchSampler(
+            sampler, group_ids, images_per_batch, drop_uneven=False
+        )
+    else:
+        batch_sampler = BatchSampler(sampler, images_per_batch, drop_last=False)
+    if num_iters is not None:
+        batch_sampler = samplers.IterationBasedBatchSampler(batch_sampler, num_iters, start_iter)
+    return batch_sampler
+
+
+def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
+    """Training: one DataLoader of SOLVER.MAX_ITER batches (resumed at `start_iter`).
+    Testing: a list with one DataLoader per name in DATASETS.TEST, in order.
+
+    SOLVER.IMS_PER_BATCH / TEST.IMS_PER_BATCH are global batch sizes, split evenly
+    over the processes.
+    """
+    num_gpus = get_world_size() if is_distributed else 1
+    if is_train:
+        key, images_per_batch = "SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH
+        shuffle, num_iters = True, cfg.SOLVER.MAX_ITER
+    else:
+        key, images_per_batch = "TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH
+        shuffle, num_iters, start_iter = False, None, 0
+    if images_per_batch <= 0 or images_per_batch % num_gpus != 0:
+        raise ValueError(
+            "{} ({}) must be a positive multiple of the number of processes ({})".format(
+                key, images_per_batch, num_gpus
+            )
+        )
+    images_per_gpu = images_per_batch // num_gpus
+
+    aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
+    paths_catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True)
+    dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+    transforms = build_transforms(cfg, is_train)
+    datasets = build_dataset(dataset_list, transforms, paths_catalog.DatasetCatalog, is_train)
+
+    collator = BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
+    loaders = []
+    for dataset in datasets:
+        sampler = make_data_sampler(dataset, shuffle, is_distributed)
+        batch_sampler = make_batch_data_sampler(
+            dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter
+        )
+        loaders.append(
+            DataLoader(
+                dataset,
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
+                batch_sampler=batch_sampler,
+                collate_fn=collator,
+            )
+        )
+    return loaders[0] if is_train else loaders

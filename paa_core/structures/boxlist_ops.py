@@ -1,0 +1,97 @@
+"""Operations on BoxLists: IoU, NMS, concatenation, size filtering."""
+import torch
+
+from paa_core.layers import ml_nms, nms
+
+from .bounding_box import TO_REMOVE, BoxList
+
+
+def boxlist_nms(boxlist, nms_thresh, max_proposals=-1, score_field="scores"):
+    """Class-agnostic NMS; keeps at most `max_proposals` (> 0) boxes, best first."""
+    if nms_thresh <= 0:
+        return boxlist
+    mode = boxlist.mode
+    boxlist = boxlist.convert("xyxy")
+    keep = nms(boxlist.bbox, boxlist.get_field(score_field), nms_thresh)
+    if max_proposals > 0:
+        keep = keep[:max_proposals]
+    return boxlist[keep].convert(mode)
+
+
+def boxlist_ml_nms(
+    boxlist, nms_thresh, max_proposals=-1, score_field="scores", label_field="labels"
+):
+    """NMS within each label (boxes of different labels never suppress each other)."""
+    if nms_thresh <= 0:
+        return boxlist
+    mode = boxlist.mode
+    boxlist = boxlist.convert("xyxy")
+    keep = ml_nms(
+        boxlist.bbox,
+        boxlist.get_field(score_field),
+        boxlist.get_field(label_field),
+        nms_thresh,
+    )
+    if max_proposals > 0:
+        keep = keep[:max_proposals]
+    return boxlist[keep].convert(mode)
+
+
+def remove_small_boxes(boxlist, min_size):
+    """Keep boxes whose width and height (+1 convention) are both >= min_size."""
+    _, _, ws, hs = boxlist.convert("xywh").bbox.unbind(dim=1)
+    keep = ((ws >= min_size) & (hs >= min_size)).nonzero().squeeze(1)
+    return boxlist[keep]
+
+
+def boxlist_iou(boxlist1, boxlist2):
+    """IoU matrix [N, M] of two BoxLists of the same image (+1 areas)."""
+    if boxlist1.size != boxlist2.size:
+        raise RuntimeError(
+            "boxlist_iou needs BoxLists of the same image, got sizes {} and {}".format(
+                boxlist1.size, boxlist2.size
+            )
+        )
+    box1 = boxlist1.convert("xyxy").bbox
+    box2 = boxlist2.convert("xyxy").bbox
+    area1 = boxlist1.area()
+    area2 = boxlist2.area()
+
+    lt = torch.max(box1[:, None, :2], box2[None, :, :2])  # [N, M, 2]
+    rb = torch.min(box1[:, None, 2:], box2[None, :, 2:])  # [N, M, 2]
+    wh = (rb - lt + TO_REMOVE).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+def cat_boxlist(bboxes):
+    """Concatenate BoxLists of one image (same size, mode and field names)."""
+    if not isinstance(bboxes, (list, tuple)) or len(bboxes) == 0:
+        raise ValueError("cat_boxlist needs a non-empty list of BoxLists")
+    if not all(isinstance(b, BoxList) for b in bboxes):
+        raise TypeError(
+            "cat_boxlist needs BoxLists, got {}".format([type(b).__name__ for b in bboxes])
+        )
+    first = bboxes[0]
+    fields = set(first.fields())
+    for b in bboxes[1:]:
+        if b.size != first.size:
+            raise ValueError(
+                "cat_boxlist: image sizes differ ({} vs {})".format(first.size, b.size)
+            )
+        if b.mode != first.mode:
+            raise ValueError(
+                "cat_boxlist: modes differ ({} vs {})".format(first.mode, b.mode)
+            )
+        if set(b.fields()) != fields:
+            raise ValueError(
+                "cat_boxlist: fields differ ({} vs {})".format(
+                    sorted(fields), sorted(b.fields())
+                )
+            )
+    if len(bboxes) == 1:
+        return bboxes[0]
+    out = BoxList(torch.cat([b.bbox for b in bboxes], dim=0), first.size, first.mode)
+    for field in first.fields():
+        out.add_field(field, torch.cat([b.get_field(field) for b in bboxes], dim=0))
+    return out
