@@ -1,0 +1,36 @@
+"""Backbone builders: ResNet body + RetinaNet-style FPN giving P3..P7."""
+from collections import OrderedDict
+
+from torch import nn
+
+from paa_core.modeling import registry
+from paa_core.modeling.make_layers import conv_with_kaiming_uniform
+
+from . import fpn as fpn_module
+from . import resnet
+
+
+@registry.BACKBONES.register("R-50-FPN-RETINANET")
+@registry.BACKBONES.register("R-101-FPN-RETINANET")
+@registry.BACKBONES.register("R-152-FPN-RETINANET")
+def build_resnet_fpn_p3p7_backbone(cfg):
+    """`Sequential(body=ResNet, fpn=FPN)`; ResNeXt uses the same names with groups."""
+    body = resnet.build_resnet(cfg)
+    res2_out = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
+    out_channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
+    use_c5 = cfg.MODEL.FPN.USE_C5
+    fpn = fpn_module.FPN(
+        in_channels_list=[res2_out * 2, res2_out * 4, res2_out * 8],
+        out_channels=out_channels,
+        conv_block=conv_with_kaiming_uniform(),
+        top_blocks=fpn_module.LastLevelP6P7(
+            res2_out * 8 if use_c5 else out_channels, out_channels, use_p5=not use_c5
+        ),
+    )
+    model = nn.Sequential(OrderedDict([("body", body), ("fpn", fpn)]))
+    model.out_channels = out_channels
+    return model
+
+
+def build_backbone(cfg):
+    return registry.BACKBONES[cfg.MODEL.BACKBONE.CONV_BODY](cfg)

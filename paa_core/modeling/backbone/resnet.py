@@ -1,0 +1,216 @@
+"""ResNet / ResNeXt bottleneck body with frozen BatchNorm (MSRA / FAIR Caffe2 layout).
+
+Module names (`stem.conv1`, `layer2.0.conv2.offset`, `layer1.0.downsample.1`, ...)
+match the reference checkpoints, so released weights load unchanged. `build_resnet`
+reads the config; the modules below only take plain arguments.
+"""
+from collections import namedtuple
+
+import torch.nn.functional as F
+from torch import nn
+
+from paa_core.layers import DFConv2d, FrozenBatchNorm2d
+from paa_core.modeling.registry import Registry
+
+# index: 1..4 for res2..res5; return_features: hand this stage's output to the FPN.
+StageSpec = namedtuple("StageSpec", ["index", "block_count", "return_features"])
+
+# Deformable 3x3 settings for a stage; None means a plain conv.
+DCNConfig = namedtuple("DCNConfig", ["with_modulated_dcn", "deformable_groups"])
+
+
+def _fpn_p3p7_stages(block_counts):
+    """res2..res5 with the given depths; the RetinaNet-style FPN takes C3..C5."""
+    return tuple(
+        StageSpec(index=i + 1, block_count=n, return_features=i > 0)
+        for i, n in enumerate(block_counts)
+    )
+
+
+_STAGE_SPECS = Registry("STAGE_SPECS", {
+    "R-50-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 6, 3)),
+    "R-101-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 23, 3)),
+    "R-152-FPN-RETINANET": _fpn_p3p7_stages((3, 8, 36, 3)),
+})
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (grouped, optionally deformable) -> 1x1 residual block.
+
+    `stride_in_1x1` puts the stage's stride in conv1 (MSRA weights) instead of conv2
+    (FAIR ResNeXt weights). With `dilation > 1` the block keeps its resolution.
+    """
+
+    def __init__(self, in_channels, bottleneck_channels, out_channels, num_groups,
+                 stride_in_1x1, stride, dilation, norm_func, dcn_config=None):
+        super().__init__()
+        self.downsample = None
+        if in_channels != out_channels:
+            down_stride = stride if dilation == 1 else 1
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=down_stride, bias=False),
+                norm_func(out_channels),
+            )
+            nn.init.kaiming_uniform_(self.downsample[0].weight, a=1)
+        if dilation > 1:
+            stride = 1
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+
+        self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, 1,
+                               stride=stride_1x1, bias=False)
+        self.bn1 = norm_func(bottleneck_channels)
+        if dcn_config is not None:
+            self.conv2 = DFConv2d(
+                bottleneck_channels, bottleneck_channels,
+                with_modulated_dcn=dcn_config.with_modulated_dcn, kernel_size=3,
+                stride=stride_3x3, groups=num_groups, dilation=dilation,
+                deformable_groups=dcn_config.deformable_groups, bias=False,
+            )
+        else:
+            self.conv2 = nn.Conv2d(
+                bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3,
+                padding=dilation, dilation=dilation, groups=num_groups, bias=False,
+            )
+            nn.init.kaiming_uniform_(self.conv2.weight, a=1)
+        self.bn2 = norm_func(bottleneck_channels)
+        self.conv3 = nn.Conv2d(bottleneck_channels, out_channels, 1, bias=False)
+        self.bn3 = norm_func(out_channels)
+        for conv in (self.conv1, self.conv3):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+
+    def forward(self, x):
+        out = F.relu_(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu_(out + identity)
+
+
+class BaseStem(nn.Module):
+    """conv 7x7/2 (no bias) + norm + ReLU + max-pool 3x3/2: stride 4 overall."""
+
+    def __init__(self, out_channels, norm_func):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_func(out_channels)
+        nn.init.kaiming_uniform_(self.conv1.weight, a=1)
+
+    def forward(self, x):
+        x = F.relu_(self.bn1(self.conv1(x)))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+class BottleneckWithFixedBatchNorm(Bottleneck):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, norm_func=FrozenBatchNorm2d, **kwargs)
+
+
+class StemWithFixedBatchNorm(BaseStem):
+    def __init__(self, out_channels):
+        super().__init__(out_channels, norm_func=FrozenBatchNorm2d)
+
+
+_TRANSFORMATION_MODULES = Registry("TRANS_FUNC", {
+    "BottleneckWithFixedBatchNorm": BottleneckWithFixedBatchNorm,
+})
+
+_STEM_MODULES = Registry("STEM_FUNC", {
+    "StemWithFixedBatchNorm": StemWithFixedBatchNorm,
+})
+
+
+class ResNet(nn.Module):
+    """Stem + stages `layer1..layer4`; returns the outputs of the stages whose
+    spec has `return_features` (C3, C4, C5 for the FPN-RETINANET bodies).
+
+    Stage i (1-based) has `num_groups * width_per_group * 2**(i-1)` bottleneck
+    channels and `res2_out_channels * 2**(i-1)` output channels; `stage_with_dcn[i-1]`
+    makes its 3x3 convs deformable; `res5_dilation` trades layer4's stride for
+    dilation; the stem and the first `freeze_at - 1` stages get no gradient.
+    """
+
+    def __init__(self, stem_module, block_module, stage_specs, num_groups=1,
+                 width_per_group=64, stem_out_channels=64, res2_out_channels=256,
+                 stride_in_1x1=True, stage_with_dcn=(False, False, False, False),
+                 with_modulated_dcn=False, deformable_groups=1, res5_dilation=1,
+                 freeze_at=2):
+        super().__init__()
+        if len(stage_with_dcn) != len(stage_specs):
+            raise ValueError(
+                f"STAGE_WITH_DCN has {len(stage_with_dcn)} flags for "
+                f"{len(stage_specs)} stages"
+            )
+        self.stem = stem_module(stem_out_channels)
+        in_channels = stem_out_channels
+        self.stages = []
+        self.return_features = {}
+        for spec in stage_specs:
+            factor = 2 ** (spec.index - 1)
+            out_channels = res2_out_channels * factor
+            dcn = (DCNConfig(with_modulated_dcn, deformable_groups)
+                   if stage_with_dcn[spec.index - 1] else None)
+            stage = _make_stage(
+                block_module, in_channels, num_groups * width_per_group * factor,
+                out_channels, spec.block_count, num_groups, stride_in_1x1,
+                first_stride=1 if spec.index == 1 else 2,
+                dilation=res5_dilation if spec.index == 4 else 1,
+                dcn_config=dcn,
+            )
+            name = f"layer{spec.index}"
+            self.add_module(name, stage)
+            self.stages.append(name)
+            self.return_features[name] = spec.return_features
+            in_channels = out_channels
+        self._freeze_backbone(freeze_at)
+
+    def _freeze_backbone(self, freeze_at):
+        """Stage 0 is the stem; stages 0..freeze_at-1 stop receiving gradients."""
+        for stage_index in range(freeze_at):
+            module = self.stem if stage_index == 0 else getattr(self, f"layer{stage_index}")
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def forward(self, x):
+        outputs = []
+        x = self.stem(x)
+        for name in self.stages:
+            x = getattr(self, name)(x)
+            if self.return_features[name]:
+                outputs.append(x)
+        return outputs
+
+
+def _make_stage(block_module, in_channels, bottleneck_channels, out_channels,
+                block_count, num_groups, stride_in_1x1, first_stride, dilation,
+                dcn_config):
+    """`block_count` blocks; only the first changes channels and resolution."""
+    blocks = []
+    stride = first_stride
+    for _ in range(block_count):
+        blocks.append(block_module(
+            in_channels, bottleneck_channels, out_channels, num_groups,
+            stride_in_1x1, stride, dilation, dcn_config=dcn_config,
+        ))
+        stride = 1
+        in_channels = out_channels
+    return nn.Sequential(*blocks)
+
+
+def build_resnet(cfg):
+    """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings."""
+    r = cfg.MODEL.RESNETS
+    return ResNet(
+        stem_module=_STEM_MODULES[r.STEM_FUNC],
+        block_module=_TRANSFORMATION_MODULES[r.TRANS_FUNC],
+        stage_specs=_STAGE_SPECS[cfg.MODEL.BACKBONE.CONV_BODY],
+        num_groups=r.NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP,
+        stem_out_channels=r.STEM_OUT_CHANNELS,
+        res2_out_channels=r.RES2_OUT_CHANNELS,
+        stride_in_1x1=r.STRIDE_IN_1X1,
+        stage_with_dcn=tuple(r.STAGE_WITH_DCN),
+        with_modulated_dcn=r.WITH_MODULATED_DCN,
+        deformable_groups=r.DEFORMABLE_GROUPS,
+        res5_dilation=r.RES5_DILATION,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+    )

@@ -1,0 +1,123 @@
+"""Anchors per FPN level, with Detectron's `generate_anchors` conventions (SPEC 2)."""
+import torch
+from torch import nn
+
+from paa_core.structures.bounding_box import BoxList
+
+
+class BufferList(nn.Module):
+    """A list of tensors registered as buffers `0, 1, ...` (they follow `.to()` and
+    appear in the state dict as the reference's `cell_anchors.<i>`)."""
+
+    def __init__(self, buffers=()):
+        super().__init__()
+        for i, buffer in enumerate(buffers):
+            self.register_buffer(str(i), buffer)
+
+    def __len__(self):
+        return len(self._buffers)
+
+    def __iter__(self):
+        return iter(self._buffers.values())
+
+    def __getitem__(self, index):
+        return list(self._buffers.values())[index]
+
+
+def generate_anchors(stride, sizes, aspect_ratios):
+    """Cell anchors [len(aspect_ratios) * len(sizes), 4] (xyxy, +1 widths) centred on
+    the first stride x stride cell. Ratios are the outer loop, sizes the inner one.
+
+    Base box [0, 0, s-1, s-1]; for each ratio r the box keeps its area s*s with
+    w = round(sqrt(s*s / r)), h = round(w * r) (round half to even, as numpy); then each
+    size a scales w and h by a / s around the centre (s-1)/2.
+    """
+    scales = torch.as_tensor(sizes, dtype=torch.float64) / stride
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)
+    ctr = 0.5 * (stride - 1)
+    ws = torch.round(torch.sqrt(stride * stride / ratios))
+    hs = torch.round(ws * ratios)
+    ws = (ws[:, None] * scales[None, :]).reshape(-1)
+    hs = (hs[:, None] * scales[None, :]).reshape(-1)
+    anchors = torch.stack(
+        [ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1), ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)],
+        dim=1,
+    )
+    return anchors.float()
+
+
+class AnchorGenerator(nn.Module):
+    """For each image, one BoxList of anchors per feature map.
+
+    `sizes[l]` are level l's anchor sizes, `anchor_strides[l]` its stride. Anchors are
+    ordered row-major over (y, x) with the A anchors of one location innermost.
+    """
+
+    def __init__(self, sizes, aspect_ratios, anchor_strides, straddle_thresh=0):
+        super().__init__()
+        if len(sizes) != len(anchor_strides):
+            raise ValueError(
+                f"ANCHOR_SIZES has {len(sizes)} levels but ANCHOR_STRIDES has "
+                f"{len(anchor_strides)}"
+            )
+        self.strides = tuple(anchor_strides)
+        self.cell_anchors = BufferList(
+            generate_anchors(stride, level_sizes, aspect_ratios)
+            for stride, level_sizes in zip(anchor_strides, sizes)
+        )
+        self.straddle_thresh = straddle_thresh
+
+    def num_anchors_per_location(self):
+        return [len(cell) for cell in self.cell_anchors]
+
+    def grid_anchors(self, grid_sizes):
+        """Per level [H*W*A, 4]: cell anchors shifted by (x*s, y*s)."""
+        anchors = []
+        for (height, width), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors):
+            shifts_x = torch.arange(width, dtype=cell.dtype, device=cell.device) * stride
+            shifts_y = torch.arange(height, dtype=cell.dtype, device=cell.device) * stride
+            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+            anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
+        return anchors
+
+    def add_visibility_to(self, boxlist):
+        """"visibility": anchor lies within the image padded by `straddle_thresh`
+        (all anchors are visible when it is negative)."""
+        width, height = boxlist.size
+        boxes = boxlist.bbox
+        if self.straddle_thresh >= 0:
+            t = self.straddle_thresh
+            visible = (
+                (boxes[:, 0] >= -t) & (boxes[:, 1] >= -t)
+                & (boxes[:, 2] < width + t) & (boxes[:, 3] < height + t)
+            )
+        else:
+            visible = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
+        boxlist.add_field("visibility", visible)
+
+    def forward(self, image_list, feature_maps):
+        """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
+        grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
+        level_anchors = self.grid_anchors(grid_sizes)
+        anchors = []
+        for height, width in image_list.image_sizes:
+            per_image = []
+            for boxes in level_anchors:
+                boxlist = BoxList(boxes, (width, height), mode="xyxy")
+                self.add_visibility_to(boxlist)
+                per_image.append(boxlist)
+            anchors.append(per_image)
+        return anchors
+
+
+def make_anchor_generator_paa(cfg):
+    """Level l gets sizes ANCHOR_SIZES[l] * OCTAVE**(i / SCALES_PER_OCTAVE), i < SCALES_PER_OCTAVE."""
+    p = cfg.MODEL.PAA
+    scales_per_octave = p.SCALES_PER_OCTAVE
+    sizes = tuple(
+        tuple(size * p.OCTAVE ** (i / scales_per_octave) for i in range(scales_per_octave))
+        for size in p.ANCHOR_SIZES
+    )
+    return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES, p.STRADDLE_THRESH)

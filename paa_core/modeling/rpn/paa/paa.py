@@ -1,0 +1,131 @@
+"""PAA head and module: towers + classification / box / IoU branches over P3..P7."""
+import math
+
+from torch import nn
+
+from paa_core.layers import DFConv2d, Scale
+from paa_core.modeling.box_coder import BoxCoder
+
+from ..anchor_generator import make_anchor_generator_paa
+from .inference import make_paa_postprocessor
+from .loss import make_paa_loss_evaluator
+
+
+def _init_normal(conv):
+    """normal(std=0.01) weights, zero bias. For a DFConv2d only its offset conv is
+    reset (the reference's init loop reaches the offset conv, not the deformable one)."""
+    target = conv.offset if isinstance(conv, DFConv2d) else conv
+    nn.init.normal_(target.weight, std=0.01)
+    nn.init.constant_(target.bias, 0)
+
+
+class PAAHead(nn.Module):
+    """Two towers of `num_convs` x (conv3x3 + GroupNorm(32) + ReLU), then per level:
+    cls logits [N, A*num_classes, H, W] (num_classes excludes background),
+    box deltas [N, A*4, H, W] times the level's `Scale`, IoU logits [N, A, H, W].
+    """
+
+    def __init__(self, in_channels, num_classes, num_anchors, num_convs=4,
+                 prior_prob=0.01, use_dcn_in_tower=False, use_iou_pred=True,
+                 num_levels=5):
+        super().__init__()
+        self.use_iou_pred = use_iou_pred
+        towers = {"cls_tower": [], "bbox_tower": []}
+        for tower in towers.values():
+            for i in range(num_convs):
+                if use_dcn_in_tower and i == num_convs - 1:
+                    conv = DFConv2d(in_channels, in_channels, with_modulated_dcn=True,
+                                    kernel_size=3, stride=1, bias=True)
+                else:
+                    conv = nn.Conv2d(in_channels, in_channels, 3, stride=1, padding=1)
+                _init_normal(conv)
+                tower.extend([conv, nn.GroupNorm(32, in_channels), nn.ReLU()])
+        self.cls_tower = nn.Sequential(*towers["cls_tower"])
+        self.bbox_tower = nn.Sequential(*towers["bbox_tower"])
+
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
+        predictors = [self.cls_logits, self.bbox_pred]
+        if use_iou_pred:
+            self.iou_pred = nn.Conv2d(in_channels, num_anchors, 3, padding=1)
+            predictors.append(self.iou_pred)
+        for conv in predictors:
+            _init_normal(conv)
+        # Focal-loss prior: every anchor starts at foreground probability prior_prob.
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
+
+    def forward(self, features):
+        """-> (logits, bbox_reg, iou_pred): per-level lists; iou_pred is None
+        without the IoU branch."""
+        if len(features) > len(self.scales):
+            raise ValueError(
+                f"PAAHead got {len(features)} feature levels but has "
+                f"{len(self.scales)} scales"
+            )
+        logits, bbox_reg, iou_pred = [], [], []
+        for level, feature in enumerate(features):
+            cls_feat = self.cls_tower(feature)
+            box_feat = self.bbox_tower(feature)
+            logits.append(self.cls_logits(cls_feat))
+            bbox_reg.append(self.scales[level](self.bbox_pred(box_feat)))
+            if self.use_iou_pred:
+                iou_pred.append(self.iou_pred(box_feat))
+        return logits, bbox_reg, (iou_pred if self.use_iou_pred else None)
+
+
+class PAAModule(nn.Module):
+    """The detector's single stage: head + anchors, then losses (train) or boxes (eval)."""
+
+    def __init__(self, head, anchor_generator, loss_evaluator, box_selector_test):
+        super().__init__()
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.loss_evaluator = loss_evaluator
+        self.box_selector_test = box_selector_test
+
+    def forward(self, images, features, targets=None):
+        """images: ImageList; features: P3..P7; targets: per-image BoxLists ("labels").
+
+        Training -> (None, {"loss_cls", "loss_reg"[, "loss_iou_pred"]});
+        eval -> (per-image BoxLists with "scores" and "labels", {}).
+        """
+        box_cls, box_regression, iou_pred = self.head(features)
+        anchors = self.anchor_generator(images, features)
+        if self.training:
+            if targets is None:
+                raise ValueError("PAAModule: targets are required in training mode")
+            loss_cls, loss_reg, loss_iou_pred = self.loss_evaluator(
+                box_cls, box_regression, iou_pred, targets, anchors
+            )
+            losses = {"loss_cls": loss_cls, "loss_reg": loss_reg}
+            if iou_pred is not None:
+                losses["loss_iou_pred"] = loss_iou_pred
+            return None, losses
+        boxes = self.box_selector_test(box_cls, box_regression, iou_pred, anchors)
+        return boxes, {}
+
+
+def build_paa(cfg, in_channels):
+    p = cfg.MODEL.PAA
+    if p.NUM_CLASSES < 2:
+        raise ValueError(f"MODEL.PAA.NUM_CLASSES={p.NUM_CLASSES}: must count the "
+                         "background plus at least one class")
+    anchor_generator = make_anchor_generator_paa(cfg)
+    head = PAAHead(
+        in_channels,
+        num_classes=p.NUM_CLASSES - 1,
+        num_anchors=len(p.ASPECT_RATIOS) * p.SCALES_PER_OCTAVE,
+        num_convs=p.NUM_CONVS,
+        prior_prob=p.PRIOR_PROB,
+        use_dcn_in_tower=p.USE_DCN_IN_TOWER,
+        use_iou_pred=p.USE_IOU_PRED,
+        num_levels=len(p.ANCHOR_STRIDES),
+    )
+    box_coder = BoxCoder(p.BBOX_REG_WEIGHTS)
+    return PAAModule(
+        head,
+        anchor_generator,
+        make_paa_loss_evaluator(cfg, box_coder),
+        make_paa_postprocessor(cfg, box_coder),
+    )

@@ -1,0 +1,147 @@
+"""Whole-detector forward/backward on tiny CPU inputs (R-50 and a dcnv2 R-50)."""
+import os
+
+import pytest
+import torch
+
+from paa_core.config import cfg as default_cfg
+from paa_core.modeling.backbone import build_backbone
+from paa_core.modeling.detector import build_detection_model
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.image_list import to_image_list
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 4  # 3 foreground classes + background
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Intra-op threads thrash on a shared 2-core machine; one thread is many times faster."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _cfg(dcn=False, **resnets):
+    cfg = default_cfg.clone()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.PAA.NUM_CLASSES = NUM_CLASSES
+    # Untrained scores sit near the 0.01 prior: a low threshold lets eval return boxes.
+    cfg.MODEL.PAA.INFERENCE_TH = 0.001
+    if dcn:
+        cfg.MODEL.RESNETS.STAGE_WITH_DCN = (False, True, True, True)
+        cfg.MODEL.RESNETS.WITH_MODULATED_DCN = True
+        cfg.MODEL.PAA.USE_DCN_IN_TOWER = True
+    for key, value in resnets.items():
+        cfg.MODEL.RESNETS[key] = value
+    return cfg
+
+
+def _batch():
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 96, 128, generator=gen) * 255 - 110,
+              torch.rand(3, 80, 112, generator=gen) * 255 - 110]
+    targets = [
+        BoxList(torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]]), (128, 96)),
+        BoxList(torch.tensor([[5.0, 5.0, 100.0, 75.0]]), (112, 80)),
+    ]
+    targets[0].add_field("labels", torch.tensor([1, 3]))
+    targets[1].add_field("labels", torch.tensor([2]))
+    return images, targets
+
+
+@pytest.mark.parametrize("dcn", [False, True], ids=["R-50", "dcnv2-R-50"])
+def test_train_backward_and_eval(dcn):
+    torch.manual_seed(0)
+    model = build_detection_model(_cfg(dcn=dcn))
+    images, targets = _batch()
+
+    # Head outputs line up with the anchors: A=1 per location, P3..P7 of a 96x128 pad.
+    image_list = to_image_list(images, 32)
+    assert image_list.tensors.shape == (2, 3, 96, 128)
+    features = model.backbone(image_list.tensors)
+    sizes = [tuple(f.shape[-2:]) for f in features]
+    assert sizes == [(12, 16), (6, 8), (3, 4), (2, 2), (1, 1)]
+    logits, deltas, ious = model.rpn.head(features)
+    assert [tuple(t.shape) for t in logits] == [(2, NUM_CLASSES - 1) + s for s in sizes]
+    assert [tuple(t.shape) for t in deltas] == [(2, 4) + s for s in sizes]
+    assert [tuple(t.shape) for t in ious] == [(2, 1) + s for s in sizes]
+
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_cls", "loss_reg", "loss_iou_pred"}
+    for name, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+    assert float(losses["loss_reg"].detach()) > 0 and float(losses["loss_cls"].detach()) > 0
+    sum(losses.values()).backward()
+
+    named = dict(model.named_parameters())
+    must_have_grad = [
+        "rpn.head.cls_logits.weight", "rpn.head.bbox_pred.weight", "rpn.head.iou_pred.weight",
+        "rpn.head.cls_tower.0.weight", "rpn.head.scales.0.scale",
+        "backbone.fpn.fpn_inner2.weight", "backbone.fpn.top_blocks.p7.weight",
+        "backbone.body.layer2.0.conv1.weight", "backbone.body.layer4.2.conv3.weight",
+    ]
+    if dcn:
+        must_have_grad += ["rpn.head.bbox_tower.9.offset.weight", "rpn.head.bbox_tower.9.conv.weight",
+                           "backbone.body.layer3.0.conv2.offset.weight",
+                           "backbone.body.layer3.0.conv2.conv.weight"]
+    for name in must_have_grad:
+        grad = named[name].grad
+        assert grad is not None and bool(torch.isfinite(grad).all()), name
+        assert float(grad.abs().sum()) > 0, name
+    for name, p in named.items():
+        if p.requires_grad and p.grad is not None:
+            assert bool(torch.isfinite(p.grad).all()), name
+    assert named["backbone.body.stem.conv1.weight"].grad is None
+    assert named["backbone.body.layer1.0.conv1.weight"].grad is None
+
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2
+    for boxlist, (h, w) in zip(detections, [(96, 128), (80, 112)]):
+        assert boxlist.size == (w, h)
+        scores, labels = boxlist.get_field("scores"), boxlist.get_field("labels")
+        assert 0 < len(boxlist) <= 100 and len(scores) == len(labels) == len(boxlist)
+        assert bool(((labels >= 1) & (labels < NUM_CLASSES)).all())
+        assert bool(((scores > 0) & (scores <= 1)).all())
+        b = boxlist.bbox
+        assert bool((b[:, 0] >= 0).all() and (b[:, 1] >= 0).all())
+        # Clipped to [0, w-1] x [0, h-1]; score voting's weighted mean may add float noise.
+        assert bool((b[:, 2] <= w - 1 + 1e-3).all() and (b[:, 3] <= h - 1 + 1e-3).all())
+
+
+def test_training_without_targets_fails_clearly():
+    model = build_detection_model(_cfg())
+    model.train()
+    with pytest.raises(ValueError, match="targets"):
+        model([torch.zeros(3, 64, 64)])
+
+
+def test_resnext_body_strides_and_res5_dilation():
+    # A small ResNeXt (4 groups x 4) with the FAIR stride placement and a dilated res5.
+    cfg = _cfg(NUM_GROUPS=4, WIDTH_PER_GROUP=4, STRIDE_IN_1X1=False, RES5_DILATION=2)
+    backbone = build_backbone(cfg)
+    body = backbone.body
+    assert body.layer4[0].conv2.dilation == (2, 2) and body.layer4[0].conv2.stride == (1, 1)
+    assert body.layer4[0].downsample[0].stride == (1, 1)
+    c3, c4, c5 = body(torch.zeros(1, 3, 64, 96))
+    assert c3.shape == (1, 512, 8, 12) and c4.shape == (1, 1024, 4, 6)
+    assert c5.shape == (1, 2048, 4, 6)  # dilation keeps res4's resolution
+    # FPN upsamples to the lateral's size, P6/P7 halve P5 (ceil with padding 1).
+    p = backbone.fpn([c3, c4, c5])
+    assert [tuple(t.shape[-2:]) for t in p] == [(8, 12), (4, 6), (4, 6), (2, 3), (1, 2)]
+
+
+def test_fpn_odd_sizes_and_p6_from_c5():
+    cfg = _cfg()
+    cfg.MODEL.FPN.USE_C5 = True
+    fpn = build_backbone(cfg).fpn
+    assert fpn.top_blocks.p6.in_channels == 2048
+    c3, c4, c5 = torch.rand(1, 512, 13, 9), torch.rand(1, 1024, 7, 5), torch.rand(1, 2048, 4, 3)
+    outs = fpn([c3, c4, c5])
+    assert [tuple(t.shape[-2:]) for t in outs] == [(13, 9), (7, 5), (4, 3), (2, 2), (1, 1)]
+    assert all(t.shape[1] == 256 for t in outs)
