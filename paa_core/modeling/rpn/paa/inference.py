@@ -1,0 +1,106 @@
+"""PAA post-processing (SPEC 5): per-level candidates, class-wise NMS, cap, score voting."""
+import torch
+from torch import nn
+
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
+
+from .loss import permute_and_flatten
+from .score_voting import score_voting
+
+
+class PAAPostProcessor(nn.Module):
+    """Turns head outputs into per-image detections ("scores", "labels" 1..C).
+
+    `num_classes` counts the background (MODEL.PAA.NUM_CLASSES)."""
+
+    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size,
+                 num_classes, box_coder, score_voting):
+        super().__init__()
+        self.pre_nms_thresh = pre_nms_thresh
+        self.pre_nms_top_n = pre_nms_top_n
+        self.nms_thresh = nms_thresh
+        self.fpn_post_nms_top_n = fpn_post_nms_top_n
+        self.min_size = min_size
+        self.num_classes = num_classes
+        self.box_coder = box_coder
+        self.score_voting = score_voting
+
+    def forward_for_single_feature_map(self, box_cls, box_regression, iou_pred, anchors):
+        """One level for the whole batch -> per-image BoxLists of clipped candidates.
+
+        A (location, class) pair is a candidate when its class probability exceeds
+        `pre_nms_thresh`; at most `pre_nms_top_n` per image survive, ranked by
+        sqrt(cls * sigmoid(iou)) (or cls alone without the IoU branch).
+        """
+        n, _, h, w = box_cls.shape
+        num_anchors = box_regression.shape[1] // 4
+        num_classes = self.num_classes - 1
+        if box_cls.shape[1] != num_anchors * num_classes:
+            raise ValueError(
+                "PAAPostProcessor: box_cls has {} channels, expected {} anchors x {} classes".format(
+                    box_cls.shape[1], num_anchors, num_classes
+                )
+            )
+        cls_prob = permute_and_flatten(box_cls, n, num_anchors, num_classes, h, w).sigmoid()
+        box_regression = permute_and_flatten(box_regression, n, num_anchors, 4, h, w)
+        candidates = (cls_prob > self.pre_nms_thresh).reshape(n, -1)
+        scores = cls_prob
+        if iou_pred is not None:
+            iou_prob = permute_and_flatten(iou_pred, n, num_anchors, 1, h, w).sigmoid()
+            scores = torch.sqrt(cls_prob * iou_prob)
+        scores = scores.reshape(n, -1).masked_fill(~candidates, -1.0)
+
+        k = min(self.pre_nms_top_n, scores.shape[1])
+        top_scores, top_idx = scores.topk(k, dim=1)
+        keep = candidates.gather(1, top_idx)
+        locations = top_idx // num_classes
+        anchor_boxes = torch.stack([a.bbox for a in anchors]).to(box_regression.dtype)
+        index4 = locations[:, :, None].expand(-1, -1, 4)
+        boxes = self.box_coder.decode(
+            box_regression.gather(1, index4).reshape(-1, 4),
+            anchor_boxes.gather(1, index4).reshape(-1, 4),
+        ).reshape(n, k, 4)
+
+        results = []
+        for i, anchors_im in enumerate(anchors):
+            boxlist = BoxList(boxes[i][keep[i]], anchors_im.size, mode="xyxy")
+            boxlist.add_field("labels", top_idx[i][keep[i]] % num_classes + 1)
+            boxlist.add_field("scores", top_scores[i][keep[i]])
+            boxlist = boxlist.clip_to_image(remove_empty=False)
+            results.append(remove_small_boxes(boxlist, self.min_size))
+        return results
+
+    def select_over_all_levels(self, boxlist):
+        """Class-wise NMS, keep the `fpn_post_nms_top_n` best, then optional score voting."""
+        result = boxlist_ml_nms(boxlist, self.nms_thresh)
+        if len(result) > self.fpn_post_nms_top_n > 0:
+            keep = result.get_field("scores").topk(self.fpn_post_nms_top_n).indices
+            result = result[keep]
+        if self.score_voting:
+            result = score_voting(result, boxlist)
+        return result
+
+    def forward(self, box_cls, box_regression, iou_pred, anchors):
+        """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
+        iou_pred may be None. -> list of per-image BoxLists."""
+        per_level = []
+        for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):
+            anchors_l = [anchors_im[level] for anchors_im in anchors]
+            iou_l = iou_pred[level] if iou_pred is not None else None
+            per_level.append(self.forward_for_single_feature_map(cls_l, reg_l, iou_l, anchors_l))
+        return [self.select_over_all_levels(cat_boxlist(list(image))) for image in zip(*per_level)]
+
+
+def make_paa_postprocessor(cfg, box_coder):
+    p = cfg.MODEL.PAA
+    return PAAPostProcessor(
+        pre_nms_thresh=p.INFERENCE_TH,
+        pre_nms_top_n=p.PRE_NMS_TOP_N,
+        nms_thresh=p.NMS_TH,
+        fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
+        min_size=0,
+        num_classes=p.NUM_CLASSES,
+        box_coder=box_coder,
+        score_voting=p.INFERENCE_SCORE_VOTING,
+    )

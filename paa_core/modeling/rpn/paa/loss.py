@@ -1,0 +1,226 @@
+"""PAA training targets (probabilistic anchor assignment) and losses, SPEC section 4.
+
+Everything is batched: anchors of all images are handled as one flat list of
+B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs of
+all images as one list of G boxes, and the per-GT mixtures are fitted in a single
+batched EM call. Only the IoU pre-assignment loops over images.
+"""
+import torch
+import torch.nn.functional as F
+
+from paa_core.layers.iou_loss import giou_loss, paired_iou
+from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
+from paa_core.modeling.matcher import Matcher
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.boxlist_ops import boxlist_iou
+from paa_core.utils.comm import get_world_size, reduce_sum
+
+from .gmm import select_positives_by_gmm
+
+
+def permute_and_flatten(layer, num_images, num_anchors, channels, height, width):
+    """[N, A*K, H, W] -> [N, H*W*A, K], the anchor generator's order."""
+    layer = layer.view(num_images, num_anchors, channels, height, width)
+    return layer.permute(0, 3, 4, 1, 2).reshape(num_images, -1, channels)
+
+
+def concat_box_prediction_layers(box_cls, box_regression, iou_pred):
+    """Per-level head outputs -> cls [N, A_total, C], reg [N, A_total, 4], iou [N, A_total] or None."""
+    cls_flat, reg_flat, iou_flat = [], [], []
+    for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):
+        n, a4, h, w = reg_l.shape
+        num_anchors = a4 // 4
+        channels = cls_l.shape[1] // num_anchors
+        cls_flat.append(permute_and_flatten(cls_l, n, num_anchors, channels, h, w))
+        reg_flat.append(permute_and_flatten(reg_l, n, num_anchors, 4, h, w))
+        if iou_pred is not None:
+            iou_flat.append(permute_and_flatten(iou_pred[level], n, num_anchors, 1, h, w))
+    iou = torch.cat(iou_flat, dim=1).squeeze(2) if iou_pred is not None else None
+    return torch.cat(cls_flat, dim=1), torch.cat(reg_flat, dim=1), iou
+
+
+class PAALossComputation(object):
+    """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
+
+    def __init__(self, iou_threshold, topk, gamma, alpha, reg_loss_weight, iou_loss_weight,
+                 box_coder):
+        self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=True)
+        self.topk = topk
+        self.gamma = gamma
+        self.alpha = alpha
+        self.reg_loss_weight = reg_loss_weight
+        self.iou_loss_weight = iou_loss_weight
+        self.box_coder = box_coder
+
+    def prepare_iou_based_targets(self, targets, anchors):
+        """IoU pre-assignment (SPEC 4.1).
+
+        Returns anchor boxes [B, A, 4], per-anchor level [A], the matched GT of every
+        anchor [B, A] as an index into the batch's concatenated GTs (-1 when none),
+        and those GT boxes [G, 4] and labels [G].
+        """
+        if len(targets) != len(anchors):
+            raise ValueError(
+                "PAA loss: {} target BoxLists for {} images of anchors".format(
+                    len(targets), len(anchors)
+                )
+            )
+        level_sizes = [len(a) for a in anchors[0]]
+        anchor_boxes, matched, gt_boxes, gt_labels = [], [], [], []
+        offset = 0
+        for targets_im, anchors_im in zip(targets, anchors):
+            if [len(a) for a in anchors_im] != level_sizes:
+                raise ValueError("PAA loss: images of one batch must have the same anchors per level")
+            boxes_im = torch.cat([a.bbox for a in anchors_im], dim=0)
+            targets_im = targets_im.convert("xyxy")
+            iou = boxlist_iou(targets_im, BoxList(boxes_im, anchors_im[0].size, mode="xyxy"))
+            matched_im = self.matcher(iou)
+            matched.append(torch.where(matched_im >= 0, matched_im + offset, -1))
+            anchor_boxes.append(boxes_im)
+            gt_boxes.append(targets_im.bbox)
+            gt_labels.append(targets_im.get_field("labels").long())
+            offset += len(targets_im)
+        device = anchor_boxes[0].device
+        levels = torch.repeat_interleave(
+            torch.arange(len(level_sizes), device=device),
+            torch.as_tensor(level_sizes, device=device),
+        )
+        return (
+            torch.stack(anchor_boxes),
+            levels,
+            torch.stack(matched),
+            torch.cat(gt_boxes, dim=0),
+            torch.cat(gt_labels, dim=0),
+        )
+
+    @torch.no_grad()
+    def compute_anchor_scores(self, cls_logits, box_regression, anchors, target_boxes, labels):
+        """Per-candidate cost (SPEC 4.2): focal loss summed over classes + GIoU loss. [K]"""
+        cls_cost = sigmoid_focal_loss(cls_logits, labels, self.gamma, self.alpha).sum(dim=1)
+        pred_boxes = self.box_coder.decode(box_regression, anchors)
+        return cls_cost + giou_loss(pred_boxes, target_boxes)
+
+    def candidate_sets(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
+        """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
+
+        Returns scores [G, L] ascending along each row, mask [G, L], and for every
+        selected candidate its index (into the candidate arrays), GT and column.
+        """
+        # TOPK lowest scores per (GT, level): sort by score, then stably by group.
+        group = cand_gt * num_levels + cand_level
+        order = self._group_sort(group, cand_score)
+        selected = order[self._rank_in_group(group[order]) < self.topk]
+
+        # Each GT's selected candidates in ascending score order.
+        order = selected[self._group_sort(cand_gt[selected], cand_score[selected])]
+        gt_of = cand_gt[order]
+        column = self._rank_in_group(gt_of)
+        width = int(column.max()) + 1
+        scores = cand_score.new_zeros((num_gt, width))
+        mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
+        scores[gt_of, column] = cand_score[order]
+        mask[gt_of, column] = True
+        return scores, mask, order, gt_of, column
+
+    def assign_positives(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
+        """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch.
+
+        cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
+        (into the candidate arrays) of the positive candidates.
+        """
+        if cand_score.numel() == 0:
+            return cand_gt.new_zeros((0,))
+        scores, mask, order, gt_of, column = self.candidate_sets(
+            cand_gt, cand_level, cand_score, num_gt, num_levels
+        )
+        num_pos = select_positives_by_gmm(scores, mask)
+        return order[column < num_pos[gt_of]]
+
+    @staticmethod
+    def _group_sort(group, score):
+        """Permutation sorting by group, then by score within a group (both stable)."""
+        by_score = torch.argsort(score, stable=True)
+        return by_score[torch.argsort(group[by_score], stable=True)]
+
+    @staticmethod
+    def _rank_in_group(sorted_group):
+        """Position of each element within its run of a sorted group vector."""
+        first = torch.searchsorted(sorted_group, sorted_group)
+        return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+
+    def compute_targets(self, cls_flat, reg_flat, targets, anchors):
+        """PAA assignment for a batch (SPEC 4.1-4.5).
+
+        cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
+        [B*A] (0 background, 1..C), the flat indices of the positives [P], their
+        anchors [P, 4] and their regression target boxes [P, 4].
+        """
+        anchor_boxes, levels, matched, gt_boxes, gt_labels = self.prepare_iou_based_targets(
+            targets, anchors
+        )
+        num_anchors = anchor_boxes.shape[1]
+        anchor_flat = anchor_boxes.reshape(-1, 4).to(reg_flat.dtype)
+        matched = matched.reshape(-1)
+
+        cand_idx = torch.nonzero(matched >= 0).squeeze(1)
+        cand_gt = matched[cand_idx]
+        cand_anchors = anchor_flat[cand_idx]
+        # The reference regresses to decode(encode(gt)): keep that round trip.
+        cand_targets = self.box_coder.decode(
+            self.box_coder.encode(gt_boxes[cand_gt].to(reg_flat.dtype), cand_anchors),
+            cand_anchors,
+        )
+        cand_score = self.compute_anchor_scores(
+            cls_flat[cand_idx], reg_flat[cand_idx], cand_anchors, cand_targets, gt_labels[cand_gt]
+        )
+        pos = self.assign_positives(
+            cand_gt, levels[cand_idx % num_anchors], cand_score, len(gt_labels), len(anchors[0])
+        )
+        pos_idx = cand_idx[pos]
+        labels = torch.zeros_like(matched)
+        labels[pos_idx] = gt_labels[cand_gt[pos]]
+        return labels, pos_idx, cand_anchors[pos], cand_targets[pos]
+
+    def __call__(self, box_cls, box_regression, iou_pred, targets, anchors):
+        """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
+        (or None) per level; targets: per-image BoxLists with "labels" 1..C;
+        anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred);
+        loss_iou_pred is None when iou_pred is None."""
+        cls_flat, reg_flat, iou_flat = concat_box_prediction_layers(box_cls, box_regression, iou_pred)
+        cls_flat = cls_flat.reshape(-1, cls_flat.shape[2])
+        reg_flat = reg_flat.reshape(-1, 4)
+        labels, pos_idx, pos_anchors, reg_targets = self.compute_targets(
+            cls_flat, reg_flat, targets, anchors
+        )
+        pred_boxes = self.box_coder.decode(reg_flat[pos_idx], pos_anchors)
+        iou_targets = paired_iou(pred_boxes.detach(), reg_targets)
+
+        totals = reduce_sum(
+            torch.stack([iou_targets.new_tensor(float(pos_idx.numel())), iou_targets.sum()])
+        ) / get_world_size()
+        num_pos_avg = totals[0].clamp(min=1.0)
+        # Zero only when every IoU target is 0; the numerator is then 0 as well.
+        iou_sum_avg = totals[1].clamp(min=1e-12)
+
+        loss_cls = sigmoid_focal_loss(cls_flat, labels, self.gamma, self.alpha).sum() / num_pos_avg
+        # Empty selections still reach reg_flat / iou_flat, so every parameter gets a gradient.
+        loss_reg = (giou_loss(pred_boxes, reg_targets) * iou_targets).sum() / iou_sum_avg
+        loss_iou_pred = None
+        if iou_flat is not None:
+            loss_iou_pred = F.binary_cross_entropy_with_logits(
+                iou_flat.reshape(-1)[pos_idx], iou_targets, reduction="sum"
+            ) / num_pos_avg * self.iou_loss_weight
+        return loss_cls, loss_reg * self.reg_loss_weight, loss_iou_pred
+
+
+def make_paa_loss_evaluator(cfg, box_coder):
+    p = cfg.MODEL.PAA
+    return PAALossComputation(
+        iou_threshold=p.IOU_THRESHOLD,
+        topk=p.TOPK,
+        gamma=p.LOSS_GAMMA,
+        alpha=p.LOSS_ALPHA,
+        reg_loss_weight=p.REG_LOSS_WEIGHT,
+        iou_loss_weight=p.IOU_LOSS_WEIGHT,
+        box_coder=box_coder,
+    )

@@ -1,0 +1,175 @@
+"""The batched torch EM against scikit-learn's GaussianMixture, set by set."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from paa_core.modeling.rpn.paa.gmm import fit_gmm_2, select_positives_by_gmm
+
+NUM_SETS = 1050
+
+
+def _make_sets(seed=0):
+    """Sorted float32-valued candidate-score sets of size 2..45 with varied shapes."""
+    rng = np.random.default_rng(seed)
+    kinds = ["exponential", "bimodal", "uniform", "ties", "near_constant", "all_equal", "outlier"]
+    sets = []
+    for i in range(NUM_SETS):
+        n = int(rng.integers(2, 46))
+        kind = kinds[i % len(kinds)]
+        if kind == "exponential":
+            x = rng.exponential(rng.uniform(0.05, 2.0), n) + rng.uniform(0, 0.5)
+        elif kind == "bimodal":
+            k = int(rng.integers(1, n))
+            x = np.concatenate(
+                [rng.normal(0.3, rng.uniform(0.01, 0.3), k), rng.normal(rng.uniform(0.8, 3), 0.4, n - k)]
+            )
+        elif kind == "uniform":
+            x = rng.uniform(0, rng.uniform(0.01, 3.0), n)
+        elif kind == "ties":
+            x = rng.choice(rng.uniform(0.1, 2.0, int(rng.integers(1, 4))), n)
+        elif kind == "near_constant":
+            x = 0.7 + rng.normal(0, 1e-4, n)
+        elif kind == "all_equal":
+            x = np.full(n, rng.uniform(0.0, 2.0))
+        else:
+            x = np.concatenate([rng.normal(0.5, 0.05, n - 1), [rng.uniform(5, 20)]])
+        sets.append(np.sort(np.abs(x).astype(np.float32)).astype(np.float64))
+    return sets
+
+
+def _sklearn_fit(x):
+    gmm = GaussianMixture(
+        n_components=2,
+        covariance_type="full",
+        weights_init=[0.5, 0.5],
+        means_init=[[x.min()], [x.max()]],
+        precisions_init=[[[1.0]], [[1.0]]],
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        # Weights, means and precisions are all given, so they replace whatever
+        # init_params computes; "random_from_data" only skips the default k-means cost.
+        init_params="random_from_data",
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        # Sets that hit max_iter warn; their result is still the one compared.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(x[:, None])
+    return gmm
+
+
+def _reference_num_pos(x, gmm):
+    """The reference's rule on scikit-learn outputs (SPEC 4.4)."""
+    components = gmm.predict(x[:, None])
+    scores = gmm.score_samples(x[:, None])
+    fg = components == 0
+    if not fg.any():
+        return len(x)
+    best = scores[fg].max()
+    return int(np.nonzero(fg & (scores == best))[0].min()) + 1
+
+
+def _pad(sets):
+    width = max(len(s) for s in sets)
+    x = torch.zeros(len(sets), width, dtype=torch.float64)
+    mask = torch.zeros(len(sets), width, dtype=torch.bool)
+    for i, s in enumerate(sets):
+        x[i, : len(s)] = torch.from_numpy(s)
+        mask[i, : len(s)] = True
+    return x, mask
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    sets = _make_sets()
+    x, mask = _pad(sets)
+    ours = fit_gmm_2(x, mask)  # all sets in one batched call
+    theirs = [_sklearn_fit(s) for s in sets]
+    return sets, x, mask, ours, theirs
+
+
+def test_components_match_sklearn(fitted):
+    sets, _, _, ours, theirs = fitted
+    same = [
+        np.array_equal(ours.components[i, : len(s)].numpy(), gmm.predict(s[:, None]))
+        for i, (s, gmm) in enumerate(zip(sets, theirs))
+    ]
+    assert np.mean(same) >= 0.995, "only {:.4f} of sets agree".format(np.mean(same))
+
+
+def test_parameters_and_likelihoods_match_sklearn(fitted):
+    # Relative 1e-4. The absolute floors only matter for values near zero: weights of
+    # a collapsed component are ~1e-15 (sklearn's 10*eps count floor) and means of
+    # scores near 0; float64 summation-order noise on <= 45 O(1) samples is ~1e-14,
+    # so 1e-9 is loose for noise yet far below anything that moves an assignment.
+    # Variances are >= reg_covar = 1e-6, so their floor is 1e-12.
+    sets, _, _, ours, theirs = fitted
+    mismatched_iters = 0
+    for i, (s, gmm) in enumerate(zip(sets, theirs)):
+        if ours.n_iter[i].item() != gmm.n_iter_:
+            mismatched_iters += 1
+            continue
+        np.testing.assert_allclose(ours.means[i].numpy(), gmm.means_.ravel(), rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(
+            ours.variances[i].numpy(), gmm.covariances_.ravel(), rtol=1e-4, atol=1e-12
+        )
+        np.testing.assert_allclose(ours.weights[i].numpy(), gmm.weights_, rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(
+            ours.log_likelihood[i, : len(s)].numpy(), gmm.score_samples(s[:, None]), rtol=1e-4, atol=1e-9
+        )
+    assert mismatched_iters <= 0.005 * len(sets)
+
+
+def test_positive_selection_matches_sklearn_loop(fitted):
+    sets, x, mask, _, theirs = fitted
+    ours = select_positives_by_gmm(x, mask).tolist()
+    reference = [_reference_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
+    agree = np.mean([a == b for a, b in zip(ours, reference)])
+    assert agree >= 0.995, "only {:.4f} of sets agree".format(agree)
+    # The selection is not trivial on this data: both "some" and "all" occur.
+    assert any(0 < a < len(s) for a, s in zip(ours, sets))
+
+
+def test_known_answers():
+    # Two modes; the positive mode has mean 0.5, so its most likely sample is the
+    # first 0.5 (position 2): 3 positives, although 0.8 and 0.9 are component 0 too.
+    two_modes = torch.tensor([[0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.8, 0.9, 5.0, 5.1]], dtype=torch.float64)
+    full = torch.ones_like(two_modes, dtype=torch.bool)
+    assert select_positives_by_gmm(two_modes, full).item() == 3
+    assert fit_gmm_2(two_modes, full).components[0].tolist() == [0] * 8 + [1] * 2
+    # All equal: both components coincide, everything is component 0 with equal
+    # likelihood, so the first sample alone (j = 0) is positive.
+    equal = torch.full((1, 5), 0.4, dtype=torch.float64)
+    assert select_positives_by_gmm(equal, torch.ones_like(equal, dtype=torch.bool)).item() == 1
+    # Rows with a single valid entry keep it; padding is ignored.
+    single = torch.tensor([[0.3, 99.0], [0.2, 0.25]], dtype=torch.float64)
+    mask = torch.tensor([[True, False], [True, True]])
+    num_pos = select_positives_by_gmm(single, mask)
+    assert num_pos[0].item() == 1
+    pair = single[1].numpy()
+    assert num_pos[1].item() == _reference_num_pos(pair, _sklearn_fit(pair))
+
+
+def test_converged_rows_stop_updating():
+    # Batched fit of a fast- and a slow-converging row equals fitting each alone.
+    sets = _make_sets(seed=1)[:40]
+    x, mask = _pad(sets)
+    batched = fit_gmm_2(x, mask)
+    assert batched.n_iter.min() < batched.n_iter.max()
+    for i in (int(batched.n_iter.argmin()), int(batched.n_iter.argmax())):
+        alone = fit_gmm_2(x[i : i + 1, : len(sets[i])], mask[i : i + 1, : len(sets[i])])
+        assert alone.n_iter.item() == batched.n_iter[i].item()
+        torch.testing.assert_close(alone.means[0], batched.means[i], rtol=0, atol=1e-12)
+        torch.testing.assert_close(alone.variances[0], batched.variances[i], rtol=0, atol=1e-12)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_gmm_2(torch.zeros(2, 3), torch.tensor([[True, True, False], [True, False, False]]))
+    with pytest.raises(ValueError, match=r"\[B, L\]"):
+        fit_gmm_2(torch.zeros(3), torch.ones(3, dtype=torch.bool))
