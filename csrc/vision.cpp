@@ -1,10 +1,13 @@
 // Python bindings of the compiled ops (module paa_core._C).
+#include <torch/extension.h>
+
 #include "nms.h"
 #include "sigmoid_focal_loss.h"
 #include "deform_conv.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nms", &nms, "greedy NMS with the +1 box convention; returns kept indices");
+  m.def("ml_nms", &ml_nms, "label-aware greedy NMS with the +1 box convention; returns kept indices");
   m.def("sigmoid_focalloss_forward", &sigmoid_focalloss_forward, "sigmoid focal loss forward");
   m.def("sigmoid_focalloss_backward", &sigmoid_focalloss_backward, "sigmoid focal loss backward");
   m.def("deform_conv_forward", &deform_conv_forward, "(modulated) deformable conv forward");

@@ -1,0 +1,87 @@
+"""Compiled sigmoid focal loss against a direct float64 torch formula."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paa_core.layers import SigmoidFocalLoss, sigmoid_focal_loss
+
+
+def focal_loss_formula(logits, targets, gamma, alpha):
+    """RetinaNet focal loss per element; column c is label c + 1, target < 0 ignores the row."""
+    classes = torch.arange(1, logits.shape[1] + 1, device=logits.device)
+    pos = (targets[:, None] == classes).to(logits.dtype)
+    neg = ((targets[:, None] != classes) & (targets[:, None] >= 0)).to(logits.dtype)
+    p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
+    pos_loss = -alpha * q**gamma * F.logsigmoid(logits)
+    neg_loss = -(1 - alpha) * p**gamma * F.logsigmoid(-logits)
+    return pos * pos_loss + neg * neg_loss
+
+
+def random_inputs(seed, n=40, num_classes=7, scale=3.0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, num_classes, generator=gen) * scale).to(dtype)
+    targets = torch.randint(-1, num_classes + 1, (n,), generator=gen)  # -1 ignore, 0 background
+    return logits, targets
+
+
+@pytest.mark.parametrize("gamma, alpha", [(2.0, 0.25), (0.0, 0.5), (1.5, 0.75), (3.0, 0.1)])
+@pytest.mark.parametrize("scale", [3.0, 40.0])
+def test_forward_and_gradient_match_formula(gamma, alpha, scale):
+    logits, targets = random_inputs(int(gamma * 10 + scale), scale=scale)
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    ours = sigmoid_focal_loss(ours_in, targets, gamma, alpha)
+    ref = focal_loss_formula(ref_in, targets, gamma, alpha)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    upstream = torch.rand_like(logits)
+    (ours * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_gradcheck():
+    logits, targets = random_inputs(7, n=6, num_classes=4)
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: sigmoid_focal_loss(x, targets, 2.0, 0.25), (logits,))
+
+
+def test_label_maps_to_column_minus_one_and_ignored_rows():
+    logits = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.5, 0.5]], dtype=torch.float64)
+    loss = sigmoid_focal_loss(logits, torch.tensor([3, -1]), 2.0, 0.25)
+    p = torch.sigmoid(logits[0])
+    expected_row = torch.stack([
+        -0.75 * p[0] ** 2 * torch.log(1 - p[0]),
+        -0.75 * p[1] ** 2 * torch.log(1 - p[1]),
+        -0.25 * (1 - p[2]) ** 2 * torch.log(p[2]),
+    ])
+    torch.testing.assert_close(loss[0], expected_row)
+    assert loss[1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_float32_is_finite_and_accurate_for_huge_logits():
+    logits = torch.tensor([[100.0, -100.0, 30.0, -30.0, 0.0]] * 2, requires_grad=True)
+    targets = torch.tensor([1, 0], dtype=torch.int32)
+    loss = sigmoid_focal_loss(logits, targets, 2.0, 0.25)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
+    ref = focal_loss_formula(logits.detach().double(), targets.long(), 2.0, 0.25)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-30)
+    # A confidently wrong positive (x = -100 would be the worst) costs about alpha * |x|.
+    wrong = sigmoid_focal_loss(torch.tensor([[-100.0]]), torch.tensor([1]), 2.0, 0.25)
+    torch.testing.assert_close(wrong, torch.tensor([[25.0]]))
+
+
+def test_module_returns_sum():
+    logits, targets = random_inputs(3)
+    total = SigmoidFocalLoss(2.0, 0.25)(logits, targets)
+    assert total.dim() == 0
+    torch.testing.assert_close(total, focal_loss_formula(logits, targets, 2.0, 0.25).sum())
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="logits must be"):
+        sigmoid_focal_loss(torch.zeros(5), torch.zeros(5, dtype=torch.long), 2.0, 0.25)
+    with pytest.raises(ValueError, match="targets must be"):
+        sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long), 2.0, 0.25)
+    with pytest.raises(RuntimeError, match="integer"):
+        sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(5), 2.0, 0.25)

@@ -1,0 +1,146 @@
+"""paa_core.layers.nms / ml_nms against a plain greedy +1 NMS and torchvision."""
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from paa_core import _C
+from paa_core.layers import ml_nms, nms
+
+
+def greedy_nms_oracle(boxes, scores, threshold):
+    """Textbook greedy NMS, +1 widths, strict '>' test, stable descending-score order.
+
+    Arithmetic is done in the boxes' own precision, in the same order as the kernels.
+    """
+    boxes = np.asarray(boxes)
+    dtype = boxes.dtype.type
+    one, thr = dtype(1), dtype(threshold)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    x1, y1, x2, y2 = (boxes[order, k] for k in range(4))
+    area = (x2 - x1 + one) * (y2 - y1 + one)
+    alive = np.ones(len(order), dtype=bool)
+    keep = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(len(order)):
+            if not alive[i]:
+                continue
+            keep.append(order[i])
+            w = np.maximum(np.minimum(x2[i], x2) - np.maximum(x1[i], x1) + one, dtype(0))
+            h = np.maximum(np.minimum(y2[i], y2) - np.maximum(y1[i], y1) + one, dtype(0))
+            inter = w * h
+            iou = inter / (area[i] + area - inter)
+            later = np.arange(len(order)) > i
+            alive &= ~(later & (iou > thr))
+    return np.array(keep, dtype=np.int64)
+
+
+def per_class_oracle(boxes, scores, labels, threshold):
+    kept = [
+        np.flatnonzero(labels == c)[greedy_nms_oracle(boxes[labels == c], scores[labels == c], threshold)]
+        for c in np.unique(labels)
+    ]
+    kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    # Output order: descending score, lower index first on ties.
+    return kept[np.lexsort((kept, -scores[kept]))]
+
+
+def random_case(rng, n):
+    """Boxes mixing integer corners (exact IoU ties), float corners and degenerate boxes."""
+    xy = rng.integers(0, 40, size=(n, 2)).astype(np.float32)
+    wh = rng.integers(-2, 25, size=(n, 2)).astype(np.float32)  # w + 1 <= 0 happens: degenerate
+    if rng.random() < 0.5:
+        xy += rng.random((n, 2), dtype=np.float32) * 3
+        wh += rng.random((n, 2), dtype=np.float32) * 3
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    if rng.random() < 0.5:
+        scores = rng.integers(0, 5, size=n).astype(np.float32) / 4  # many score ties
+    else:
+        scores = rng.random(n, dtype=np.float32)
+    return boxes, scores
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_nms_matches_greedy_oracle(threshold):
+    rng = np.random.default_rng(int(threshold * 10))
+    for _ in range(120):
+        boxes, scores = random_case(rng, int(rng.integers(1, 80)))
+        keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)
+        assert keep.dtype == torch.int64
+        np.testing.assert_array_equal(keep.numpy(), greedy_nms_oracle(boxes, scores, threshold))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_ml_nms_matches_per_class_oracle(threshold):
+    rng = np.random.default_rng(100 + int(threshold * 10))
+    for _ in range(100):
+        n = int(rng.integers(1, 80))
+        boxes, scores = random_case(rng, n)
+        labels = rng.integers(1, 4, size=n)
+        keep = ml_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), threshold)
+        np.testing.assert_array_equal(keep.numpy(), per_class_oracle(boxes, scores, labels, threshold))
+
+
+def test_nms_iou_equal_to_threshold_is_kept_and_plus_one_is_used():
+    # +1 areas: 10x10=100 and 10x20=200, intersection 100 -> IoU exactly 0.5.
+    boxes = torch.tensor([[0.0, 0, 9, 19], [0, 0, 9, 9]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]
+    assert nms(boxes, scores, 0.49).tolist() == [0]
+    # Without +1 these touching unit boxes would not overlap; with it, IoU = 1/3.
+    touching = torch.tensor([[0.0, 0, 1, 0], [1, 0, 2, 0]])
+    assert nms(touching, scores, 0.3).tolist() == [0]
+    assert nms(touching, scores, 0.34).tolist() == [0, 1]
+
+
+def test_nms_matches_torchvision_with_shifted_corners():
+    # torchvision has no +1: feeding it (x1, y1, x2 + 1, y2 + 1) gives the same IoUs.
+    gen = torch.Generator().manual_seed(0)
+    for threshold in (0.3, 0.5, 0.7):
+        xy = torch.rand(2000, 2, generator=gen, dtype=torch.float64) * 500
+        wh = 5 + torch.rand(2000, 2, generator=gen, dtype=torch.float64) * 150
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        scores = torch.rand(2000, generator=gen, dtype=torch.float64)
+        expected = torchvision.ops.nms(boxes + torch.tensor([0.0, 0, 1, 1], dtype=torch.float64), scores, threshold)
+        keep = nms(boxes, scores, threshold)
+        assert 100 < len(keep) < 2000
+        assert torch.equal(keep, expected)
+
+
+def test_ml_nms_only_suppresses_same_label():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
+    scores = torch.tensor([0.5, 0.9, 0.7, 0.1])
+    labels = torch.tensor([1, 2, 2, 1])
+    assert ml_nms(boxes, scores, labels, 0.5).tolist() == [1, 0, 3]
+    assert nms(boxes, scores, 0.5).tolist() == [1, 3]
+    # Whole-number float labels, as the reference passed them, behave the same.
+    assert ml_nms(boxes, scores, labels.float(), 0.5).tolist() == [1, 0, 3]
+
+
+def test_empty_input_and_half_precision():
+    empty = torch.zeros(0, 4)
+    for keep in (nms(empty, torch.zeros(0), 0.5), ml_nms(empty, torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)):
+        assert keep.shape == (0,) and keep.dtype == torch.int64
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
+    scores = torch.tensor([0.2, 0.9, 0.5])
+    assert nms(boxes.half(), scores.half(), 0.5).tolist() == nms(boxes, scores, 0.5).tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: nms(torch.zeros(3, 5), torch.zeros(3), 0.5), ValueError),
+        (lambda: nms(torch.zeros(4), torch.zeros(1), 0.5), ValueError),
+        (lambda: nms(torch.zeros(3, 4), torch.zeros(2), 0.5), ValueError),
+        (lambda: nms(torch.zeros(3, 4, dtype=torch.long), torch.zeros(3), 0.5), TypeError),
+        (lambda: nms(torch.zeros(3, 4), torch.zeros(3, 1), 0.5), ValueError),
+        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.tensor([1.0, 1.5, 2.0]), 0.5), ValueError),
+        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.ones(3, dtype=torch.bool), 0.5), TypeError),
+        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5), ValueError),
+        (lambda: _C.nms(torch.zeros(3, 5), torch.zeros(3), 0.5), RuntimeError),
+        (lambda: _C.ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5), RuntimeError),
+    ],
+)
+def test_bad_input_raises_clear_error(call, error):
+    with pytest.raises(error, match="nms"):
+        call()
