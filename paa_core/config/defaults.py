@@ -160,4 +160,6 @@ _C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
 # Misc
 # -----------------------------------------------------------------------------
 _C.OUTPUT_DIR = "."
+# Random seed of each process (plus its rank) for weights init and augmentation.
+_C.SEED = 0
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")

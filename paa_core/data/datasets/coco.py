@@ -1,0 +1,95 @@
+"""COCO-format detection dataset (boxes and labels only)."""
+import contextlib
+import io
+import os
+
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+
+from paa_core.structures.bounding_box import BoxList
+
+
+def _is_usable(obj):
+    """A non-crowd box that keeps some area in the +1 convention (w > 1 and h > 1).
+
+    Boxes with w or h <= 1 would have x2 <= x1 after xywh -> xyxy and are removed
+    by `clip_to_image`, so an image whose boxes are all like that has no target.
+    """
+    w, h = obj["bbox"][2:]
+    return obj.get("iscrowd", 0) == 0 and w > 1 and h > 1
+
+
+class COCODataset(torch.utils.data.Dataset):
+    """Images of a COCO json with their boxes.
+
+    `__getitem__(idx)` -> (image, target, idx): `image` is a PIL RGB image passed
+    through `transforms`; `target` a BoxList (xyxy) with a "labels" field holding
+    contiguous ids 1..K (K = number of json categories, in sorted json id order).
+    Crowd and degenerate boxes are never targets; with
+    `remove_images_without_annotations` (training) images left with no target are
+    skipped, otherwise (testing) every image is kept.
+    """
+
+    def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
+        if not os.path.isfile(ann_file):
+            raise FileNotFoundError("COCODataset: annotation file not found: {}".format(ann_file))
+        if not os.path.isdir(root):
+            raise FileNotFoundError("COCODataset: image folder not found: {}".format(root))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(ann_file)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                "COCODataset: cannot parse annotation file {}: {}".format(ann_file, e)
+            ) from None
+        self.root = root
+        self.ann_file = ann_file
+
+        ids = sorted(self.coco.imgs.keys())
+        if remove_images_without_annotations:
+            ids = [
+                img_id
+                for img_id in ids
+                if any(_is_usable(obj) for obj in self.coco.imgToAnns.get(img_id, []))
+            ]
+        self.ids = ids
+
+        cat_ids = sorted(self.coco.getCatIds())
+        self.categories = {c: self.coco.cats[c]["name"] for c in cat_ids}
+        self.json_category_id_to_contiguous_id = {c: i + 1 for i, c in enumerate(cat_ids)}
+        self.contiguous_category_id_to_json_id = {
+            v: k for k, v in self.json_category_id_to_contiguous_id.items()
+        }
+        self.id_to_img_map = dict(enumerate(self.ids))
+        self._transforms = transforms
+
+    def __len__(self):
+        return len(self.ids)
+
+    def get_img_info(self, idx):
+        """The json image record (has "height", "width", "file_name", "id")."""
+        return self.coco.imgs[self.id_to_img_map[idx]]
+
+    def _load_image(self, img_id):
+        path = os.path.join(self.root, self.coco.imgs[img_id]["file_name"])
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, SyntaxError) as e:  # missing, unreadable or truncated file
+            raise RuntimeError("cannot read image {}: {}".format(path, e)) from None
+
+    def __getitem__(self, idx):
+        img_id = self.id_to_img_map[idx]
+        img = self._load_image(img_id)
+        anno = [obj for obj in self.coco.imgToAnns.get(img_id, []) if obj.get("iscrowd", 0) == 0]
+
+        boxes = torch.as_tensor([obj["bbox"] for obj in anno], dtype=torch.float32).reshape(-1, 4)
+        target = BoxList(boxes, img.size, mode="xywh").convert("xyxy")
+        labels = [self.json_category_id_to_contiguous_id[obj["category_id"]] for obj in anno]
+        target.add_field("labels", torch.tensor(labels, dtype=torch.int64))
+        target = target.clip_to_image(remove_empty=True)
+
+        if self._transforms is not None:
+            img, target = self._transforms(img, target)
+        return img, target, idx

@@ -1,0 +1,115 @@
+"""COCO box evaluation: write `bbox.json`, run pycocotools' COCOeval, check expected numbers."""
+import json
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def prepare_for_coco_detection(predictions, dataset):
+    """COCO result records from one BoxList per dataset index (in the network input's frame).
+
+    Boxes are rescaled to the original image size and written as [x, y, w, h] with the
+    "+1" widths (w = x2 - x1 + 1) of the reference; labels map back to json category ids.
+    """
+    category_map = np.zeros(max(dataset.contiguous_category_id_to_json_id) + 1, dtype=np.int64)
+    for contiguous_id, json_id in dataset.contiguous_category_id_to_json_id.items():
+        category_map[contiguous_id] = json_id
+    coco_results = []
+    for image_idx, prediction in enumerate(predictions):
+        if len(prediction) == 0:
+            continue
+        img_info = dataset.get_img_info(image_idx)
+        prediction = prediction.resize((img_info["width"], img_info["height"])).convert("xywh")
+        image_id = int(dataset.id_to_img_map[image_idx])
+        boxes = prediction.bbox.tolist()
+        scores = prediction.get_field("scores").tolist()
+        categories = category_map[prediction.get_field("labels").numpy()].tolist()
+        coco_results.extend(
+            {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
+            for b, s, c in zip(boxes, scores, categories)
+        )
+    return coco_results
+
+
+def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox"):
+    """Run COCOeval on `coco_results` (also written to `json_result_file`); returns the COCOeval."""
+    with open(json_result_file, "w") as f:
+        json.dump(coco_results, f)
+    if coco_results:
+        coco_dt = coco_gt.loadRes(json_result_file)
+    else:
+        # loadRes rejects an empty list; an empty result set must score 0, not crash.
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": coco_gt.dataset["images"],
+                           "categories": coco_gt.dataset["categories"], "annotations": []}
+        coco_dt.createIndex()
+    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    return coco_eval
+
+
+class COCOResults:
+    """The six summary numbers per IoU type, and their printout."""
+
+    def __init__(self, *iou_types):
+        self.results = OrderedDict((t, OrderedDict((m, -1.0) for m in METRICS)) for t in iou_types)
+
+    def update(self, coco_eval):
+        iou_type = coco_eval.params.iouType
+        for metric, value in zip(METRICS, coco_eval.stats[: len(METRICS)]):
+            self.results[iou_type][metric] = float(value)
+
+    def table(self):
+        """A fixed-width table: one row per IoU type, one column per metric."""
+        lines = ["| task | " + " | ".join(f"{m:>6}" for m in METRICS) + " |"]
+        lines.append("|------|" + "|".join("-" * 8 for _ in METRICS) + "|")
+        for task, metrics in self.results.items():
+            # pycocotools reports -1 for an area range without ground truth.
+            cells = [f"{100 * v:6.2f}" if v >= 0 else f"{'n/a':>6}" for v in metrics.values()]
+            lines.append(f"| {task:<4} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def check_expected_results(results, expected_results, sigma_tol):
+    """Log PASS/FAIL for each (task, metric, mean, std): PASS when within mean +- sigma_tol*std.
+
+    Returns True when every check passes.
+    """
+    logger = logging.getLogger("paa_core.inference")
+    all_ok = True
+    for task, metric, mean, std in expected_results:
+        actual = results[task][metric]
+        lo, hi = mean - sigma_tol * std, mean + sigma_tol * std
+        ok = lo < actual < hi
+        all_ok &= ok
+        msg = (f"{task} > {metric}: expected {mean}, sigma {std}, tolerance {sigma_tol}, "
+               f"range ({lo:.4f}, {hi:.4f}), got {actual:.4f}")
+        if ok:
+            logger.info("PASS: %s", msg)
+        else:
+            logger.error("FAIL: %s", msg)
+    return all_ok
+
+
+def do_coco_evaluation(dataset, predictions, output_folder, iou_types, expected_results,
+                       expected_results_sigma_tol):
+    """Evaluate the predictions (one BoxList per dataset index) and return the results dict."""
+    logger = logging.getLogger("paa_core.inference")
+    if tuple(iou_types) != ("bbox",):
+        raise ValueError(f"paa_core evaluates boxes only; iou_types must be ('bbox',), got {iou_types}")
+    coco_results = prepare_for_coco_detection(predictions, dataset)
+    logger.info("Evaluating %d detections on %d images", len(coco_results), len(predictions))
+    results = COCOResults("bbox")
+    json_file = os.path.join(output_folder, "bbox.json") if output_folder else "bbox.json"
+    results.update(evaluate_predictions_on_coco(dataset.coco, coco_results, json_file, "bbox"))
+    logger.info("COCO results:\n%s", results.table())
+    check_expected_results(results.results, expected_results, expected_results_sigma_tol)
+    return results.results

@@ -1,0 +1,106 @@
+"""The iteration-based training loop."""
+import datetime
+import logging
+import re
+import time
+import warnings
+
+import torch
+
+from paa_core.utils.comm import get_rank, get_world_size, is_main_process, reduce_dict
+from paa_core.utils.metric_logger import MetricLogger
+
+LOG_PERIOD = 20
+
+
+def _summary_writer(log_dir):
+    """A TensorBoard writer on the main process when tensorboard is installed, else None."""
+    if not is_main_process():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=log_dir)
+
+
+def check_losses_finite(loss_dict, iteration):
+    """Stop with the iteration and the offending loss names instead of training on NaN/inf."""
+    bad = {k: v.item() for k, v in loss_dict.items() if not torch.isfinite(v).all()}
+    if bad:
+        listed = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise FloatingPointError(f"non-finite loss at iteration {iteration}: {listed}")
+
+
+def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments):
+    """Train until `len(data_loader)` iterations (the sampler's total), starting after
+    `arguments["iteration"]`; `arguments` is saved with every checkpoint.
+
+    The scheduler is stepped at the start of each iteration, before the optimizer, so
+    iteration i trains with the schedule's lr at i, as in the reference's training.
+    """
+    logger = logging.getLogger("paa_core.trainer")
+    logger.info("Start training")
+    meters = MetricLogger(delimiter="  ")
+    max_iter = len(data_loader)
+    start_iter = arguments["iteration"]
+    writer = _summary_writer(checkpointer.save_dir) if checkpointer.save_dir else None
+    rank, world_size = get_rank(), get_world_size()
+    model.train()
+    start_training_time = time.time()
+    end = time.time()
+    for iteration, (images, targets, idxs) in enumerate(data_loader, start_iter + 1):
+        data_time = time.time() - end
+        arguments["iteration"] = iteration
+        logger.debug("iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs))
+
+        with warnings.catch_warnings():
+            # PyTorch warns when the scheduler steps before the first optimizer step; that
+            # order is deliberate here (see the docstring).
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            scheduler.step()
+
+        images = images.to(device)
+        targets = [target.to(device) for target in targets]
+        loss_dict = model(images, targets)
+        check_losses_finite(loss_dict, iteration)
+        losses = sum(loss_dict.values())
+
+        loss_dict_reduced = reduce_dict(loss_dict)
+        meters.update(loss=sum(loss_dict_reduced.values()), **loss_dict_reduced)
+
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+
+        batch_time = time.time() - end
+        end = time.time()
+        meters.update(time=batch_time, data=data_time)
+
+        if iteration % LOG_PERIOD == 0 or iteration == max_iter:
+            eta_seconds = meters.time.global_avg * (max_iter - iteration)
+            lr = optimizer.param_groups[0]["lr"]
+            fields = [
+                f"eta: {datetime.timedelta(seconds=int(eta_seconds))}",
+                f"iter: {iteration}",
+                str(meters),
+                f"lr: {lr:.6f}",
+            ]
+            if device.type == "cuda":
+                fields.append(f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB")
+            logger.info(meters.delimiter.join(fields))
+            if writer is not None:
+                for name, meter in meters.meters.items():
+                    writer.add_scalar(f"train/{name}", meter.median, iteration)
+                writer.add_scalar("train/lr", lr, iteration)
+        if iteration % checkpoint_period == 0:
+            checkpointer.save(f"model_{iteration:07d}", **arguments)
+        if iteration == max_iter:
+            checkpointer.save("model_final", **arguments)
+
+    total_training_time = time.time() - start_training_time
+    done = max(max_iter - start_iter, 1)
+    logger.info("Total training time: %s (%.4f s / it)",
+                datetime.timedelta(seconds=int(total_training_time)), total_training_time / done)
+    if writer is not None:
+        writer.close()

@@ -1,0 +1,135 @@
+"""Save and restore training state; initialise a model from local files, URLs or catalog names."""
+import logging
+import os
+
+import torch
+
+from .c2_model_loading import load_c2_format
+from .imports import import_file
+from .miscellaneous import atomic_write, mkdir
+from .model_serialization import load_state_dict
+from .model_zoo import cache_url
+
+LAST_CHECKPOINT = "last_checkpoint"
+URL_SCHEMES = ("http://", "https://", "file://")
+
+
+def _is_torchvision_resnet(state_dict):
+    return "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict
+
+
+def rename_torchvision_resnet(state_dict):
+    """torchvision ResNet names -> our body names: the stem's conv1/bn1 move under `stem.`,
+    the classifier and BN step counters are dropped, `layerX.Y.*` is already ours."""
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith(("conv1.", "bn1.")):
+            key = "stem." + key
+        renamed[key] = value
+    return renamed
+
+
+class Checkpointer:
+    """Writes `<save_dir>/<name>.pth` (model, optimizer, scheduler, extra state) and
+    `<save_dir>/last_checkpoint`; `load` resumes from the latter when it exists."""
+
+    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.save_dir = save_dir
+        self.save_to_disk = save_to_disk
+        self.logger = logger or logging.getLogger(__name__)
+
+    def save(self, name, **extra):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        data = {"model": model.state_dict()}
+        if self.optimizer is not None:
+            data["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            data["scheduler"] = self.scheduler.state_dict()
+        data.update(extra)
+        mkdir(self.save_dir)
+        filename = f"{name}.pth"
+        path = os.path.join(self.save_dir, filename)
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_write(path, lambda f: torch.save(data, f))
+        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename), mode="w")
+
+    def load(self, f=None, use_latest=True):
+        """Resume from `last_checkpoint` if present (returns the saved extra state, e.g.
+        {"iteration": ...}); otherwise initialise the model from `f` and return {}."""
+        if use_latest and self.has_checkpoint():
+            path = self.get_checkpoint_file()
+            self.logger.info("Resuming from %s", path)
+            checkpoint, _ = self._load_file(path)
+            load_state_dict(self.model, checkpoint.pop("model"), source=path, strict=True)
+            optimizer_state = checkpoint.pop("optimizer", None)
+            scheduler_state = checkpoint.pop("scheduler", None)
+            if optimizer_state is not None and self.optimizer is not None:
+                self.optimizer.load_state_dict(optimizer_state)
+            if scheduler_state is not None and self.scheduler is not None:
+                self.scheduler.load_state_dict(scheduler_state)
+            return checkpoint
+        if not f:
+            self.logger.info("No checkpoint found and no weights given: the model keeps its initialisation")
+            return {}
+        # A weight file initialises the model; the optimizer state and iteration it may
+        # hold belong to another run and are not restored.
+        self.logger.info("Loading weights from %s", f)
+        checkpoint, whole_model = self._load_file(f)
+        load_state_dict(self.model, checkpoint["model"], source=f, strict=whole_model)
+        return {}
+
+    def has_checkpoint(self):
+        return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT))
+
+    def get_checkpoint_file(self):
+        """Path recorded in `last_checkpoint` (a name relative to save_dir, or an absolute path)."""
+        with open(os.path.join(self.save_dir, LAST_CHECKPOINT)) as fh:
+            name = fh.read().strip()
+        return name if os.path.isabs(name) else os.path.join(self.save_dir, name)
+
+    def _load_file(self, f):
+        """Read a `.pth` file: (checkpoint dict with a "model" state dict, whole_model).
+
+        `whole_model` is True for checkpoint dicts (ours or the reference's), which must
+        fill every model key; bare state dicts, e.g. a torchvision ResNet, may cover
+        only part of the model.
+        """
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"weight file not found: {f}")
+        loaded = torch.load(f, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{f}: expected a state dict or a checkpoint dict, found {type(loaded).__name__}")
+        if "model" in loaded:
+            return loaded, True
+        if _is_torchvision_resnet(loaded):
+            loaded = rename_torchvision_resnet(loaded)
+        return {"model": loaded}, False
+
+
+class DetectronCheckpointer(Checkpointer):
+    """Checkpointer that also reads `catalog://` names, URLs and Caffe2 `.pkl` backbones."""
+
+    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None):
+        super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger)
+        self.paths_catalog = cfg.PATHS_CATALOG
+
+    def _load_file(self, f):
+        if f.startswith("catalog://"):
+            catalog = import_file("paa_core.config.paths_catalog", self.paths_catalog, True)
+            url = catalog.ModelCatalog.get(f[len("catalog://"):])
+            self.logger.info("%s points to %s", f, url)
+            f = url
+        if f.startswith(URL_SCHEMES):
+            f = cache_url(f)
+        if f.endswith(".pkl"):
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"weight file not found: {f}")
+            return load_c2_format(f), False
+        return super()._load_file(f)

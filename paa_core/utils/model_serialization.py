@@ -1,0 +1,96 @@
+"""Match a weight file's keys to a model's state dict and load them, with a clear report."""
+import logging
+
+
+# How many offending keys an error message lists.
+MAX_LISTED = 4
+
+
+class WeightMismatchError(RuntimeError):
+    """A weight file whose keys or shapes do not fit the model."""
+
+
+def _listing(items):
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (", ..." if len(items) > MAX_LISTED else "")
+
+
+def strip_prefix_if_present(state_dict, prefix):
+    """Drop `prefix` (e.g. "module." from DistributedDataParallel) when every key has it."""
+    keys = list(state_dict.keys())
+    if not keys or not all(key.startswith(prefix) for key in keys):
+        return state_dict
+    return type(state_dict)((key[len(prefix):], value) for key, value in state_dict.items())
+
+
+def match_keys_by_suffix(model_keys, loaded_keys):
+    """For each model key, the longest loaded key that is a suffix of it at a '.' boundary.
+
+    Returns {model_key: loaded_key}. This lets a backbone file with keys such as
+    `layer1.0.conv1.weight` fill `backbone.body.layer1.0.conv1.weight`; a loaded key
+    used by two model keys is ambiguous and is not matched to either.
+    """
+    matches = {}
+    for model_key in model_keys:
+        best = None
+        for loaded_key in loaded_keys:
+            fits = model_key == loaded_key or model_key.endswith("." + loaded_key)
+            if fits and (best is None or len(loaded_key) > len(best)):
+                best = loaded_key
+        if best is not None:
+            matches[model_key] = best
+    used = {}
+    for model_key, loaded_key in matches.items():
+        used.setdefault(loaded_key, []).append(model_key)
+    return {m: l for m, l in matches.items() if len(used[l]) == 1}
+
+
+def align_and_update_state_dicts(model_state_dict, loaded_state_dict, source="weights", strict=False):
+    """Copy matching tensors of `loaded_state_dict` into `model_state_dict` (in place).
+
+    Raises WeightMismatchError, naming `source`, when a matched key has another shape,
+    when nothing matches, when a loaded key fits no model key, or (with `strict`, for
+    whole-detector checkpoints) when a model key is missing from the file.
+    Returns the list of model keys that were filled.
+    """
+    logger = logging.getLogger(__name__)
+    matches = match_keys_by_suffix(list(model_state_dict.keys()), list(loaded_state_dict.keys()))
+    bad_shapes = [
+        f"{l} {list(loaded_state_dict[l].shape)} vs model {m} {list(model_state_dict[m].shape)}"
+        for m, l in matches.items()
+        if loaded_state_dict[l].shape != model_state_dict[m].shape
+    ]
+    if bad_shapes:
+        raise WeightMismatchError(
+            f"{source}: {len(bad_shapes)} keys have a shape that does not fit the model: {_listing(bad_shapes)}")
+    if not matches:
+        raise WeightMismatchError(
+            f"{source}: none of its {len(loaded_state_dict)} keys fit the model "
+            f"(file keys: {_listing(list(loaded_state_dict))}; model keys: {_listing(list(model_state_dict))})")
+    used = set(matches.values())
+    unexpected = [key for key in loaded_state_dict if key not in used]
+    if unexpected:
+        raise WeightMismatchError(
+            f"{source}: {len(unexpected)} keys fit no model key: {_listing(unexpected)}")
+    missing = [key for key in model_state_dict if key not in matches]
+    if strict and missing:
+        raise WeightMismatchError(
+            f"{source}: {len(missing)} model keys are missing from the file: {_listing(missing)}")
+
+    for model_key, loaded_key in matches.items():
+        model_state_dict[model_key] = loaded_state_dict[loaded_key]
+        logger.debug("%s loaded from %s of shape %s", model_key, loaded_key, tuple(loaded_state_dict[loaded_key].shape))
+    logger.info("Loaded %d of %d model tensors from %s", len(matches), len(model_state_dict), source)
+    if missing:
+        logger.info("%d model tensors keep their initialisation (not in %s): %s", len(missing), source, _listing(missing))
+    return list(matches)
+
+
+def load_state_dict(model, loaded_state_dict, source="weights", strict=False):
+    """Load a (possibly `module.`-prefixed) state dict into `model` by suffix matching."""
+    model_state_dict = model.state_dict()
+    loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
+    align_and_update_state_dicts(model_state_dict, loaded_state_dict, source=source, strict=strict)
+    model.load_state_dict(model_state_dict)
+
+

@@ -1,0 +1,331 @@
+"""Checkpoint save/resume, atomic writes, weight-file conversions (Caffe2, torchvision), URLs and catalog names."""
+import functools
+import http.server
+import os
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from paa_core.config import cfg as default_cfg
+from paa_core.engine.trainer import do_train
+from paa_core.layers import FrozenBatchNorm2d
+from paa_core.solver import WarmupMultiStepLR
+from paa_core.structures.image_list import to_image_list
+from paa_core.utils.checkpoint import Checkpointer, DetectronCheckpointer
+from paa_core.utils.model_serialization import WeightMismatchError
+
+
+class ToyDetector(nn.Module):
+    """A two-layer regressor with the detector's training interface: forward -> loss dict."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, images, targets):
+        feat = self.conv(images.tensors).mean(dim=(2, 3))
+        pred = self.head(feat).squeeze(1)
+        target = torch.stack(targets)
+        return {"loss_a": ((pred - target) ** 2).mean(), "loss_b": pred.abs().mean() * 0.1}
+
+
+class ToyLoader:
+    """Iteration-based like the real sampler: len is the total, iteration resumes at start_iter."""
+
+    def __init__(self, num_iters, start_iter=0):
+        self.num_iters, self.start_iter = num_iters, start_iter
+
+    def __len__(self):
+        return self.num_iters
+
+    def __iter__(self):
+        for it in range(self.start_iter, self.num_iters):
+            g = torch.Generator().manual_seed(it)
+            images = to_image_list([torch.rand(3, 6, 6, generator=g) for _ in range(2)])
+            yield images, [torch.rand((), generator=g) for _ in range(2)], (2 * it, 2 * it + 1)
+
+
+def make_run(save_dir, steps=(3, 6)):
+    model = ToyDetector()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = WarmupMultiStepLR(opt, steps, 0.5, warmup_factor=0.25, warmup_iters=2, warmup_method="linear")
+    return model, opt, sched, Checkpointer(model, opt, sched, save_dir, save_to_disk=True)
+
+
+def train(save_dir, max_iter, period=100):
+    model, opt, sched, ckpt = make_run(save_dir)
+    arguments = {"iteration": 0}
+    arguments.update(ckpt.load())
+    do_train(model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, torch.device("cpu"),
+             period, arguments)
+    return model, opt, sched, arguments
+
+
+def test_save_load_round_trip(tmp_path):
+    model, opt, sched, arguments = train(str(tmp_path), 4, period=2)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000002.pth", "model_0000004.pth",
+                                            "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    model2, opt2, sched2, ckpt2 = make_run(str(tmp_path))
+    extra = ckpt2.load()
+    assert extra == {"iteration": 4}
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert sched2.last_epoch == sched.last_epoch == 4
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[p2]["momentum_buffer"])
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    full_model, full_opt, full_sched, _ = train(str(tmp_path / "full"), 8)
+    train(str(tmp_path / "split"), 4)  # "stopped" after 4 iterations
+    model, opt, sched, arguments = train(str(tmp_path / "split"), 8)  # restarted: resumes at 4
+    assert arguments["iteration"] == 8 and sched.last_epoch == full_sched.last_epoch == 8
+    # lr after the steps at 3 and 6: 0.1 * 0.5**2
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+    for a, b in zip(full_model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_logs_iterations_after_restart(tmp_path, caplog):
+    train(str(tmp_path), 3)
+    caplog.set_level("DEBUG", logger="paa_core.trainer")
+    train(str(tmp_path), 5)
+    seen = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration ")]
+    assert seen == ["iteration 4 rank 0/1 images [6, 7]", "iteration 5 rank 0/1 images [8, 9]"]
+
+
+def test_non_finite_loss_names_iteration_and_loss(tmp_path):
+    model, opt, sched, ckpt = make_run(str(tmp_path))
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"iteration 1: loss_a=nan, loss_b=nan"):
+        do_train(model, ToyLoader(2), opt, sched, ckpt, torch.device("cpu"), 10, {"iteration": 0})
+
+
+def test_save_is_atomic(tmp_path):
+    model, opt, sched, ckpt = make_run(str(tmp_path))
+    ckpt.save("model_0000001", iteration=1)
+    with pytest.raises(Exception):
+        ckpt.save("model_0000002", iteration=2, unpicklable=lambda: 0)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+class Body(nn.Module):
+    """The names of our ResNet body (stem + one bottleneck with a projection), at toy widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Module()
+        self.stem.conv1 = nn.Conv2d(3, 4, 7, bias=False)
+        self.stem.bn1 = FrozenBatchNorm2d(4)
+        block = nn.Module()
+        block.conv1, block.bn1 = nn.Conv2d(4, 2, 1, bias=False), FrozenBatchNorm2d(2)
+        block.conv2, block.bn2 = nn.Conv2d(2, 2, 3, bias=False), FrozenBatchNorm2d(2)
+        block.conv3, block.bn3 = nn.Conv2d(2, 8, 1, bias=False), FrozenBatchNorm2d(8)
+        block.downsample = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), FrozenBatchNorm2d(8))
+        self.layer1 = nn.Sequential(block)
+
+
+class Detector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Module()
+        self.backbone.body = Body()
+        self.head = nn.Conv2d(8, 2, 1)
+
+
+def fake_c2_blobs():
+    rng = np.random.RandomState(0)
+    shapes = {
+        "conv1_w": (4, 3, 7, 7), "res_conv1_bn_s": (4,), "res_conv1_bn_b": (4,),
+        "res2_0_branch2a_w": (2, 4, 1, 1), "res2_0_branch2a_bn_s": (2,), "res2_0_branch2a_bn_b": (2,),
+        "res2_0_branch2b_w": (2, 2, 3, 3), "res2_0_branch2b_bn_s": (2,), "res2_0_branch2b_bn_b": (2,),
+        "res2_0_branch2c_w": (8, 2, 1, 1), "res2_0_branch2c_bn_s": (8,), "res2_0_branch2c_bn_b": (8,),
+        "res2_0_branch1_w": (8, 4, 1, 1), "res2_0_branch1_bn_s": (8,), "res2_0_branch1_bn_b": (8,),
+        "fc1000_w": (10, 8), "fc1000_b": (10,), "res2_0_branch2a_w_momentum": (2, 4, 1, 1),
+    }
+    return {k: rng.randn(*s).astype(np.float32) for k, s in shapes.items()}
+
+
+# Caffe2 blob -> our key under backbone.body, written out by hand.
+C2_NAMES = {
+    "conv1_w": "stem.conv1.weight", "res_conv1_bn_s": "stem.bn1.weight", "res_conv1_bn_b": "stem.bn1.bias",
+    "res2_0_branch2a_w": "layer1.0.conv1.weight", "res2_0_branch2a_bn_s": "layer1.0.bn1.weight",
+    "res2_0_branch2a_bn_b": "layer1.0.bn1.bias", "res2_0_branch2b_w": "layer1.0.conv2.weight",
+    "res2_0_branch2b_bn_s": "layer1.0.bn2.weight", "res2_0_branch2b_bn_b": "layer1.0.bn2.bias",
+    "res2_0_branch2c_w": "layer1.0.conv3.weight", "res2_0_branch2c_bn_s": "layer1.0.bn3.weight",
+    "res2_0_branch2c_bn_b": "layer1.0.bn3.bias", "res2_0_branch1_w": "layer1.0.downsample.0.weight",
+    "res2_0_branch1_bn_s": "layer1.0.downsample.1.weight", "res2_0_branch1_bn_b": "layer1.0.downsample.1.bias",
+}
+
+
+def write_pickle(path, blobs, wrap=True):
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": blobs} if wrap else blobs, f, protocol=2)
+    return str(path)
+
+
+def assert_c2_loaded(model, blobs):
+    state = model.state_dict()
+    for c2_name, ours in C2_NAMES.items():
+        assert torch.equal(state["backbone.body." + ours], torch.from_numpy(blobs[c2_name])), c2_name
+    for key, value in state.items():
+        if key.endswith("running_mean"):
+            assert torch.equal(value, torch.zeros_like(value))
+        if key.endswith("running_var"):
+            assert torch.equal(value, torch.ones_like(value))
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_caffe2_pickle_names(tmp_path, wrap):
+    blobs = fake_c2_blobs()
+    path = write_pickle(tmp_path / "R-toy.pkl", blobs, wrap)
+    model = Detector()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_mean.fill_(3.0)
+                m.running_var.fill_(5.0)
+    head_before = model.head.weight.clone()
+    assert DetectronCheckpointer(default_cfg, model).load(path) == {}
+    assert_c2_loaded(model, blobs)
+    assert torch.equal(model.head.weight, head_before)  # not in the file: left as built
+
+
+def test_caffe2_pickle_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil()}}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        DetectronCheckpointer(default_cfg, Detector()).load(str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_torchvision_resnet_names(tmp_path):
+    tv = torchvision.models.resnet18()
+    with torch.no_grad():
+        for m in tv.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_()
+                m.running_var.uniform_(0.5, 2)
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+
+    model = nn.Module()
+    model.backbone = nn.Module()
+    model.backbone.body = body = nn.Module()
+    body.stem = nn.Module()
+    body.stem.conv1, body.stem.bn1 = nn.Conv2d(3, 64, 7, bias=False), FrozenBatchNorm2d(64)
+    ref = torchvision.models.resnet18()
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        setattr(body, name, getattr(ref, name))
+    Checkpointer(model).load(str(tmp_path / "tv.pth"))
+    state, tv_state = model.state_dict(), tv.state_dict()
+    assert torch.equal(state["backbone.body.stem.conv1.weight"], tv_state["conv1.weight"])
+    assert torch.equal(state["backbone.body.stem.bn1.running_var"], tv_state["bn1.running_var"])
+    assert torch.equal(state["backbone.body.layer3.1.bn2.running_mean"], tv_state["layer3.1.bn2.running_mean"])
+    assert torch.equal(state["backbone.body.layer2.0.downsample.0.weight"], tv_state["layer2.0.downsample.0.weight"])
+
+
+def test_module_prefix_and_bare_state_dict(tmp_path):
+    src = Detector()
+    torch.save({"model": {"module." + k: v for k, v in src.state_dict().items()}}, tmp_path / "ddp.pth")
+    dst = Detector()
+    torch.nn.init.zeros_(dst.head.weight)
+    Checkpointer(dst).load(str(tmp_path / "ddp.pth"))
+    assert torch.equal(dst.head.weight, src.head.weight)
+
+
+def test_mismatching_weights_give_one_clear_error(tmp_path):
+    wrong = Detector().state_dict()
+    wrong["head.weight"] = torch.zeros(3, 8, 1, 1)
+    wrong["backbone.body.stem.conv1.weight"] = torch.zeros(5, 3, 7, 7)
+    torch.save({"model": wrong}, tmp_path / "shapes.pth")
+    with pytest.raises(WeightMismatchError) as e:
+        Checkpointer(Detector()).load(str(tmp_path / "shapes.pth"))
+    msg = str(e.value)
+    assert "\n" not in msg and "shapes.pth: 2 keys have a shape" in msg and "head.weight [3, 8, 1, 1]" in msg
+
+    torch.save({"fpn.inner1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(WeightMismatchError, match="other.pth: none of its 1 keys fit the model"):
+        Checkpointer(Detector()).load(str(tmp_path / "other.pth"))
+
+    partial = {k: v for k, v in Detector().state_dict().items() if not k.startswith("head.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    with pytest.raises(WeightMismatchError, match=r"2 model keys are missing from the file: head.weight, head.bias"):
+        Checkpointer(Detector()).load(str(tmp_path / "partial.pth"))
+
+    extra = dict(Detector().state_dict(), **{"rpn.head.cls_logits.weight": torch.zeros(1)})
+    torch.save({"model": extra}, tmp_path / "extra.pth")
+    with pytest.raises(WeightMismatchError, match=r"1 keys fit no model key: rpn.head.cls_logits.weight"):
+        Checkpointer(Detector()).load(str(tmp_path / "extra.pth"))
+
+
+def test_pth_is_loaded_without_unpickling_code(tmp_path):
+    torch.save({"model": Detector().state_dict(), "note": functools.partial(print, "hi")}, tmp_path / "x.pth")
+    with pytest.raises(pickle.UnpicklingError):
+        Checkpointer(Detector()).load(str(tmp_path / "x.pth"))
+
+
+def test_url_downloaded_once_into_cache(tmp_path, monkeypatch):
+    blobs = fake_c2_blobs()
+    served = tmp_path / "served"
+    served.mkdir()
+    write_pickle(served / "R-toy.pkl", blobs)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PAA_CACHE_DIR", str(cache))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/R-toy.pkl"
+        model = Detector()
+        DetectronCheckpointer(default_cfg, model).load(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert os.listdir(cache) == ["R-toy.pkl"]
+    assert_c2_loaded(model, blobs)
+    # Served no more: the second load must come from the cache.
+    (served / "R-toy.pkl").unlink()
+    model = Detector()
+    DetectronCheckpointer(default_cfg, model).load(url)
+    assert_c2_loaded(model, blobs)
+
+
+def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
+    blobs = fake_c2_blobs()
+    pkl = write_pickle(tmp_path / "R-toy.pkl", blobs)
+    catalog = tmp_path / "my_catalog.py"
+    catalog.write_text(
+        "class ModelCatalog:\n"
+        "    @staticmethod\n"
+        "    def get(name):\n"
+        f"        assert name == 'ImageNetPretrained/MSRA/R-toy', name\n"
+        f"        return 'file://{pkl}'\n"
+    )
+    monkeypatch.setenv("PAA_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = default_cfg.clone()
+    cfg.PATHS_CATALOG = str(catalog)
+    model = Detector()
+    DetectronCheckpointer(cfg, model).load("catalog://ImageNetPretrained/MSRA/R-toy")
+    assert_c2_loaded(model, blobs)
+    assert os.listdir(tmp_path / "cache") == ["R-toy.pkl"]
+
+
+def test_missing_weight_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weight file not found: .*nope.pth"):
+        Checkpointer(Detector()).load(str(tmp_path / "nope.pth"))

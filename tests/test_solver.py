@@ -1,0 +1,95 @@
+"""WarmupMultiStepLR values against the closed-form schedule; optimizer parameter groups."""
+import pytest
+import torch
+from torch import nn
+
+from paa_core.config import cfg as default_cfg
+from paa_core.solver import WarmupMultiStepLR, make_lr_scheduler, make_optimizer
+
+BASE_LR = 0.01
+
+
+def expected_lr(it, milestones, gamma, factor, warmup_iters, method):
+    """Written out by hand from the SPEC: warm-up factor, then gamma per passed milestone."""
+    if it < warmup_iters:
+        warm = factor if method == "constant" else factor + (1 - factor) * it / warmup_iters
+    else:
+        warm = 1.0
+    passed = sum(1 for m in milestones if m <= it)
+    return BASE_LR * warm * gamma ** passed
+
+
+def lrs_over(scheduler, optimizer, n):
+    """lr at last_epoch 0..n-1 (the lr iteration i trains with, stepping before each iteration)."""
+    out = [optimizer.param_groups[0]["lr"]]
+    for _ in range(n - 1):
+        optimizer.step()
+        scheduler.step()
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+@pytest.mark.parametrize("method", ["constant", "linear"])
+def test_warmup_multistep_values(method):
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=BASE_LR)
+    sched = WarmupMultiStepLR(opt, (10, 20), 0.1, warmup_factor=1 / 3, warmup_iters=5, warmup_method=method)
+    got = lrs_over(sched, opt, 26)
+    want = [expected_lr(i, (10, 20), 0.1, 1 / 3, 5, method) for i in range(26)]
+    assert got == pytest.approx(want, rel=1e-9)
+    # A few points spelled out.
+    assert got[0] == pytest.approx(BASE_LR / 3)
+    assert got[5] == pytest.approx(BASE_LR)
+    assert got[10] == pytest.approx(BASE_LR * 0.1)
+    assert got[25] == pytest.approx(BASE_LR * 0.01)
+    if method == "linear":
+        assert got[2] == pytest.approx(BASE_LR * (1 / 3 * 0.6 + 0.4))
+    else:
+        assert got[4] == pytest.approx(BASE_LR / 3)
+
+
+def test_bad_arguments_are_rejected_clearly():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE_LR)
+    with pytest.raises(ValueError, match="warmup_method.*'cosine'"):
+        WarmupMultiStepLR(opt, (10,), warmup_method="cosine")
+    with pytest.raises(ValueError, match=r"milestones.*\[20, 10\]"):
+        WarmupMultiStepLR(opt, (20, 10))
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.Conv2d(1, 2, 1)
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.fc = nn.Linear(3, 1, bias=False)
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+
+def test_param_groups_and_schedule_from_cfg():
+    cfg = default_cfg.clone()
+    cfg.SOLVER.BASE_LR = 0.02
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.STEPS = (3, 6)
+    cfg.SOLVER.WARMUP_ITERS = 2
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    model = Toy()
+    opt = make_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.SGD)
+    groups = {id(g["params"][0]): g for g in opt.param_groups}
+    assert len(groups) == 3  # frozen conv's weight and bias are left out
+    assert id(model.frozen.weight) not in groups and id(model.frozen.bias) not in groups
+    for p, lr, wd in [(model.conv.weight, 0.02, 1e-4), (model.conv.bias, 0.04, 0.0), (model.fc.weight, 0.02, 1e-4)]:
+        g = groups[id(p)]
+        assert g["lr"] == pytest.approx(lr) and g["weight_decay"] == pytest.approx(wd) and g["momentum"] == 0.9
+
+    sched = make_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(8):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    # The bias group follows the same schedule at twice the lr.
+    factors = [1 / 3, 1 / 3 * 0.5 + 0.5, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    for got, f in zip(lrs, factors):
+        assert got == pytest.approx([0.02 * f, 0.04 * f, 0.02 * f])

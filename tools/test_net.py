@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Evaluate a PAA checkpoint (or every checkpoint of a folder) on DATASETS.TEST.
+
+    python tools/test_net.py --config-file F [--ckpt W.pth] [OPTS]
+    python tools/test_net.py --config-file F MODEL.WEIGHT W.pth TEST.IMS_PER_BATCH 4
+    python tools/test_net.py --config-file F --eval-dir OUTPUT/  # every model_*.pth in it
+
+Weights, first found: --ckpt, MODEL.WEIGHT given on the command line, OUTPUT_DIR's
+last_checkpoint, MODEL.WEIGHT of the config file.
+"""
+import glob
+import os
+
+import torch
+
+from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
+from paa_core.modeling.detector import build_detection_model
+from paa_core.utils.checkpoint import DetectronCheckpointer
+from paa_core.utils.comm import is_main_process
+
+
+def evaluate_checkpoint(cfg, model, distributed, output_dir, weight=None):
+    """Load `weight` (None: OUTPUT_DIR's last checkpoint) and evaluate; results on the main process."""
+    checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer.load(weight, use_latest=weight is None)
+    return run_test(cfg, model, distributed, output_dir)
+
+
+def main():
+    def add_arguments(parser):
+        parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate")
+        parser.add_argument("--eval-dir", dest="eval_dir", default=None,
+                            help="evaluate every model_*.pth in this folder")
+
+    args, cfg, distributed, logger = setup("PAA evaluation", add_arguments)
+    check_dataset_names(cfg, ("TEST",))
+    model = build_detection_model(cfg)
+    model.to(torch.device(cfg.MODEL.DEVICE))
+
+    if args.eval_dir is None:
+        weight = args.ckpt
+        if weight is None and "MODEL.WEIGHT" in args.opts[::2]:
+            weight = cfg.MODEL.WEIGHT
+        has_latest = bool(cfg.OUTPUT_DIR) and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+        if weight is None and not has_latest:
+            weight = cfg.MODEL.WEIGHT
+        if weight == "":
+            raise InputError("no weights to evaluate: give --ckpt, MODEL.WEIGHT or an OUTPUT_DIR with a last_checkpoint")
+        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else ""
+        evaluate_checkpoint(cfg, model, distributed, output_dir, weight)
+        return
+
+    checkpoints = sorted(glob.glob(os.path.join(args.eval_dir, "model_*.pth")))
+    if not checkpoints:
+        raise InputError(f"--eval-dir {args.eval_dir}: no model_*.pth files in it")
+    summary = []
+    for path in checkpoints:
+        name = os.path.splitext(os.path.basename(path))[0]
+        results = evaluate_checkpoint(cfg, model, distributed, os.path.join(args.eval_dir, "inference", name), path)
+        if is_main_process():
+            summary.extend(f"{name}  {dataset}  AP {100 * r['bbox']['AP']:.2f}" for dataset, r in results.items())
+    if is_main_process():
+        logger.info("AP per checkpoint:\n%s", "\n".join(summary))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Train PAA, then evaluate the final model on DATASETS.TEST.
+
+    python tools/train_net.py --config-file configs/paa/paa_R_50_FPN_1x.yaml [OPTS]
+    torchrun --nproc_per_node=8 tools/train_net.py --config-file ... [OPTS]
+    python -m torch.distributed.launch --nproc_per_node=8 tools/train_net.py --config-file ...
+
+A run resumes from OUTPUT_DIR/last_checkpoint when there is one.
+"""
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from paa_core.data import make_data_loader
+from paa_core.engine.cli import check_dataset_names, run_cli, run_test, setup
+from paa_core.engine.trainer import do_train
+from paa_core.modeling.detector import build_detection_model
+from paa_core.solver import make_lr_scheduler, make_optimizer
+from paa_core.utils.checkpoint import DetectronCheckpointer
+from paa_core.utils.comm import get_rank
+
+
+def train(cfg, distributed):
+    model = build_detection_model(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+
+    # Weights are loaded before wrapping, so every rank holds the same ones from the start.
+    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0)
+    arguments = {"iteration": 0}
+    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    if distributed:
+        device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
+                                   start_iter=arguments["iteration"])
+    do_train(model, data_loader, optimizer, scheduler, checkpointer, device,
+             cfg.SOLVER.CHECKPOINT_PERIOD, arguments)
+    return model
+
+
+def main():
+    def add_arguments(parser):
+        parser.add_argument("--skip-test", dest="skip_test", action="store_true",
+                            help="do not evaluate the final model")
+
+    args, cfg, distributed, _ = setup("PAA training", add_arguments)
+    check_dataset_names(cfg, ("TRAIN",) if args.skip_test else ("TRAIN", "TEST"))
+    model = train(cfg, distributed)
+    if not args.skip_test:
+        run_test(cfg, model, distributed, os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else "")
+
+
+if __name__ == "__main__":
+    run_cli(main)
