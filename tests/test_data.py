@@ -384,6 +384,19 @@ def test_test_loaders_end_to_end(coco):
     assert images.tensors[0, 0].min() >= -102.9801 - 1e-3 and images.tensors[0, 0].max() <= 255 - 102.9801 + 1e-3
 
 
+def test_test_loader_for_bbox_aug_yields_raw_images(coco):
+    """With TEST.BBOX_AUG.ENABLED the augmentation resizes itself: PIL images at full size."""
+    img_dir, ann_file = coco
+    cfg = _loader_cfg(
+        img_dir, ann_file, **{"DATALOADER.ASPECT_RATIO_GROUPING": False, "TEST.BBOX_AUG.ENABLED": True}
+    )
+    images, targets, idxs = next(iter(make_data_loader(cfg, is_train=False)[0]))
+    assert list(idxs) == [0, 1, 2, 3]
+    assert isinstance(images, tuple) and isinstance(images[0], Image.Image)
+    # image 0 is 20 x 50 (w x h) on disk and its target keeps that frame
+    assert images[0].size == (20, 50) and targets[0].size == (20, 50)
+
+
 def test_loader_config_errors(coco):
     img_dir, ann_file = coco
     cfg = _loader_cfg(img_dir, ann_file, **{"SOLVER.IMS_PER_BATCH": 0})

@@ -9,7 +9,7 @@ from paa_core.utils.imports import import_file
 
 from . import datasets as D
 from . import samplers
-from .collate_batch import BatchCollator
+from .collate_batch import BatchCollator, BBoxAugCollator
 from .transforms import build_transforms
 
 
@@ -94,10 +94,12 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
     paths_catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
-    transforms = build_transforms(cfg, is_train)
+    # Test-time augmentation transforms the raw images itself, once per scale and flip.
+    bbox_aug = not is_train and cfg.TEST.BBOX_AUG.ENABLED
+    transforms = None if bbox_aug else build_transforms(cfg, is_train)
     datasets = build_dataset(dataset_list, transforms, paths_catalog.DatasetCatalog, is_train)
 
-    collator = BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
+    collator = BBoxAugCollator() if bbox_aug else BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
     loaders = []
     for dataset in datasets:
         sampler = make_data_sampler(dataset, shuffle, is_distributed)

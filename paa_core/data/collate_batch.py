@@ -1,4 +1,4 @@
-"""Collate (image, target, idx) samples into a padded batch."""
+"""Collate (image, target, idx) samples into batches."""
 from paa_core.structures.image_list import to_image_list
 
 
@@ -11,3 +11,11 @@ class BatchCollator(object):
     def __call__(self, batch):
         images, targets, img_ids = zip(*batch)
         return to_image_list(images, self.size_divisible), targets, img_ids
+
+
+class BBoxAugCollator(object):
+    """-> (images, targets, indices) tuples, untouched: test-time augmentation resizes
+    and batches the raw images itself, once per scale and flip."""
+
+    def __call__(self, batch):
+        return tuple(zip(*batch))
