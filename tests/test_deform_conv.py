@@ -1,0 +1,220 @@
+"""Deformable convolution against torchvision.ops.deform_conv2d (the layout oracle)."""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from paa_core import _C
+from paa_core.layers.dcn import DeformConv, DFConv2d, ModulatedDeformConv, deform_conv, modulated_deform_conv
+
+STATE_DICTS = "/work/shared/reference/state_dicts"
+
+# (batch, in, out, (H, W), kernel, stride, padding, dilation, groups, deformable_groups)
+CONFIGS = [
+    (2, 4, 6, (7, 8), (3, 3), 1, 1, 1, 1, 1),
+    (1, 6, 4, (9, 7), (3, 3), 2, 1, 1, 2, 3),
+    (2, 8, 8, (8, 9), (3, 3), 1, 2, 2, 4, 2),
+    (1, 4, 6, (6, 7), (3, 2), (2, 1), (0, 1), (1, 2), 2, 4),
+    (1, 3, 5, (5, 5), (1, 1), 1, 0, 1, 1, 1),
+]
+
+
+def _pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def _random_inputs(cfg, modulated, dtype=torch.float32, seed=0):
+    """Random non-integer offsets of up to ~4 pixels, so many taps sample (partly) outside."""
+    n, cin, cout, (h, w), (kh, kw), stride, padding, dilation, groups, dg = cfg
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=g, dtype=dtype)
+    offset = 2.5 * torch.randn(n, 2 * dg * kh * kw, ho, wo, generator=g, dtype=dtype)
+    mask = torch.rand(n, dg * kh * kw, ho, wo, generator=g, dtype=dtype) if modulated else None
+    weight = torch.randn(cout, cin // groups, kh, kw, generator=g, dtype=dtype)
+    bias = torch.randn(cout, generator=g, dtype=dtype)
+    return x, offset, mask, weight, bias
+
+
+def _ours(x, offset, mask, weight, bias, cfg):
+    *_, stride, padding, dilation, groups, dg = cfg
+    if mask is None:
+        return deform_conv(x, offset, weight, stride, padding, dilation, groups, dg, bias=bias)
+    return modulated_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation, groups, dg)
+
+
+def _torchvision(x, offset, mask, weight, bias, cfg):
+    *_, stride, padding, dilation, _, _ = cfg
+    return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+
+
+def _grads(fn, tensors, cfg, grad_out_seed=1):
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
+    out = fn(*leaves, cfg)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype)
+    wanted = [t for t in leaves if t is not None]
+    return out.detach(), torch.autograd.grad(out, wanted, grad_out)
+
+
+@pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_matches_torchvision_forward_and_backward(cfg, modulated):
+    tensors = _random_inputs(cfg, modulated)
+    out, grads = _grads(_ours, tensors, cfg)
+    ref_out, ref_grads = _grads(_torchvision, tensors, cfg)
+    assert out.abs().max() > 1  # a real signal, not an all-zero output
+    torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
+    names = ["input", "offset", "mask", "weight", "bias"] if modulated else ["input", "offset", "weight", "bias"]
+    for name, g, ref in zip(names, grads, ref_grads):
+        assert ref.abs().max() > 0, name
+        torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_many_output_positions_are_processed_in_chunks():
+    """144 column rows x 14400 positions exceeds the CPU columns budget: several chunks."""
+    cfg = (1, 16, 3, (120, 120), (3, 3), 1, 1, 1, 1, 2)
+    tensors = _random_inputs(cfg, modulated=True)
+    out, grads = _grads(_ours, tensors, cfg)
+    ref_out, ref_grads = _grads(_torchvision, tensors, cfg)
+    torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
+def test_gradcheck_float64(modulated):
+    cfg = (2, 4, 2, (5, 4), (3, 3), (1, 2), 1, 1, 2, 2)
+    x, offset, mask, weight, bias = _random_inputs(cfg, modulated, dtype=torch.float64, seed=3)
+    # Keep sampling points away from integer coordinates, where bilinear sampling has kinks.
+    offset = offset.round() + 0.25 + 0.5 * torch.rand(offset.shape, generator=torch.Generator().manual_seed(4),
+                                                      dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (x, offset, mask, weight, bias) if t is not None]
+    if modulated:
+        fn = lambda x, o, m, w, b: modulated_deform_conv(x, o, m, w, b, (1, 2), 1, 1, 2, 2)  # noqa: E731
+    else:
+        fn = lambda x, o, w, b: deform_conv(x, o, w, (1, 2), 1, 1, 2, 2, bias=b)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 2, 2)])
+def test_zero_offsets_and_unit_mask_equal_plain_conv(stride, dilation, groups):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 9, 8, generator=g)
+    weight = torch.randn(6, 4 // groups, 3, 3, generator=g)
+    bias = torch.randn(6, generator=g)
+    expected = F.conv2d(x, weight, bias, stride, dilation, dilation, groups)
+    ho, wo = expected.shape[-2:]
+    offset = torch.zeros(2, 18, ho, wo)
+    out = modulated_deform_conv(x, offset, torch.ones(2, 9, ho, wo), weight, bias, stride, dilation, dilation, groups)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    out_v1 = deform_conv(x, offset, weight, stride, dilation, dilation, groups, bias=bias)
+    torch.testing.assert_close(out_v1, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_dfconv2d_with_zero_offset_conv_is_half_scaled_plain_conv_and_learns_offsets():
+    """Zero offset conv: zero offsets and mask sigmoid(0) = 0.5."""
+    torch.manual_seed(0)
+    block = DFConv2d(4, 6, kernel_size=3, dilation=2)
+    with torch.no_grad():
+        block.offset.weight.zero_()
+    x = torch.randn(1, 4, 7, 6)
+    out = block(x)
+    torch.testing.assert_close(out, 0.5 * F.conv2d(x, block.conv.weight, padding=2, dilation=2))
+    out.square().sum().backward()
+    assert block.offset.weight.grad.abs().sum() > 0
+
+
+def _reference_shapes(config):
+    with open(os.path.join(STATE_DICTS, config + ".json")) as f:
+        return json.load(f)
+
+
+def test_dfconv2d_state_dict_matches_reference_checkpoint():
+    shapes = _reference_shapes("paa_dcnv2_X_101_32x8d_FPN_2x")
+    blocks = {
+        "backbone.body.layer3.0.conv2.": DFConv2d(1024, 1024, with_modulated_dcn=True, groups=32),
+        "rpn.head.cls_tower.9.": DFConv2d(256, 256, with_modulated_dcn=True, bias=True),
+    }
+    for prefix, block in blocks.items():
+        ours = {prefix + k: list(v.shape) for k, v in block.state_dict().items()}
+        reference = {k: v for k, v in shapes.items() if k.startswith(prefix)}
+        assert ours == reference
+    assert list(blocks["backbone.body.layer3.0.conv2."].offset.weight.shape) == [27, 1024, 3, 3]
+
+
+def test_dfconv2d_v1_and_init():
+    block = DFConv2d(8, 4, with_modulated_dcn=False, kernel_size=3, stride=2)
+    assert isinstance(block.conv, DeformConv)
+    assert {k: list(v.shape) for k, v in block.state_dict().items()} == {
+        "offset.weight": [18, 8, 3, 3],
+        "offset.bias": [18],
+        "conv.weight": [4, 8, 3, 3],
+    }
+    assert block.offset.bias.abs().sum() == 0
+    # offset: kaiming_uniform(a=1), bound = sqrt(6 / ((1 + 1) * fan_in)) = sqrt(3 / 72)
+    bound = (3 / 72) ** 0.5
+    assert block.offset.weight.abs().max() <= bound and block.offset.weight.abs().max() > 0.8 * bound
+    # conv: the deformable conv's own uniform(+-1/sqrt(fan_in)) init, fan_in = 8 * 3 * 3
+    bound = 72 ** -0.5
+    assert block.conv.weight.abs().max() <= bound and block.conv.weight.abs().max() > 0.8 * bound
+    assert block(torch.randn(2, 8, 9, 9)).shape == (2, 4, 5, 5)
+
+
+def test_modules_and_empty_batch():
+    conv = ModulatedDeformConv(4, 6, 3, padding=1, deformable_groups=2)
+    assert conv.bias is not None and conv.bias.abs().sum() == 0
+    assert DeformConv(4, 6, 3).bias is None
+    block = DFConv2d(4, 6, bias=True)
+    x = torch.zeros(0, 4, 5, 7, requires_grad=True)
+    out = block(x)
+    assert out.shape == (0, 6, 5, 7)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and block.conv.weight.grad.abs().sum() == 0
+
+
+def _valid_args():
+    x = torch.randn(1, 4, 6, 6)
+    return dict(input=x, offset=torch.zeros(1, 36, 6, 6), mask=torch.ones(1, 18, 6, 6),
+                weight=torch.randn(8, 2, 3, 3), bias=torch.zeros(8))
+
+
+@pytest.mark.parametrize(
+    "field,bad,message",
+    [
+        ("offset", torch.zeros(1, 18, 6, 6), r"offset must have shape \[1, 36, 6, 6\].*got \[1, 18, 6, 6\]"),
+        ("offset", torch.zeros(1, 36, 5, 6), r"offset must have shape \[1, 36, 6, 6\].*got \[1, 36, 5, 6\]"),
+        ("mask", torch.ones(1, 9, 6, 6), r"mask must have shape \[1, 18, 6, 6\].*got \[1, 9, 6, 6\]"),
+        ("weight", torch.randn(8, 4, 3, 3), r"weight must have shape \[8, 2, 3, 3\].*got \[8, 4, 3, 3\]"),
+        ("bias", torch.zeros(4), r"bias must have shape \[8\].*got \[4\]"),
+    ],
+)
+def test_bad_shapes_are_reported_by_python_and_cpp(field, bad, message):
+    args = _valid_args()
+    args[field] = bad
+    with pytest.raises(ValueError, match=message):
+        modulated_deform_conv(args["input"], args["offset"], args["mask"], args["weight"], args["bias"],
+                              padding=1, groups=2, deformable_groups=2)
+    with pytest.raises(RuntimeError, match=message):
+        _C.deform_conv_forward(args["input"], args["weight"], args["offset"], args["mask"], args["bias"],
+                               1, 1, 1, 1, 1, 1, 2, 2)
+
+
+def test_dtype_and_device_mismatch_errors():
+    args = _valid_args()
+    with pytest.raises(TypeError, match="offset has dtype torch.float64 but input has dtype torch.float32"):
+        modulated_deform_conv(args["input"], args["offset"].double(), args["mask"], args["weight"], padding=1,
+                              groups=2, deformable_groups=2)
+    with pytest.raises(RuntimeError, match="mask has dtype Double but input has dtype Float"):
+        _C.deform_conv_forward(args["input"], args["weight"], args["offset"], args["mask"].double(), None,
+                               1, 1, 1, 1, 1, 1, 2, 2)
+    with pytest.raises(ValueError, match="weight is on meta but input is on cpu"):
+        modulated_deform_conv(args["input"], args["offset"], args["mask"], args["weight"].to("meta"), padding=1,
+                              groups=2, deformable_groups=2)
+    with pytest.raises(TypeError, match="input must be float32 or float64"):
+        deform_conv(args["input"].half(), args["offset"].half(), args["weight"].half(), padding=1, groups=2,
+                    deformable_groups=2)
