@@ -13,35 +13,72 @@
 #define PAA_HOST_DEVICE
 #endif
 
-// Both log(sigmoid(x)) and log(1 - sigmoid(x)) are written around log1p(exp(-|x|)) so
-// that nothing overflows or rounds to log(0) for large |x|.
+// Everything is written around e = exp(-|x|) and soft = log1p(e): they give sigmoid(x),
+// 1 - sigmoid(x) and both logs without overflow or log(0) for large |x|. from_logit gets
+// them from libm; the CPU float kernel passes in its own vectorisable approximations.
 template <typename T>
 struct FocalTerms {
   T p, q, log_p, log_q;  // sigmoid(x), 1 - sigmoid(x) and their logs
-  PAA_HOST_DEVICE explicit FocalTerms(T x) {
-    const T soft = std::log1p(std::exp(-std::fabs(x)));
-    log_p = std::fmin(x, T(0)) - soft;
-    log_q = -std::fmax(x, T(0)) - soft;
-    p = std::exp(log_p);
-    q = std::exp(log_q);
+  PAA_HOST_DEVICE FocalTerms(T x, T e, T soft) {
+    const T inv = T(1) / (T(1) + e);
+    const T e_inv = e * inv;
+    // Ternaries rather than fmin/fmax: they compile to branch-free selects in SIMD loops.
+    p = x >= T(0) ? inv : e_inv;
+    q = x >= T(0) ? e_inv : inv;
+    log_p = (x < T(0) ? x : T(0)) - soft;
+    log_q = -(x > T(0) ? x : T(0)) - soft;
+  }
+  PAA_HOST_DEVICE static FocalTerms from_logit(T x) {
+    const T e = std::exp(-std::fabs(x));
+    return FocalTerms(x, e, std::log1p(e));
   }
 };
+
+// base^gamma with a multiply for the usual gamma = 2 (std::pow is the slowest step).
+template <typename T>
+PAA_HOST_DEVICE inline T focal_pow(T base, T gamma) {
+  return gamma == T(2) ? base * base : std::pow(base, gamma);
+}
+
+// The two per-element cases: `positive` for the labelled class, `negative` for every other
+// column of a non-ignored row. `weight` is q^gamma (positive) or p^gamma (negative), passed
+// in so that callers can specialise gamma = 2.
+template <typename T>
+PAA_HOST_DEVICE inline T focal_positive_loss(const FocalTerms<T>& t, T weight, T alpha) {
+  return -alpha * weight * t.log_p;
+}
+
+template <typename T>
+PAA_HOST_DEVICE inline T focal_negative_loss(const FocalTerms<T>& t, T weight, T alpha) {
+  return -(T(1) - alpha) * weight * t.log_q;
+}
+
+// d loss / d x of the two cases.
+template <typename T>
+PAA_HOST_DEVICE inline T focal_positive_grad(const FocalTerms<T>& t, T weight, T gamma, T alpha) {
+  return -alpha * weight * (t.q - gamma * t.p * t.log_p);
+}
+
+template <typename T>
+PAA_HOST_DEVICE inline T focal_negative_grad(const FocalTerms<T>& t, T weight, T gamma, T alpha) {
+  return -(T(1) - alpha) * weight * (gamma * t.q * t.log_q - t.p);
+}
 
 // Loss of logit column `c` for a row whose label is `target`.
 template <typename T>
 PAA_HOST_DEVICE inline T focal_loss_value(T x, int64_t target, int64_t c, T gamma, T alpha) {
-  const FocalTerms<T> t(x);
-  if (target == c + 1) return -alpha * std::pow(t.q, gamma) * t.log_p;
-  if (target >= 0) return -(T(1) - alpha) * std::pow(t.p, gamma) * t.log_q;
+  const FocalTerms<T> t = FocalTerms<T>::from_logit(x);
+  if (target == c + 1) return focal_positive_loss(t, focal_pow(t.q, gamma), alpha);
+  if (target >= 0) return focal_negative_loss(t, focal_pow(t.p, gamma), alpha);
   return T(0);
 }
 
 // d loss / d x for the same element.
 template <typename T>
 PAA_HOST_DEVICE inline T focal_loss_grad(T x, int64_t target, int64_t c, T gamma, T alpha) {
-  const FocalTerms<T> t(x);
-  if (target == c + 1) return -alpha * std::pow(t.q, gamma) * (t.q - gamma * t.p * t.log_p);
-  if (target >= 0) return -(T(1) - alpha) * std::pow(t.p, gamma) * (gamma * t.q * t.log_q - t.p);
+  const FocalTerms<T> t = FocalTerms<T>::from_logit(x);
+  if (target == c + 1) return focal_positive_grad(t, focal_pow(t.q, gamma), gamma, alpha);
+  if (target >= 0) return focal_negative_grad(t, focal_pow(t.p, gamma), gamma, alpha);
   return T(0);
 }
 

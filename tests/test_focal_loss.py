@@ -1,4 +1,9 @@
 """Compiled sigmoid focal loss against a direct float64 torch formula."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,3 +90,52 @@ def test_bad_inputs_raise():
         sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long), 2.0, 0.25)
     with pytest.raises(RuntimeError, match="integer"):
         sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(5), 2.0, 0.25)
+
+
+def float32_case(seed, gamma):
+    """Logits up to |100| in rows of 81 classes (not a multiple of any SIMD width)."""
+    logits, targets = random_inputs(seed, n=64, num_classes=81, scale=30.0, dtype=torch.float32)
+    logits = logits.clamp(-100.0, 100.0)
+    upstream = torch.rand(logits.shape, generator=torch.Generator().manual_seed(seed + 1))
+    return logits, targets, upstream, gamma
+
+
+def float32_loss_and_grad(logits, targets, upstream, gamma):
+    logits = logits.clone().requires_grad_()
+    loss = sigmoid_focal_loss(logits, targets, gamma, 0.25)
+    (grad,) = torch.autograd.grad(loss, logits, upstream)
+    return loss.detach(), grad
+
+
+def assert_float32_correctly_rounded(case, loss, grad):
+    """Within one float32 ulp of the float64 formula (denormal results: one denormal step)."""
+    logits, targets, upstream, gamma = case
+    ref_in = logits.double().requires_grad_()
+    ref = focal_loss_formula(ref_in, targets, gamma, 0.25)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in, upstream.double())
+    for ours, exact in ((loss, ref.detach()), (grad, ref_grad)):
+        torch.testing.assert_close(ours.double(), exact, rtol=2.0**-23, atol=2.0**-149)
+
+
+@pytest.mark.parametrize("gamma", [2.0, 1.5])
+def test_float32_is_correctly_rounded(gamma):
+    case = float32_case(11, gamma)
+    assert_float32_correctly_rounded(case, *float32_loss_and_grad(*case))
+
+
+def test_baseline_kernel_without_avx2_is_correctly_rounded(tmp_path):
+    """The CPU kernel has an AVX2 copy picked at run time; ATEN_CPU_CAPABILITY=default forces
+    the baseline x86-64 copy, run here in a child process."""
+    case = float32_case(12, 2.0)
+    torch.save(case, tmp_path / "case.pt")
+    script = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]);"
+        "from test_focal_loss import float32_loss_and_grad;"
+        "torch.save(float32_loss_and_grad(*torch.load(sys.argv[2])), sys.argv[3])"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default",
+               PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "case.pt"),
+                    str(tmp_path / "out.pt")], env=env, check=True)
+    assert_float32_correctly_rounded(case, *torch.load(tmp_path / "out.pt"))
