@@ -1,0 +1,129 @@
+"""A light ResNet-18 body with GroupNorm, for training PAA from scratch on a CPU.
+
+The paper's backbones are ImageNet-pretrained bottleneck ResNets with FrozenBatchNorm2d,
+whose frozen statistics cannot be learned from scratch. This body uses BasicBlocks
+(ResNet-18 depths 2-2-2-2) with GroupNorm, which trains from random init at any batch
+size. Widths come from the usual keys: the stem has `STEM_OUT_CHANNELS`, res2..res5 have
+`RES2_OUT_CHANNELS` x (1, 2, 4, 8), so the FPN in-channel list is the same as for the
+bottleneck ResNets. The FPN (P3-P7, "RETINANET" variant) is the paper's own.
+"""
+from collections import OrderedDict
+
+from torch import nn
+from torch.nn import functional as F
+
+from paa_core.modeling import registry
+from paa_core.modeling.backbone import fpn as fpn_module
+from paa_core.modeling.make_layers import conv_with_kaiming_uniform
+
+# Blocks per stage res2..res5 of ResNet-18.
+R18_STAGE_BLOCKS = (2, 2, 2, 2)
+
+
+def group_norm(channels):
+    """GroupNorm with up to 32 groups of at least 4 channels, so narrow layers still normalise groups."""
+    return nn.GroupNorm(max(1, min(32, channels // 4)), channels)
+
+
+def conv3x3(in_channels, out_channels, stride=1):
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+class StemWithGN(nn.Module):
+    """conv 7x7/2 + GN + ReLU + max-pool 3x3/2: the input at stride 4."""
+
+    def __init__(self, out_channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
+        self.gn1 = group_norm(out_channels)
+
+    def forward(self, x):
+        x = F.relu_(self.gn1(self.conv1(x)))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+class BasicBlockWithGN(nn.Module):
+    """Two 3x3 convs with GN and an identity (or 1x1 projection) shortcut.
+
+    The last GN starts at zero weight, so each block starts as the identity: the usual
+    remedy that lets a deep net trained from scratch take large learning rates early.
+    """
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.gn1 = group_norm(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.gn2 = group_norm(out_channels)
+        nn.init.zeros_(self.gn2.weight)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), group_norm(out_channels)
+            )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu_(self.gn1(self.conv1(x)))
+        out = self.gn2(self.conv2(out))
+        return F.relu_(out + identity)
+
+
+class ResNetLight(nn.Module):
+    """BasicBlock ResNet body (stem, layer1..layer4); forward returns [C3, C4, C5] at strides 8, 16, 32."""
+
+    def __init__(self, stage_blocks, stem_channels, res2_channels, freeze_at):
+        super().__init__()
+        self.stem = StemWithGN(stem_channels)
+        in_channels = stem_channels
+        self.stages = []
+        for index, blocks in enumerate(stage_blocks):
+            out_channels = res2_channels * 2 ** index
+            first_stride = 1 if index == 0 else 2
+            layer = nn.Sequential(*[
+                BasicBlockWithGN(in_channels if i == 0 else out_channels, out_channels, first_stride if i == 0 else 1)
+                for i in range(blocks)
+            ])
+            name = f"layer{index + 1}"
+            self.add_module(name, layer)
+            self.stages.append(name)
+            in_channels = out_channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self._freeze(freeze_at)
+
+    def _freeze(self, freeze_at):
+        """No gradient for the first `freeze_at` of (stem, res2, ...), as in the big ResNets (0: train all)."""
+        for module in ([self.stem] + [getattr(self, name) for name in self.stages])[:freeze_at]:
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def forward(self, x):
+        x = self.stem(x)
+        outputs = []
+        for name in self.stages:
+            x = getattr(self, name)(x)
+            outputs.append(x)
+        return outputs[1:]
+
+
+@registry.BACKBONES.register("R-18-GN-FPN-RETINANET")
+def build_resnet18_gn_fpn_p3p7_backbone(cfg):
+    """ResNet-18-GN body + the paper's FPN with P6/P7 from P5; `out_channels` for the head."""
+    resnets = cfg.MODEL.RESNETS
+    body = ResNetLight(
+        R18_STAGE_BLOCKS, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS, cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT
+    )
+    c2 = resnets.RES2_OUT_CHANNELS
+    out_channels = resnets.BACKBONE_OUT_CHANNELS
+    use_c5 = cfg.MODEL.FPN.USE_C5
+    fpn = fpn_module.FPN(
+        in_channels_list=[c2 * 2, c2 * 4, c2 * 8],
+        out_channels=out_channels,
+        conv_block=conv_with_kaiming_uniform(),
+        top_blocks=fpn_module.LastLevelP6P7(c2 * 8 if use_c5 else out_channels, out_channels, use_p5=not use_c5),
+    )
+    model = nn.Sequential(OrderedDict([("body", body), ("fpn", fpn)]))
+    model.out_channels = out_channels
+    return model

@@ -1,0 +1,196 @@
+"""The light GroupNorm ResNet-18 backbone, the quick-start config built on it, and the demo."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from paa_core.config import cfg as default_cfg
+from paa_core.layers import FrozenBatchNorm2d
+from paa_core.modeling.backbone import build_backbone
+from paa_core.modeling.backbone.resnet_light import BasicBlockWithGN, ResNetLight
+from paa_core.modeling.detector import build_detection_model
+from paa_core.structures.bounding_box import BoxList
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "paa")
+
+
+def quick_cfg(*opts):
+    cfg = default_cfg.clone()
+    cfg.merge_from_file(os.path.join(CONFIGS, "paa_quick_shapes.yaml"))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def test_backbone_levels_and_channels():
+    torch.manual_seed(0)
+    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
+                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 16)
+    backbone = build_backbone(cfg)
+    assert backbone.out_channels == 16
+    features = backbone(torch.randn(2, 3, 96, 160))
+    # P3..P7 at strides 8..128 (ceil for the stride-2 convs of P6, P7).
+    assert [tuple(f.shape) for f in features] == [
+        (2, 16, 12, 20), (2, 16, 6, 10), (2, 16, 3, 5), (2, 16, 2, 3), (2, 16, 1, 2)]
+    body = backbone.body
+    assert [getattr(body, n)[0].conv2.out_channels for n in body.stages] == [8, 16, 32, 64]
+    assert [len(getattr(body, n)) for n in body.stages] == [2, 2, 2, 2]  # ResNet-18 depths
+
+
+def test_everything_trains_from_scratch():
+    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
+                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 16)
+    backbone = build_backbone(cfg)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    norms = [m for m in backbone.body.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == 1 + 8 * 2 + 3  # stem, two per block, three projection shortcuts
+    assert all(p.requires_grad for p in backbone.parameters())
+    # Blocks start as the identity (zero last-GN weight), so their inner layers get no
+    # gradient at first; after one SGD step every GroupNorm affine parameter does.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    opt = torch.optim.SGD(backbone.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        sum(f.square().mean() for f in backbone(x)).backward()
+        opt.step()
+    assert all(m.weight.grad.abs().sum() > 0 and m.bias.grad.abs().sum() > 0 for m in norms)
+
+
+def test_freeze_at_stops_stem_and_res2():
+    body = ResNetLight((2, 2, 2, 2), 8, 8, freeze_at=2)
+    frozen = {n.split(".")[0] for n, p in body.named_parameters() if not p.requires_grad}
+    trainable = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
+    assert frozen == {"stem", "layer1"} and trainable == {"layer2", "layer3", "layer4"}
+
+
+def test_block_starts_as_identity():
+    # The last GN of a block starts at zero weight (and bias), so a fresh block is relu(x).
+    block = BasicBlockWithGN(8, 8, stride=1)
+    x = torch.randn(2, 8, 10, 10)
+    torch.testing.assert_close(block(x), torch.relu(x))
+    # With stride 2 the shortcut is a 1x1/2 projection + GN, so the output is relu(proj(x)).
+    block = BasicBlockWithGN(8, 16, stride=2)
+    torch.testing.assert_close(block(x), torch.relu(block.downsample(x)))
+
+
+def test_block_learns():
+    # A few SGD steps fit a fixed random target: the GN body is trainable from scratch.
+    torch.manual_seed(0)
+    body = ResNetLight((2, 2, 2, 2), 8, 8, freeze_at=0)
+    x, target = torch.randn(4, 3, 64, 64), torch.randn(4, 64, 2, 2).abs()  # C5 is post-ReLU
+    opt = torch.optim.SGD(body.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = (body(x)[-1] - target).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_quick_config_keeps_the_paper_head_assigner_losses_and_inference():
+    paper = default_cfg.clone()
+    paper.merge_from_file(os.path.join(CONFIGS, "paa_R_50_FPN_1x.yaml"))
+    quick = quick_cfg()
+    scaled = {"NUM_CLASSES", "ANCHOR_SIZES", "NUM_CONVS"}  # classes, object range, head depth
+    for key, value in paper.MODEL.PAA.items():
+        if key not in scaled:
+            assert quick.MODEL.PAA[key] == value, key
+    assert quick.MODEL.FPN == paper.MODEL.FPN and quick.TEST.BBOX_AUG == paper.TEST.BBOX_AUG
+
+
+def test_quick_model_trains_and_detects():
+    torch.manual_seed(0)
+    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
+                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32)
+    model = build_detection_model(cfg)
+    images = torch.randn(2, 3, 128, 128) * 50
+    targets = []
+    for boxes, labels in (([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]), ([[5, 5, 20, 30]], [3])):
+        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
+        t.add_field("labels", torch.tensor(labels))
+        targets.append(t)
+    model.train()
+    losses = model(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and set(losses) >= {"loss_cls", "loss_reg"}
+    total.backward()
+    assert model.backbone.body.stem.conv1.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2 and all(d.size == (128, 128) for d in detections)
+    for d in detections:
+        assert d.bbox.shape[1] == 4 and len(d) <= cfg.TEST.DETECTIONS_PER_IMG
+        assert set(d.get_field("labels").tolist()) <= set(range(1, 7))
+
+
+def test_quick_model_builds_with_its_config():
+    model = build_detection_model(quick_cfg())
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 1e6 < n_params < 5e6  # small enough to train on a CPU in minutes
+    head = model.rpn.head
+    assert head.cls_logits.out_channels == 6 and head.cls_logits.in_channels == 64
+
+
+# ---------------------------------------------------------------------------
+# demo/paa_demo.py: what the README's picture is drawn with
+# ---------------------------------------------------------------------------
+def _demo_module():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(CONFIGS)), "demo", "paa_demo.py")
+    spec = importlib.util.spec_from_file_location("paa_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_draws_only_detections_above_threshold():
+    demo = _demo_module()
+    image = np.zeros((60, 80, 3), np.uint8)
+    dets = BoxList(torch.tensor([[10.0, 10.0, 40.0, 50.0], [50.0, 5.0, 70.0, 20.0]]), (80, 60))
+    dets.add_field("scores", torch.tensor([0.9, 0.3]))
+    dets.add_field("labels", torch.tensor([2, 1]))
+    out, count = demo.draw_detections(image, dets, ["ellipse", "triangle"], threshold=0.5)
+    assert count == 1 and image.sum() == 0  # the input is left alone
+    # The kept box's bottom edge (y=50) is drawn in its class colour; the other box is not drawn.
+    assert tuple(out[50, 25]) == demo.class_colour(2)
+    assert out[20, 52:68].sum() == 0 and out[15:21, 68:72].sum() == 0  # its bottom and right edges
+
+
+def test_demo_reads_category_names(tmp_path):
+    demo = _demo_module()
+    coco = {"categories": [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}], "images": [], "annotations": []}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    (tmp_path / "names.json").write_text(json.dumps(["x", "y"]))
+    (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
+    assert demo.load_category_names(str(tmp_path / "coco.json")) == ["a", "b"]  # sorted ids -> labels 1..K
+    assert demo.load_category_names(str(tmp_path / "names.json")) == ["x", "y"]
+    with pytest.raises(demo.InputError, match="bad.json"):
+        demo.load_category_names(str(tmp_path / "bad.json"))
+    with pytest.raises(demo.InputError, match="nowhere"):
+        demo.list_images([str(tmp_path / "nowhere")])
+
+
+def test_demo_predictor_returns_boxes_in_image_coordinates(tmp_path):
+    demo = _demo_module()
+    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
+                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 160,
+                    "MODEL.PAA.INFERENCE_TH", 0.0)
+    torch.manual_seed(0)
+    model = build_detection_model(cfg)
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
+    predictor = demo.Predictor(cfg, str(tmp_path / "w.pth"))
+    for p, q in zip(predictor.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(p, q)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8))
+    dets = predictor(image)  # run at 160x120, reported at 200x150
+    assert dets.size == (200, 150) and len(dets) > 0
+    assert dets.bbox[:, 2].max() <= 199 and dets.bbox[:, 3].max() <= 149
+    assert dets.bbox[:, 2].max() > 160  # scaled up from the network's input size
