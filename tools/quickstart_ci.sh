@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-floor="${AP_FLOOR:-0.20}"
+# Measured with this schedule: AP 0.036 (0.037 at iteration 400 of two longer runs);
+# an untrained model scores 0.002.
+floor="${AP_FLOOR:-0.02}"
 out=output/paa_quick_shapes_ci
 rm -rf "$out"  # train from scratch, never resume an older run
 OUT="$out" bash tools/quickstart.sh SOLVER.MAX_ITER 400 SOLVER.STEPS "(320, 380)" SOLVER.CHECKPOINT_PERIOD 400
