@@ -7,15 +7,12 @@ from paa_core.modeling import registry
 from paa_core.modeling.make_layers import conv_with_kaiming_uniform
 
 from . import fpn as fpn_module
-from . import resnet
+from . import resnet, resnet_light
 
 
-@registry.BACKBONES.register("R-50-FPN-RETINANET")
-@registry.BACKBONES.register("R-101-FPN-RETINANET")
-@registry.BACKBONES.register("R-152-FPN-RETINANET")
-def build_resnet_fpn_p3p7_backbone(cfg):
-    """`Sequential(body=ResNet, fpn=FPN)`; ResNeXt uses the same names with groups."""
-    body = resnet.build_resnet(cfg)
+def with_fpn_p3p7(cfg, body):
+    """`Sequential(body=body, fpn=FPN)` giving P3..P7; the body returns C3..C5 with
+    2, 4 and 8 times RES2_OUT_CHANNELS channels."""
     res2_out = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
     out_channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
     use_c5 = cfg.MODEL.FPN.USE_C5
@@ -30,6 +27,20 @@ def build_resnet_fpn_p3p7_backbone(cfg):
     model = nn.Sequential(OrderedDict([("body", body), ("fpn", fpn)]))
     model.out_channels = out_channels
     return model
+
+
+@registry.BACKBONES.register("R-50-FPN-RETINANET")
+@registry.BACKBONES.register("R-101-FPN-RETINANET")
+@registry.BACKBONES.register("R-152-FPN-RETINANET")
+def build_resnet_fpn_p3p7_backbone(cfg):
+    """ResNet/ResNeXt body (ResNeXt uses the same names with groups) + FPN."""
+    return with_fpn_p3p7(cfg, resnet.build_resnet(cfg))
+
+
+@registry.BACKBONES.register("R-18-GN-FPN-RETINANET")
+def build_resnet18_gn_fpn_p3p7_backbone(cfg):
+    """GroupNorm ResNet-18 body for training from scratch (the CPU quick start) + FPN."""
+    return with_fpn_p3p7(cfg, resnet_light.build_resnet18_gn(cfg))
 
 
 def build_backbone(cfg):

@@ -7,14 +7,8 @@ size. Widths come from the usual keys: the stem has `STEM_OUT_CHANNELS`, res2..r
 `RES2_OUT_CHANNELS` x (1, 2, 4, 8), so the FPN in-channel list is the same as for the
 bottleneck ResNets. The FPN (P3-P7, "RETINANET" variant) is the paper's own.
 """
-from collections import OrderedDict
-
 from torch import nn
 from torch.nn import functional as F
-
-from paa_core.modeling import registry
-from paa_core.modeling.backbone import fpn as fpn_module
-from paa_core.modeling.make_layers import conv_with_kaiming_uniform
 
 # Blocks per stage res2..res5 of ResNet-18.
 R18_STAGE_BLOCKS = (2, 2, 2, 2)
@@ -108,22 +102,10 @@ class ResNetLight(nn.Module):
         return outputs[1:]
 
 
-@registry.BACKBONES.register("R-18-GN-FPN-RETINANET")
-def build_resnet18_gn_fpn_p3p7_backbone(cfg):
-    """ResNet-18-GN body + the paper's FPN with P6/P7 from P5; `out_channels` for the head."""
+def build_resnet18_gn(cfg):
+    """The ResNet-18-GN body with the widths of MODEL.RESNETS; returns [C3, C4, C5]."""
     resnets = cfg.MODEL.RESNETS
-    body = ResNetLight(
-        R18_STAGE_BLOCKS, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS, cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT
+    return ResNetLight(
+        R18_STAGE_BLOCKS, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS,
+        cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
     )
-    c2 = resnets.RES2_OUT_CHANNELS
-    out_channels = resnets.BACKBONE_OUT_CHANNELS
-    use_c5 = cfg.MODEL.FPN.USE_C5
-    fpn = fpn_module.FPN(
-        in_channels_list=[c2 * 2, c2 * 4, c2 * 8],
-        out_channels=out_channels,
-        conv_block=conv_with_kaiming_uniform(),
-        top_blocks=fpn_module.LastLevelP6P7(c2 * 8 if use_c5 else out_channels, out_channels, use_p5=not use_c5),
-    )
-    model = nn.Sequential(OrderedDict([("body", body), ("fpn", fpn)]))
-    model.out_channels = out_channels
-    return model
