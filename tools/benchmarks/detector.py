@@ -10,27 +10,15 @@ Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository r
 """
 import argparse
 import os
-import statistics
-import time
 
 import torch
 import torchvision
+from ops import median_seconds  # tools/benchmarks/ops.py, beside this script
 
 from paa_core.config import cfg
 from paa_core.modeling.detector import build_detection_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def median_seconds(fn, repeats):
-    """Median wall time of `fn()` over `repeats` runs, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def build_paa(size):
