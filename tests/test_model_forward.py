@@ -10,17 +10,9 @@ from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4  # 3 foreground classes + background
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads thrash on a shared 2-core machine; one thread is many times faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _cfg(dcn=False, **resnets):

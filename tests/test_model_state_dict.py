@@ -10,6 +10,7 @@ import torch
 from paa_core.config import cfg as default_cfg
 from paa_core.modeling.detector import build_detection_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFESTS = "/work/shared/reference/state_dicts"
 
@@ -24,15 +25,6 @@ REFERENCE_TOTALS = {
     "paa_dcnv2_X_101_64x4d_FPN_2x": (640, 97_739_790),
     "paa_dcnv2_X_152_32x8d_FPN_2x": (921, 139_984_237),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Intra-op threads thrash on a shared 2-core machine; one thread is many times faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _build(name):
