@@ -11,17 +11,10 @@ from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postp
 from paa_core.modeling.rpn.paa.score_voting import score_voting
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
+from box_oracles import iou_plus1
 
 C = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
-
-
-def _iou(a, b):
-    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    inter = max(iw, 0) * max(ih, 0)
-    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
 
 
 def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, voting):
@@ -53,7 +46,7 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
                 dets.append((s, label, box))
         kept = []
         for d in sorted(dets, key=lambda d: -d[0]):
-            if all(k[1] != d[1] or _iou(k[2], d[2]) <= nms_th for k in kept):
+            if all(k[1] != d[1] or iou_plus1(k[2], d[2]) <= nms_th for k in kept):
                 kept.append(d)
         kept = kept[:cap]
         if voting:
@@ -61,7 +54,7 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
             for s, label, box in kept:
                 num, den = [0.0] * 4, 0.0
                 for s2, label2, box2 in dets:
-                    o = _iou(box, box2)
+                    o = iou_plus1(box, box2)
                     if label2 == label and o > 0.01:
                         wgt = math.exp(-((1 - o) ** 2) / 0.025) * s2
                         num = [n + wgt * v for n, v in zip(num, box2)]
@@ -173,7 +166,7 @@ def test_score_voting_hand_made():
     cands.add_field("scores", torch.tensor([0.9, 0.5, 0.7, 0.8]))
     cands.add_field("labels", torch.tensor([1, 1, 2, 1]))  # other class / no overlap ignored
     out = score_voting(kept, cands)
-    o = _iou([10, 10, 50, 50], [12, 10, 52, 50])
+    o = iou_plus1([10, 10, 50, 50], [12, 10, 52, 50])
     w1, w2 = 0.9, math.exp(-((1 - o) ** 2) / 0.025) * 0.5
     x1 = (w1 * 10 + w2 * 12) / (w1 + w2)
     x2 = (w1 * 50 + w2 * 52) / (w1 + w2)

@@ -21,6 +21,7 @@ from paa_core.modeling.rpn.paa.loss import (
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
 from paa_core.structures.image_list import to_image_list
+from box_oracles import iou_plus1
 
 NUM_CLASSES = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -55,14 +56,6 @@ def _giou_loss(p, t):
     union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter + 1e-7
     enclose = (max(px2, tx2) - min(px1, tx1)) * (max(py2, ty2) - min(py1, ty1)) + 1e-7
     return 1 - (inter / union - (enclose - union) / enclose)
-
-
-def _iou_plus1(a, b):
-    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    inter = max(iw, 0) * max(ih, 0)
-    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
 
 
 def _sklearn_num_pos(scores):
@@ -120,7 +113,7 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
                     a = abox[i : i + 1]
                     tbox = CODER.decode(CODER.encode(gt[None], a), a)[0].tolist()
                     pbox = CODER.decode(reg_all[b, i : i + 1], a)[0].tolist()
-                    iou = _iou_plus1(pbox, tbox)
+                    iou = iou_plus1(pbox, tbox)
                     ious_all.append(iou)
                     reg_terms.append((iou, _giou_loss(pbox, tbox)))
                     iou_bce += torch.nn.functional.binary_cross_entropy_with_logits(
@@ -310,7 +303,7 @@ def test_normalisation_constants():
     n = pos_idx.numel()
     assert n > 1
     pred = CODER.decode(reg_flat[pos_idx], pos_anchors)
-    ious = torch.tensor([_iou_plus1(p, t) for p, t in zip(pred.tolist(), reg_targets.tolist())],
+    ious = torch.tensor([iou_plus1(p, t) for p, t in zip(pred.tolist(), reg_targets.tolist())],
                         dtype=torch.float64)
     assert loss_cls.item() == pytest.approx(_focal(cls_flat, labels).sum().item() / n, rel=1e-9)
     weighted = (ious * giou_loss(pred, reg_targets)).sum() / ious.sum()
