@@ -6,12 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <cmath>
-
-#ifdef __CUDACC__
-#define PAA_HOST_DEVICE __host__ __device__
-#else
-#define PAA_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 // Everything is written around e = exp(-|x|) and soft = log1p(e): they give sigmoid(x),
 // 1 - sigmoid(x) and both logs without overflow or log(0) for large |x|. from_logit gets

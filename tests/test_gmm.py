@@ -1,4 +1,5 @@
-"""The batched torch EM against scikit-learn's GaussianMixture, set by set."""
+"""The compiled batched EM (`_C.gmm2_fit` behind `fit_gmm_2`) against scikit-learn's
+GaussianMixture, set by set, and the op's own input checks."""
 import warnings
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
+from paa_core import _C
 from paa_core.modeling.rpn.paa.gmm import fit_gmm_2, select_positives_by_gmm
 
 NUM_SETS = 1050
@@ -173,3 +175,48 @@ def test_bad_input():
         fit_gmm_2(torch.zeros(2, 3), torch.tensor([[True, True, False], [True, False, False]]))
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         fit_gmm_2(torch.zeros(3), torch.ones(3, dtype=torch.bool))
+
+
+def test_row_result_does_not_depend_on_its_batch():
+    # The same samples fitted alone, or among other rows with padding after them, or
+    # spread over a wider row between padding, give bit-identical outputs.
+    sets = _make_sets(seed=2)[:30]
+    x, mask = _pad(sets)
+    i = int(fit_gmm_2(x, mask).n_iter.argmax())
+    n = len(sets[i])
+    alone = fit_gmm_2(x[i : i + 1, :n], mask[i : i + 1, :n])
+    spread_x = torch.full((1, 2 * x.shape[1]), 99.0, dtype=torch.float64)
+    spread_mask = torch.zeros(spread_x.shape, dtype=torch.bool)
+    spread_x[0, 1 : 2 * n : 2] = x[i, :n]
+    spread_mask[0, 1 : 2 * n : 2] = True
+    batched = fit_gmm_2(
+        torch.cat([torch.cat([x, torch.zeros_like(x)], dim=1), spread_x]),
+        torch.cat([torch.cat([mask, torch.zeros_like(mask)], dim=1), spread_mask]),
+    )
+    assert alone.n_iter.item() > 2
+    for row, columns in ((i, slice(0, n)), (len(sets), slice(1, 2 * n, 2))):
+        for field in ("means", "variances", "weights", "n_iter"):
+            assert torch.equal(getattr(batched, field)[row], getattr(alone, field)[0]), field
+        assert torch.equal(batched.components[row, columns], alone.components[0])
+        assert torch.equal(batched.log_likelihood[row, columns], alone.log_likelihood[0])
+
+
+_X = torch.zeros(2, 3, dtype=torch.float64)
+_MASK = torch.ones(2, 3, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    "x, mask, max_iter, message",
+    [
+        (_X.float(), _MASK, 100, "x must be float64, got Float"),
+        (_X[0], _MASK[0], 100, r"x must be \[B, L\], got \[3\]"),
+        (_X, _MASK[:, :2], 100, r"mask must have x's shape \[2, 3\], got \[2, 2\]"),
+        (_X, _MASK.double(), 100, "mask must be bool, got Double"),
+        (_X, _MASK.to("meta"), 100, "mask is on meta, x on cpu"),
+        (_X, _MASK, -1, "max_iter must be >= 0, got -1"),
+    ],
+)
+def test_op_rejects_bad_input_in_one_line(x, mask, max_iter, message):
+    with pytest.raises(RuntimeError, match="^gmm2_fit: " + message) as info:
+        _C.gmm2_fit(x, mask, 1e-3, 1e-6, max_iter)
+    assert "\n" not in str(info.value)

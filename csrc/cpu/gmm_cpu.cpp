@@ -1,0 +1,10 @@
+// CPU backend of gmm2_fit: the rows of gmm.h's sequential per-row EM, spread over threads.
+#include "gmm.h"
+#include <ATen/Parallel.h>
+
+void gmm2_fit_rows_cpu(const Gmm2Rows& rows, int64_t num_rows) {
+  // One row is already tens of microseconds of EM, so any two rows are worth a thread.
+  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) gmm2_fit_row(rows, row);
+  });
+}
