@@ -204,6 +204,20 @@ def test_bad_shapes_are_reported_by_python_and_cpp(field, bad, message):
                                1, 1, 1, 1, 1, 1, 2, 2)
 
 
+@pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
+def test_cpu_autocast_runs_dcn_in_float32(modulated):
+    # Under bf16 autocast the inputs arrive in bf16 from the convs before; DCN casts them to
+    # float32 (it has no bf16 kernel) and gives exactly the float32 result of those inputs.
+    x, offset, mask, weight, bias = _random_inputs(CONFIGS[1], modulated)
+    x, offset = x.bfloat16(), offset.bfloat16()
+    mask = mask.bfloat16() if modulated else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _ours(x, offset, mask, weight, bias, CONFIGS[1])
+    assert out.dtype == torch.float32
+    expected = _ours(x.float(), offset.float(), None if mask is None else mask.float(), weight, bias, CONFIGS[1])
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
 def test_dtype_and_device_mismatch_errors():
     args = _valid_args()
     with pytest.raises(TypeError, match="offset has dtype torch.float64 but input has dtype torch.float32"):

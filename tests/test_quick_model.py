@@ -130,6 +130,34 @@ def test_quick_model_trains_and_detects():
         assert set(d.get_field("labels").tolist()) <= set(range(1, 7))
 
 
+def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_in_float32():
+    # SOLVER.AMP: the trainer runs the forward under autocast; the PAA module hands float32
+    # head outputs to the loss, so the losses are those of float32 up to bf16 rounding.
+    torch.manual_seed(0)
+    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
+                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32)
+    model = build_detection_model(cfg).train()
+    images = torch.rand(2, 3, 128, 128) * 255
+    targets = []
+    for boxes, labels in (([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]), ([[5, 5, 20, 30]], [3])):
+        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
+        t.add_field("labels", torch.tensor(labels))
+        targets.append(t)
+    head_dtypes = []
+    model.rpn.head.cls_logits.register_forward_hook(lambda m, i, o: head_dtypes.append(o.dtype))
+    reference = model(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert head_dtypes == [torch.float32] * 5 + [torch.bfloat16] * 5  # one call per level
+    for name, value in losses.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, reference[name], rtol=0.05, atol=0.01)
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert model.backbone.body.stem.conv1.weight.grad.abs().sum() > 0
+
+
 def test_quick_model_builds_with_its_config():
     model = build_detection_model(quick_cfg())
     n_params = sum(p.numel() for p in model.parameters())

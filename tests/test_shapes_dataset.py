@@ -70,6 +70,12 @@ def test_second_run_reuses_a_complete_split(tmp_path, capsys):
     os.remove(tmp_path / "train" / "000005.jpg")  # incomplete: written again
     _generate(tmp_path)
     assert (tmp_path / "train" / "000005.jpg").is_file() and ann.stat().st_mtime_ns != before
+    # A split written by an older generator is drawn again.
+    coco = json.loads(ann.read_text())
+    coco["info"]["version"] -= 1
+    ann.write_text(json.dumps(coco))
+    _generate(tmp_path)
+    assert json.loads(ann.read_text())["info"]["version"] == coco["info"]["version"] + 1
 
 
 def test_valid_coco_with_varied_objects(tmp_path):

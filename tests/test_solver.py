@@ -1,10 +1,10 @@
-"""WarmupMultiStepLR values against the closed-form schedule; optimizer parameter groups."""
+"""WarmupMultiStepLR values against the closed-form schedule; optimizer parameter groups; AMP."""
 import pytest
 import torch
 from torch import nn
 
 from paa_core.config import cfg as default_cfg
-from paa_core.solver import WarmupMultiStepLR, make_lr_scheduler, make_optimizer
+from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_lr_scheduler, make_optimizer
 
 BASE_LR = 0.01
 
@@ -93,3 +93,48 @@ def test_param_groups_and_schedule_from_cfg():
     factors = [1 / 3, 1 / 3 * 0.5 + 0.5, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
     for got, f in zip(lrs, factors):
         assert got == pytest.approx([0.02 * f, 0.04 * f, 0.02 * f])
+
+
+def test_adamw_from_cfg_keeps_the_group_rules_and_decouples_weight_decay():
+    cfg = default_cfg.clone()
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    cfg.SOLVER.BASE_LR = 0.001
+    cfg.SOLVER.BETAS = (0.8, 0.99)
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    model = Toy()
+    opt = make_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW)
+    groups = {id(g["params"][0]): g for g in opt.param_groups}
+    for p, lr, wd in [(model.conv.weight, 0.001, 0.05), (model.conv.bias, 0.002, 0.0)]:
+        g = groups[id(p)]
+        assert g["lr"] == pytest.approx(lr) and g["weight_decay"] == pytest.approx(wd)
+        assert g["betas"] == (0.8, 0.99)
+    # Decoupled decay: with a zero gradient, one step only shrinks the weight by lr * wd.
+    before = model.conv.weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    opt.step()
+    assert torch.allclose(model.conv.weight, before * (1 - 0.001 * 0.05), rtol=0, atol=1e-9)
+
+
+def test_unknown_optimizer_is_named():
+    cfg = default_cfg.clone()
+    cfg.SOLVER.OPTIMIZER = "Adam"
+    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD"):
+        make_optimizer(cfg, Toy())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, auto", [(True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                                    (False, False, None)])
+def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cfg = default_cfg.clone()
+    cpu = torch.device("cpu")
+    assert make_amp_dtype(cfg, cpu) is None  # float32 unless asked for
+    for amp, dtype in (("off", None), ("bf16", torch.bfloat16), ("auto", auto)):
+        cfg.SOLVER.AMP = amp
+        assert make_amp_dtype(cfg, cpu) is dtype, amp
+    cfg.SOLVER.AMP = "fp16"
+    with pytest.raises(ValueError, match=r"^SOLVER.AMP: unknown value 'fp16', expected off, bf16 or auto$"):
+        make_amp_dtype(cfg, cpu)

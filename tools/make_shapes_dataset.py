@@ -32,9 +32,14 @@ SPLIT_IDS = {"train": 0, "val": 1}
 # range for a share of the objects, over a mid range for the rest, so that (as in COCO
 # photos) most objects are mid-sized but tiny and huge ones are common enough to learn.
 MIN_SIDE, MAX_SIDE = 8.0, 300.0
-MID_SIDES, MID_SHARE = (16.0, 160.0), 0.6
+MID_SIDES, MID_SHARE = (16.0, 160.0), 0.7
 # Objects may hide at most this fraction of each other's pixels.
-MAX_OCCLUDED = 0.35
+MAX_OCCLUDED = 0.25
+# Share of objects painted in one flat colour (the rest get a texture over their colour),
+# and how far (sum of |BGR difference|) an object's colour is from the background under it.
+FLAT_FILL_SHARE, MIN_CONTRAST = 0.9, 220
+# Written into each annotation file; a split made by another version is drawn again.
+VERSION = 2
 # Fixed-point bits for sub-pixel polygon filling in OpenCV.
 SHIFT = 4
 
@@ -153,7 +158,7 @@ def background(rng, height, width):
 
 def fill(rng, height, width, base):
     """The paint of one object: flat colour, or a texture around it."""
-    if rng.random() < 0.75:
+    if rng.random() < FLAT_FILL_SHARE:
         return np.broadcast_to(base.astype(np.float32), (height, width, 3))
     t = texture(rng, height, width)
     return 0.3 * t + 0.7 * base.astype(np.float32)
@@ -163,7 +168,7 @@ def contrasting_colour(rng, local_mean):
     """An object colour that differs clearly from the background under it."""
     for _ in range(20):
         colour = random_colour(rng)
-        if np.abs(colour - local_mean).sum() > 160:
+        if np.abs(colour - local_mean).sum() > MIN_CONTRAST:
             return colour
     return 255.0 - local_mean
 
@@ -286,7 +291,7 @@ def write_split(root, split, count, size, seed, workers):
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
     coco = {
-        "info": {"description": "paa_core synthetic shapes", "seed": seed, "split": split,
+        "info": {"description": "paa_core synthetic shapes", "version": VERSION, "seed": seed, "split": split,
                  "images": count, "size": size},
         "images": images,
         "annotations": annotations,
@@ -299,13 +304,13 @@ def write_split(root, split, count, size, seed, workers):
 
 
 def is_complete(root, split, count, size, seed):
-    """True when this split was already written with the same parameters."""
+    """True when this split was already written by this version with the same parameters."""
     path = os.path.join(root, "annotations", f"instances_{split}.json")
     if not os.path.isfile(path):
         return False
     with open(path) as f:
         info = json.load(f).get("info", {})
-    same = info.get("seed") == seed and info.get("images") == count and info.get("size") == size
+    same = [info.get(k) for k in ("version", "seed", "images", "size")] == [VERSION, seed, count, size]
     return same and all(os.path.isfile(os.path.join(root, split, f"{i:06d}.jpg")) for i in range(1, count + 1))
 
 

@@ -116,9 +116,16 @@ _C.MODEL.PAA.INFERENCE_SCORE_VOTING = True
 # -----------------------------------------------------------------------------
 _C.SOLVER = CN()
 _C.SOLVER.MAX_ITER = 90000
+# "SGD" (momentum MOMENTUM) or "AdamW" (betas BETAS); WEIGHT_DECAY is decoupled for AdamW.
+_C.SOLVER.OPTIMIZER = "SGD"
 _C.SOLVER.BASE_LR = 0.01
 _C.SOLVER.BIAS_LR_FACTOR = 2
 _C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.BETAS = (0.9, 0.999)
+# Mixed precision of the training forward/backward: "off" (float32), "bf16" (convolutions in
+# bfloat16 under torch.autocast; losses stay float32) or "auto" (bf16 where the device
+# computes it natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16 support).
+_C.SOLVER.AMP = "off"
 _C.SOLVER.WEIGHT_DECAY = 0.0001
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0
 _C.SOLVER.GAMMA = 0.1

@@ -32,12 +32,14 @@ def check_losses_finite(loss_dict, iteration):
         raise FloatingPointError(f"non-finite loss at iteration {iteration}: {listed}")
 
 
-def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments):
+def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
+             amp_dtype=None):
     """Train until `len(data_loader)` iterations (the sampler's total), starting after
     `arguments["iteration"]`; `arguments` is saved with every checkpoint.
 
     The scheduler is stepped at the start of each iteration, before the optimizer, so
     iteration i trains with the schedule's lr at i, as in the reference's training.
+    With `amp_dtype` (torch.bfloat16) the forward runs under autocast in that dtype.
     """
     logger = logging.getLogger("paa_core.trainer")
     logger.info("Start training")
@@ -62,7 +64,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
 
         images = images.to(device)
         targets = [target.to(device) for target in targets]
-        loss_dict = model(images, targets)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss_dict = model(images, targets)
         check_losses_finite(loss_dict, iteration)
         losses = sum(loss_dict.values())
 

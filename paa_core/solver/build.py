@@ -4,12 +4,24 @@ import torch
 from .lr_scheduler import WarmupMultiStepLR
 
 
+# SOLVER.OPTIMIZER -> how to build it from the parameter groups and the config.
+OPTIMIZERS = {
+    "SGD": lambda params, solver: torch.optim.SGD(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM),
+    # Decoupled weight decay; trains the quick start's from-scratch model far faster than SGD.
+    "AdamW": lambda params, solver: torch.optim.AdamW(params, lr=solver.BASE_LR, betas=solver.BETAS),
+}
+
+
 def make_optimizer(cfg, model):
-    """SGD with momentum and one parameter group per trainable tensor.
+    """`SOLVER.OPTIMIZER` (SGD with momentum for the paper configs) with one parameter
+    group per trainable tensor.
 
     Biases get `BIAS_LR_FACTOR` times the base lr and `WEIGHT_DECAY_BIAS` (the
     Detectron recipe); frozen parameters are left out.
     """
+    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+        raise ValueError("SOLVER.OPTIMIZER: unknown optimizer {!r}, expected one of {}".format(
+            cfg.SOLVER.OPTIMIZER, ", ".join(sorted(OPTIMIZERS))))
     params = []
     for key, value in model.named_parameters():
         if not value.requires_grad:
@@ -19,7 +31,24 @@ def make_optimizer(cfg, model):
             lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BIAS_LR_FACTOR
             weight_decay = cfg.SOLVER.WEIGHT_DECAY_BIAS
         params.append({"params": [value], "lr": lr, "weight_decay": weight_decay})
-    return torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+    return OPTIMIZERS[cfg.SOLVER.OPTIMIZER](params, cfg.SOLVER)
+
+
+def native_bf16(device):
+    """True when `device` computes bfloat16 natively (so autocast speeds it up)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def make_amp_dtype(cfg, device):
+    """`SOLVER.AMP` -> the autocast dtype of the training forward, or None for float32."""
+    amp = cfg.SOLVER.AMP
+    if amp not in ("off", "bf16", "auto"):
+        raise ValueError(f"SOLVER.AMP: unknown value {amp!r}, expected off, bf16 or auto")
+    if amp == "bf16" or (amp == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
 
 
 def make_lr_scheduler(cfg, optimizer):

@@ -70,6 +70,7 @@ class DeformConvFunction(Function):
     """DCN v1 when `mask` is None, DCN v2 (modulated) otherwise; `bias` optional."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
         stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
@@ -80,6 +81,7 @@ class DeformConvFunction(Function):
 
     @staticmethod
     @once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
         input, offset, mask, weight, bias = ctx.saved_tensors

@@ -1,6 +1,7 @@
 """PAA head and module: towers + classification / box / IoU branches over P3..P7."""
 import math
 
+import torch
 from torch import nn
 
 from paa_core.layers import DFConv2d, Scale
@@ -74,6 +75,11 @@ class PAAHead(nn.Module):
         return logits, bbox_reg, (iou_pred if self.use_iou_pred else None)
 
 
+def _float(outputs):
+    """Per-level head outputs in float32 (None stays None)."""
+    return None if outputs is None else [o.float() for o in outputs]
+
+
 class PAAModule(nn.Module):
     """The detector's single stage: head + anchors, then losses (train) or boxes (eval)."""
 
@@ -95,9 +101,12 @@ class PAAModule(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PAAModule: targets are required in training mode")
-            loss_cls, loss_reg, loss_iou_pred = self.loss_evaluator(
-                box_cls, box_regression, iou_pred, targets, anchors
-            )
+            # Under mixed precision (SOLVER.AMP) only the convolutions run in bfloat16:
+            # anchor assignment and losses are computed in float32.
+            with torch.autocast(images.tensors.device.type, enabled=False):
+                loss_cls, loss_reg, loss_iou_pred = self.loss_evaluator(
+                    _float(box_cls), _float(box_regression), _float(iou_pred), targets, anchors
+                )
             losses = {"loss_cls": loss_cls, "loss_reg": loss_reg}
             if iou_pred is not None:
                 losses["loss_iou_pred"] = loss_iou_pred
