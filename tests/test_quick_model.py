@@ -104,17 +104,24 @@ def test_quick_config_keeps_the_paper_head_assigner_losses_and_inference():
     assert quick.MODEL.FPN == paper.MODEL.FPN and quick.TEST.BBOX_AUG == paper.TEST.BBOX_AUG
 
 
-def test_quick_model_trains_and_detects():
+def _tiny_quick_model_and_targets():
+    """(cfg, model, targets): the quick config at 8/8/32 channels (seeded) and targets for
+    two 128x128 images."""
     torch.manual_seed(0)
     cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
                     "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32)
     model = build_detection_model(cfg)
-    images = torch.randn(2, 3, 128, 128) * 50
     targets = []
     for boxes, labels in (([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]), ([[5, 5, 20, 30]], [3])):
         t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
         t.add_field("labels", torch.tensor(labels))
         targets.append(t)
+    return cfg, model, targets
+
+
+def test_quick_model_trains_and_detects():
+    cfg, model, targets = _tiny_quick_model_and_targets()
+    images = torch.randn(2, 3, 128, 128) * 50
     model.train()
     losses = model(images, targets)
     total = sum(losses.values())
@@ -133,16 +140,9 @@ def test_quick_model_trains_and_detects():
 def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_in_float32():
     # SOLVER.AMP: the trainer runs the forward under autocast; the PAA module hands float32
     # head outputs to the loss, so the losses are those of float32 up to bf16 rounding.
-    torch.manual_seed(0)
-    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32)
-    model = build_detection_model(cfg).train()
+    _, model, targets = _tiny_quick_model_and_targets()
+    model.train()
     images = torch.rand(2, 3, 128, 128) * 255
-    targets = []
-    for boxes, labels in (([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]), ([[5, 5, 20, 30]], [3])):
-        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
-        t.add_field("labels", torch.tensor(labels))
-        targets.append(t)
     head_dtypes = []
     model.rpn.head.cls_logits.register_forward_hook(lambda m, i, o: head_dtypes.append(o.dtype))
     reference = model(images, targets)
