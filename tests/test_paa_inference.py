@@ -6,12 +6,11 @@ import torch
 
 from paa_core.config import cfg
 from paa_core.modeling.box_coder import BoxCoder
-from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
 from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postprocessor
 from paa_core.modeling.rpn.paa.score_voting import score_voting
 from paa_core.structures.bounding_box import BoxList
-from paa_core.structures.image_list import to_image_list
 from box_oracles import iou_plus1
+from paa_inputs import real_anchors
 
 C = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -67,15 +66,11 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
 
 def _inputs(seed, image_sizes=((64, 96), (60, 90)), logit_shift=-2.0):
     torch.manual_seed(seed)
-    images = to_image_list([torch.zeros(3, h, w) for h, w in image_sizes], 32)
-    _, _, ph, pw = images.tensors.shape
-    feats = [torch.zeros(len(image_sizes), 1, math.ceil(ph / s), math.ceil(pw / s))
-             for s in (8, 16, 32, 64, 128)]
-    anchors = make_anchor_generator_paa(cfg)(images, feats)
+    anchors, shapes = real_anchors(image_sizes)
     n = len(image_sizes)
-    box_cls = [torch.randn(n, C, f.shape[2], f.shape[3]) * 1.5 + logit_shift for f in feats]
-    box_reg = [torch.randn(n, 4, f.shape[2], f.shape[3]) * 0.5 for f in feats]
-    iou_pred = [torch.randn(n, 1, f.shape[2], f.shape[3]) for f in feats]
+    box_cls = [torch.randn(n, C, h, w) * 1.5 + logit_shift for h, w in shapes]
+    box_reg = [torch.randn(n, 4, h, w) * 0.5 for h, w in shapes]
+    iou_pred = [torch.randn(n, 1, h, w) for h, w in shapes]
     return anchors, box_cls, box_reg, iou_pred
 
 

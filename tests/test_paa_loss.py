@@ -12,7 +12,6 @@ from paa_core.config import cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
-from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
 from paa_core.modeling.rpn.paa.loss import (
     PAALossComputation,
     concat_box_prediction_layers,
@@ -20,8 +19,8 @@ from paa_core.modeling.rpn.paa.loss import (
 )
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
-from paa_core.structures.image_list import to_image_list
 from box_oracles import iou_plus1
+from paa_inputs import real_anchors
 
 NUM_CLASSES = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -131,12 +130,7 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
 def _anchors_and_outputs(image_sizes, seed, dtype=torch.float64, scale=1.0):
     """Real anchors (config defaults) for a padded batch and random head outputs."""
     torch.manual_seed(seed)
-    images = to_image_list([torch.zeros(3, h, w) for h, w in image_sizes], 32)
-    _, _, ph, pw = images.tensors.shape
-    feats = [torch.zeros(len(image_sizes), 1, math.ceil(ph / s), math.ceil(pw / s))
-             for s in (8, 16, 32, 64, 128)]
-    anchors = make_anchor_generator_paa(cfg)(images, feats)
-    shapes = [f.shape[-2:] for f in feats]
+    anchors, shapes = real_anchors(image_sizes)
     n = len(image_sizes)
     box_cls = [(torch.randn(n, NUM_CLASSES, h, w, dtype=dtype) * scale - 2).requires_grad_()
                for h, w in shapes]
