@@ -1,4 +1,5 @@
-// Greedy non-maximum suppression with the legacy "+1" box convention (w = x2 - x1 + 1).
+// Greedy non-maximum suppression. Widths are x2 - x1 + offset: offset 1 is the legacy
+// "+1" convention of the PAA reference, 0 the continuous one of detectron2/torchvision.
 // Both ops return the int64 indices of the kept boxes, ordered by descending score
 // (ties keep the lower index first). A box is suppressed when its IoU with a kept,
 // higher-scoring box is strictly greater than `threshold`.
@@ -25,36 +26,36 @@ inline void check_nms_inputs(const at::Tensor& dets, const at::Tensor& scores,
   }
 }
 
-at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold);
+at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset);
 at::Tensor ml_nms_cpu(const at::Tensor& dets, const at::Tensor& scores,
-                      const at::Tensor& labels, double threshold);
+                      const at::Tensor& labels, double threshold, double offset);
 #ifdef WITH_CUDA
-at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold);
+at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset);
 at::Tensor ml_nms_cuda(const at::Tensor& dets, const at::Tensor& scores,
-                       const at::Tensor& labels, double threshold);
+                       const at::Tensor& labels, double threshold, double offset);
 #endif
 
 // dets [N, 4] xyxy, scores [N].
-inline at::Tensor nms(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
+inline at::Tensor nms(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset) {
   if (dets.is_cuda()) {
 #ifdef WITH_CUDA
-    return nms_cuda(dets, scores, threshold);
+    return nms_cuda(dets, scores, threshold, offset);
 #else
     TORCH_CHECK(false, "nms: paa_core._C was built without CUDA support");
 #endif
   }
-  return nms_cpu(dets, scores, threshold);
+  return nms_cpu(dets, scores, threshold, offset);
 }
 
 // Label-aware NMS: a box only suppresses boxes with the same label. labels [N] integer.
 inline at::Tensor ml_nms(const at::Tensor& dets, const at::Tensor& scores,
-                         const at::Tensor& labels, double threshold) {
+                         const at::Tensor& labels, double threshold, double offset) {
   if (dets.is_cuda()) {
 #ifdef WITH_CUDA
-    return ml_nms_cuda(dets, scores, labels, threshold);
+    return ml_nms_cuda(dets, scores, labels, threshold, offset);
 #else
     TORCH_CHECK(false, "ml_nms: paa_core._C was built without CUDA support");
 #endif
   }
-  return ml_nms_cpu(dets, scores, labels, threshold);
+  return ml_nms_cpu(dets, scores, labels, threshold, offset);
 }

@@ -7,8 +7,8 @@
 #include "gmm.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("nms", &nms, "greedy NMS with the +1 box convention; returns kept indices");
-  m.def("ml_nms", &ml_nms, "label-aware greedy NMS with the +1 box convention; returns kept indices");
+  m.def("nms", &nms, "greedy NMS (widths x2 - x1 + offset); returns kept indices");
+  m.def("ml_nms", &ml_nms, "label-aware greedy NMS (widths x2 - x1 + offset); returns kept indices");
   m.def("sigmoid_focalloss_forward", &sigmoid_focalloss_forward, "sigmoid focal loss forward");
   m.def("sigmoid_focalloss_backward", &sigmoid_focalloss_backward, "sigmoid focal loss backward");
   m.def("deform_conv_forward", &deform_conv_forward, "(modulated) deformable conv forward");

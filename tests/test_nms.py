@@ -107,6 +107,25 @@ def test_nms_matches_torchvision_with_shifted_corners():
         assert torch.equal(keep, expected)
 
 
+def test_offset_zero_is_torchvision_convention():
+    # offset=0 (detectron2's widths x2 - x1) keeps exactly what torchvision keeps, for both ops.
+    gen = torch.Generator().manual_seed(1)
+    for threshold in (0.3, 0.5, 0.7):
+        xy = torch.rand(1500, 2, generator=gen) * 400
+        boxes = torch.cat([xy, xy + 2 + torch.rand(1500, 2, generator=gen) * 120], dim=1)
+        scores = torch.rand(1500, generator=gen)
+        labels = torch.randint(0, 5, (1500,), generator=gen)
+        keep = nms(boxes, scores, threshold, offset=0)
+        assert 100 < len(keep) < 1500
+        assert torch.equal(keep, torchvision.ops.nms(boxes, scores, threshold))
+        keep = ml_nms(boxes, scores, labels, threshold, offset=0)
+        assert torch.equal(keep, torchvision.ops.batched_nms(boxes, scores, labels, threshold))
+    # Touching unit-wide boxes overlap only under +1: IoU 1/3 there, 0 here.
+    touching = torch.tensor([[0.0, 0, 1, 1], [1, 0, 2, 1]])
+    assert nms(touching, torch.tensor([0.9, 0.8]), 0.3, offset=1).tolist() == [0]
+    assert nms(touching, torch.tensor([0.9, 0.8]), 0.0, offset=0).tolist() == [0, 1]
+
+
 def test_ml_nms_only_suppresses_same_label():
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
     scores = torch.tensor([0.5, 0.9, 0.7, 0.1])
@@ -137,8 +156,8 @@ def test_empty_input_and_half_precision():
         (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.tensor([1.0, 1.5, 2.0]), 0.5), ValueError),
         (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.ones(3, dtype=torch.bool), 0.5), TypeError),
         (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5), ValueError),
-        (lambda: _C.nms(torch.zeros(3, 5), torch.zeros(3), 0.5), RuntimeError),
-        (lambda: _C.ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5), RuntimeError),
+        (lambda: _C.nms(torch.zeros(3, 5), torch.zeros(3), 0.5, 1.0), RuntimeError),
+        (lambda: _C.ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5, 1.0), RuntimeError),
     ],
 )
 def test_bad_input_raises_clear_error(call, error):

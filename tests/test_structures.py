@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torchvision
 from torchvision.ops import box_iou
 
+from paa_core.structures import box_ops
 from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, FLIP_TOP_BOTTOM, BoxList
 from paa_core.structures.boxlist_ops import (
     boxlist_iou,
@@ -254,3 +256,22 @@ def test_to_image_list_errors():
         to_image_list([torch.rand(3, 4, 4), torch.rand(1, 4, 4)])
     with pytest.raises(TypeError, match="non-empty"):
         to_image_list([])
+
+
+def test_box_ops_both_conventions():
+    """offset 0 is torchvision's box_iou/box_area; offset 1 equals torchvision on boxes
+    whose far corners are moved out by one pixel (the +1 widths)."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.rand(40, 2, generator=gen, dtype=torch.float64) * 50
+    a = torch.cat([a, a + torch.rand(40, 2, generator=gen, dtype=torch.float64) * 30], dim=1)
+    b = torch.rand(30, 2, generator=gen, dtype=torch.float64) * 50
+    b = torch.cat([b, b + torch.rand(30, 2, generator=gen, dtype=torch.float64) * 30], dim=1)
+    grow = torch.tensor([0.0, 0, 1, 1], dtype=torch.float64)
+    for offset, shift in ((0, 0 * grow), (1, grow)):
+        expected = torchvision.ops.box_iou(a + shift, b + shift)
+        torch.testing.assert_close(box_ops.box_iou(a, b, offset=offset), expected, rtol=1e-12, atol=0)
+        torch.testing.assert_close(box_ops.box_area(a, offset=offset), torchvision.ops.box_area(a + shift))
+        torch.testing.assert_close(
+            box_ops.paired_iou(a[:30], b, offset=offset), expected[torch.arange(30), torch.arange(30)]
+        )
+    assert (box_ops.box_iou(a, b, offset=1) > 0).sum() > (box_ops.box_iou(a, b, offset=0) > 0).sum() > 0

@@ -9,13 +9,14 @@ namespace {
 
 template <typename T, bool kWithLabels>
 at::Tensor greedy_nms(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
-                      double threshold) {
+                      double threshold, double offset) {
   const int64_t n = dets.size(0);
   const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, 0, /*descending=*/true));
   const int64_t* ord = order.data_ptr<int64_t>();
   const T* d = dets.data_ptr<T>();
   const int64_t* lab = kWithLabels ? labels.data_ptr<int64_t>() : nullptr;
 
+  const T off = static_cast<T>(offset);
   std::vector<T> x1(n), y1(n), x2(n), y2(n), area(n);
   std::vector<int64_t> cls(kWithLabels ? n : 0);
   for (int64_t k = 0; k < n; ++k) {
@@ -24,7 +25,7 @@ at::Tensor greedy_nms(const at::Tensor& dets, const at::Tensor& scores, const at
     y1[k] = b[1];
     x2[k] = b[2];
     y2[k] = b[3];
-    area[k] = (b[2] - b[0] + 1) * (b[3] - b[1] + 1);
+    area[k] = (b[2] - b[0] + off) * (b[3] - b[1] + off);
     if (kWithLabels) cls[k] = lab[ord[k]];
   }
 
@@ -40,8 +41,8 @@ at::Tensor greedy_nms(const at::Tensor& dets, const at::Tensor& scores, const at
     const T ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = area[i];
     const int64_t icls = kWithLabels ? cls[i] : 0;
     for (int64_t j = i + 1; j < n; ++j) {
-      const T w = std::max(std::min(ix2, x2[j]) - std::max(ix1, x1[j]) + 1, T(0));
-      const T h = std::max(std::min(iy2, y2[j]) - std::max(iy1, y1[j]) + 1, T(0));
+      const T w = std::max(std::min(ix2, x2[j]) - std::max(ix1, x1[j]) + off, T(0));
+      const T h = std::max(std::min(iy2, y2[j]) - std::max(iy1, y1[j]) + off, T(0));
       const T inter = w * h;
       bool hit = inter / (iarea + area[j] - inter) > thr;
       if (kWithLabels) hit = hit && cls[j] == icls;
@@ -53,25 +54,26 @@ at::Tensor greedy_nms(const at::Tensor& dets, const at::Tensor& scores, const at
 
 template <bool kWithLabels>
 at::Tensor nms_dispatch(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
-                        double threshold) {
+                        double threshold, double offset) {
   check_nms_inputs(dets, scores, labels);
   if (dets.size(0) == 0) return at::empty({0}, dets.options().dtype(at::kLong));
   const at::Tensor boxes = dets.contiguous();
   const at::Tensor lab = kWithLabels ? labels.to(at::kLong).contiguous() : at::Tensor();
   at::Tensor keep;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "nms_cpu", [&] {
-    keep = greedy_nms<scalar_t, kWithLabels>(boxes, scores, lab, threshold);
+    keep = greedy_nms<scalar_t, kWithLabels>(boxes, scores, lab, threshold, offset);
   });
   return keep;
 }
 
 }  // namespace
 
-at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
-  return nms_dispatch<false>(dets, scores, at::Tensor(), threshold);
+at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold,
+                   double offset) {
+  return nms_dispatch<false>(dets, scores, at::Tensor(), threshold, offset);
 }
 
 at::Tensor ml_nms_cpu(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
-                      double threshold) {
-  return nms_dispatch<true>(dets, scores, labels, threshold);
+                      double threshold, double offset) {
+  return nms_dispatch<true>(dets, scores, labels, threshold, offset);
 }

@@ -22,12 +22,12 @@ template <typename T>
 __device__ inline T max_of(T a, T b) { return a < b ? b : a; }
 
 template <typename T>
-__device__ inline bool iou_above(const T* a, const T* b, T threshold) {
-  const T w = max_of(min_of(a[2], b[2]) - max_of(a[0], b[0]) + 1, T(0));
-  const T h = max_of(min_of(a[3], b[3]) - max_of(a[1], b[1]) + 1, T(0));
+__device__ inline bool iou_above(const T* a, const T* b, T threshold, T off) {
+  const T w = max_of(min_of(a[2], b[2]) - max_of(a[0], b[0]) + off, T(0));
+  const T h = max_of(min_of(a[3], b[3]) - max_of(a[1], b[1]) + off, T(0));
   const T inter = mul_rn(w, h);
-  const T area_a = mul_rn(a[2] - a[0] + 1, a[3] - a[1] + 1);
-  const T area_b = mul_rn(b[2] - b[0] + 1, b[3] - b[1] + 1);
+  const T area_a = mul_rn(a[2] - a[0] + off, a[3] - a[1] + off);
+  const T area_b = mul_rn(b[2] - b[0] + off, b[3] - b[1] + off);
   return inter / (area_a + area_b - inter) > threshold;
 }
 
@@ -35,7 +35,7 @@ __device__ inline bool iou_above(const T* a, const T* b, T threshold) {
 // those of column block `col`; only col >= row is needed by the greedy pass.
 template <typename T>
 __global__ void nms_mask_kernel(int64_t n, const T* boxes, const int64_t* labels, T threshold,
-                                uint64_t* mask) {
+                                T off, uint64_t* mask) {
   const int64_t row = blockIdx.y, col = blockIdx.x;
   if (col < row) return;
   const int row_size = static_cast<int>(min(n - row * kBoxesPerWord, int64_t(kBoxesPerWord)));
@@ -56,13 +56,13 @@ __global__ void nms_mask_kernel(int64_t n, const T* boxes, const int64_t* labels
   uint64_t bits = 0;
   for (int k = (row == col) ? threadIdx.x + 1 : 0; k < col_size; ++k) {
     if (labels != nullptr && labels[i] != col_labels[k]) continue;
-    if (iou_above(box, col_boxes + k * 4, threshold)) bits |= 1ULL << k;
+    if (iou_above(box, col_boxes + k * 4, threshold, off)) bits |= 1ULL << k;
   }
   mask[i * gridDim.x + col] = bits;
 }
 
 at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
-                         double threshold) {
+                         double threshold, double offset) {
   check_nms_inputs(dets, scores, labels);
   const int64_t n = dets.size(0);
   if (n == 0) return at::empty({0}, dets.options().dtype(at::kLong));
@@ -82,7 +82,8 @@ at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const
     nms_mask_kernel<scalar_t><<<grid, kBoxesPerWord, 0, stream>>>(
         n, boxes.data_ptr<scalar_t>(),
         sorted_labels.defined() ? sorted_labels.data_ptr<int64_t>() : nullptr,
-        static_cast<scalar_t>(threshold), reinterpret_cast<uint64_t*>(mask.data_ptr<int64_t>()));
+        static_cast<scalar_t>(threshold), static_cast<scalar_t>(offset),
+        reinterpret_cast<uint64_t*>(mask.data_ptr<int64_t>()));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
@@ -105,11 +106,12 @@ at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const
 
 }  // namespace
 
-at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold) {
-  return nms_cuda_impl(dets, scores, at::Tensor(), threshold);
+at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold,
+                    double offset) {
+  return nms_cuda_impl(dets, scores, at::Tensor(), threshold, offset);
 }
 
 at::Tensor ml_nms_cuda(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
-                       double threshold) {
-  return nms_cuda_impl(dets, scores, labels, threshold);
+                       double threshold, double offset) {
+  return nms_cuda_impl(dets, scores, labels, threshold, offset);
 }

@@ -11,6 +11,7 @@ import torch
 
 from paa_core.data import transforms as T
 from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, TO_REMOVE, BoxList
+from paa_core.structures.box_ops import box_area, box_iou
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 from paa_core.structures.image_list import to_image_list
 
@@ -42,20 +43,9 @@ def im_detect_bbox(model, images, prepare, min_size, max_size, device, hflip=Fal
 
 def filter_by_scale_range(boxlist, min_side, max_side):
     """Keep boxes whose area (+1 widths) lies strictly between min_side^2 and max_side^2."""
-    x1, y1, x2, y2 = boxlist.convert("xyxy").bbox.unbind(dim=1)
-    area = (x2 - x1 + TO_REMOVE) * (y2 - y1 + TO_REMOVE)
+    area = box_area(boxlist.convert("xyxy").bbox, offset=TO_REMOVE)
     keep = (area > min_side * min_side) & (area < max_side * max_side)
     return boxlist[keep.nonzero().squeeze(1)]
-
-
-def _pairwise_iou(boxes):
-    """IoU matrix [N, N] of xyxy boxes with +1 widths."""
-    area = (boxes[:, 2] - boxes[:, 0] + TO_REMOVE) * (boxes[:, 3] - boxes[:, 1] + TO_REMOVE)
-    lt = torch.max(boxes[:, None, :2], boxes[None, :, :2])
-    rb = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
-    wh = (rb - lt + TO_REMOVE).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area[:, None] + area[None, :] - inter)
 
 
 def vote_clusters(boxes, scores, labels, vote_th):
@@ -68,7 +58,7 @@ def vote_clusters(boxes, scores, labels, vote_th):
     """
     order = torch.argsort(scores, descending=True, stable=True)
     boxes, labels = boxes[order], labels[order]
-    iou = _pairwise_iou(boxes)
+    iou = box_iou(boxes, boxes, offset=TO_REMOVE)
     joins = (iou >= vote_th) & (labels[:, None] == labels[None, :])
     # The greedy pass visits only cluster leaders; each visit is one vectorised row.
     joins = joins.numpy()

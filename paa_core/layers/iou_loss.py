@@ -1,4 +1,4 @@
-"""Paired box overlap measures used by the PAA loss (SPEC 2 conventions)."""
+"""The GIoU loss of the PAA box branch (paired IoUs: `structures.box_ops`)."""
 import torch
 
 
@@ -26,13 +26,3 @@ def giou_loss(pred, target, eps=1e-7):
     giou = inter / union - (enclosing - union) / enclosing
     return 1 - giou
 
-
-def paired_iou(boxes1, boxes2):
-    """IoU [N] of boxes1[i] with boxes2[i] (xyxy, +1 widths as in `boxlist_iou`)."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0] + 1) * (boxes1[:, 3] - boxes1[:, 1] + 1)
-    area2 = (boxes2[:, 2] - boxes2[:, 0] + 1) * (boxes2[:, 3] - boxes2[:, 1] + 1)
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    wh = (rb - lt + 1).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    return inter / (area1 + area2 - inter)

@@ -1,4 +1,4 @@
-"""Greedy NMS (+1 box convention) backed by the compiled `paa_core._C` ops."""
+"""Greedy NMS backed by the compiled `paa_core._C` ops, for either box convention."""
 import torch
 
 from paa_core import _C
@@ -25,17 +25,18 @@ def _as_kernel_dtype(boxes):
     return boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.float()
 
 
-def nms(boxes, scores, iou_threshold):
+def nms(boxes, scores, iou_threshold, offset=1):
     """Indices (int64) of the boxes kept by greedy NMS, by descending score.
 
     boxes [N, 4] xyxy, scores [N]. A box is dropped when its IoU, computed with
-    widths x2 - x1 + 1, with a kept higher-scoring box exceeds `iou_threshold`.
+    widths x2 - x1 + offset (1: the PAA reference, 0: detectron2; see
+    `structures.box_ops`), with a kept higher-scoring box exceeds `iou_threshold`.
     """
     _check(boxes, scores)
-    return _C.nms(_as_kernel_dtype(boxes), scores, float(iou_threshold))
+    return _C.nms(_as_kernel_dtype(boxes), scores, float(iou_threshold), float(offset))
 
 
-def ml_nms(boxes, scores, labels, iou_threshold):
+def ml_nms(boxes, scores, labels, iou_threshold, offset=1):
     """Like `nms`, but a box only suppresses boxes that carry the same label (integer [N])."""
     _check(boxes, scores, labels)
     if labels.is_floating_point():
@@ -45,4 +46,4 @@ def ml_nms(boxes, scores, labels, iou_threshold):
         labels = labels.long()
     elif labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"ml_nms: labels must be an integer tensor, got {labels.dtype}")
-    return _C.ml_nms(_as_kernel_dtype(boxes), scores, labels, float(iou_threshold))
+    return _C.ml_nms(_as_kernel_dtype(boxes), scores, labels, float(iou_threshold), float(offset))

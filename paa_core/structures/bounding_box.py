@@ -6,6 +6,8 @@ and the last valid coordinate of an image of width `w` is `w - 1`.
 """
 import torch
 
+from .box_ops import box_area
+
 # Transpose methods (the values of PIL's Image.FLIP_LEFT_RIGHT / FLIP_TOP_BOTTOM).
 FLIP_LEFT_RIGHT = 0
 FLIP_TOP_BOTTOM = 1
@@ -177,7 +179,7 @@ class BoxList(object):
     def area(self):
         box = self.bbox
         if self.mode == "xyxy":
-            return (box[:, 2] - box[:, 0] + TO_REMOVE) * (box[:, 3] - box[:, 1] + TO_REMOVE)
+            return box_area(box, offset=TO_REMOVE)
         return box[:, 2] * box[:, 3]
 
     # -------------------------------------------------------------- container

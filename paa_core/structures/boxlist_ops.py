@@ -4,6 +4,7 @@ import torch
 from paa_core.layers import ml_nms, nms
 
 from .bounding_box import TO_REMOVE, BoxList
+from .box_ops import box_iou
 
 
 def boxlist_nms(boxlist, nms_thresh, max_proposals=-1, score_field="scores"):
@@ -52,16 +53,7 @@ def boxlist_iou(boxlist1, boxlist2):
                 boxlist1.size, boxlist2.size
             )
         )
-    box1 = boxlist1.convert("xyxy").bbox
-    box2 = boxlist2.convert("xyxy").bbox
-    area1 = boxlist1.area()
-    area2 = boxlist2.area()
-
-    lt = torch.max(box1[:, None, :2], box2[None, :, :2])  # [N, M, 2]
-    rb = torch.min(box1[:, None, 2:], box2[None, :, 2:])  # [N, M, 2]
-    wh = (rb - lt + TO_REMOVE).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1[:, None] + area2[None, :] - inter)
+    return box_iou(boxlist1.convert("xyxy").bbox, boxlist2.convert("xyxy").bbox, offset=TO_REMOVE)
 
 
 def cat_boxlist(bboxes):

@@ -8,10 +8,11 @@ batched EM call. Only the IoU pre-assignment loops over images.
 import torch
 import torch.nn.functional as F
 
-from paa_core.layers.iou_loss import giou_loss, paired_iou
+from paa_core.layers.iou_loss import giou_loss
 from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
 from paa_core.modeling.matcher import Matcher
-from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.bounding_box import TO_REMOVE, BoxList
+from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.boxlist_ops import boxlist_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
 
@@ -193,7 +194,7 @@ class PAALossComputation(object):
             cls_flat, reg_flat, targets, anchors
         )
         pred_boxes = self.box_coder.decode(reg_flat[pos_idx], pos_anchors)
-        iou_targets = paired_iou(pred_boxes.detach(), reg_targets)
+        iou_targets = paired_iou(pred_boxes.detach(), reg_targets, offset=TO_REMOVE)
 
         totals = reduce_sum(
             torch.stack([iou_targets.new_tensor(float(pos_idx.numel())), iou_targets.sum()])
