@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from paa_core.config import cfg as default_cfg
+from paa_core.layers.iou_loss import giou_loss, paired_iou
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
+from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 
@@ -139,10 +141,61 @@ def test_resnext_body_strides_and_res5_dilation():
 
 def test_fpn_odd_sizes_and_p6_from_c5():
     cfg = _cfg()
-    cfg.MODEL.FPN.USE_C5 = True
+    cfg.MODEL.RETINANET.USE_C5 = True
     fpn = build_backbone(cfg).fpn
     assert fpn.top_blocks.p6.in_channels == 2048
     c3, c4, c5 = torch.rand(1, 512, 13, 9), torch.rand(1, 1024, 7, 5), torch.rand(1, 2048, 4, 3)
     outs = fpn([c3, c4, c5])
     assert [tuple(t.shape[-2:]) for t in outs] == [(13, 9), (7, 5), (4, 3), (2, 2), (1, 1)]
     assert all(t.shape[1] == 256 for t in outs)
+
+
+def test_iou_branch_ablation_on_the_same_weights():
+    """USE_IOU_PRED False against True on the same weights: the same positives and
+    classification loss; a plain GIoU mean over the positives instead of the IoU-weighted
+    one; no IoU loss; the plain class probability as the detection score."""
+    torch.manual_seed(0)
+    with_iou = build_detection_model(_cfg())
+    cfg = _cfg()
+    cfg.MODEL.PAA.USE_IOU_PRED = False
+    without = build_detection_model(cfg)
+    state = with_iou.state_dict()
+    without.load_state_dict({k: v for k, v in state.items() if ".iou_pred." not in k}, strict=True)
+    assert {k for k in state if ".iou_pred." in k} == {"rpn.head.iou_pred.weight", "rpn.head.iou_pred.bias"}
+
+    captured = {}
+    with_iou.rpn.head.register_forward_hook(lambda m, inputs, outputs: captured.update(outputs=outputs))
+    images, targets = _batch()
+    losses = with_iou(images, targets)
+    ablated = without(images, targets)
+    assert set(ablated) == {"loss_cls", "loss_reg"}
+    assert ablated["loss_cls"].item() == losses["loss_cls"].item()
+
+    # Per-positive GIoU losses and IoU targets, from the same head outputs.
+    box_cls, box_reg, iou_pred = captured["outputs"]
+    image_list = to_image_list(images, 32)
+    features = [torch.zeros(2, 1, *c.shape[-2:]) for c in box_cls]
+    anchors = with_iou.rpn.anchor_generator(image_list, features)
+    evaluator = with_iou.rpn.loss_evaluator
+    cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
+    _, pos_idx, pos_anchors, reg_targets = evaluator.compute_targets(
+        cls_flat.reshape(-1, NUM_CLASSES - 1).detach(), reg_flat.reshape(-1, 4).detach(), targets, anchors)
+    pred = evaluator.box_coder.decode(reg_flat.reshape(-1, 4)[pos_idx].detach(), pos_anchors)
+    g, u = giou_loss(pred, reg_targets), paired_iou(pred, reg_targets)
+    assert len(pos_idx) > 2
+    assert losses["loss_reg"].item() == pytest.approx(1.3 * ((u * g).sum() / u.sum()).item(), rel=1e-5)
+    assert ablated["loss_reg"].item() == pytest.approx(1.3 * (g.sum() / len(pos_idx)).item(), rel=1e-5)
+    assert abs(ablated["loss_reg"].item() - losses["loss_reg"].item()) > 1e-3 * losses["loss_reg"].item()
+
+    without.eval()
+    captured.clear()
+    without.rpn.head.register_forward_hook(lambda m, inputs, outputs: captured.update(outputs=outputs))
+    with torch.no_grad():
+        detections = without(images)
+    cls_logits, _, iou_logits = captured["outputs"]
+    assert iou_logits is None
+    # The best detection of each image scores the best class probability of its anchors
+    # (score voting moves boxes, not scores).
+    for i, result in enumerate(detections):
+        best = max(level[i].sigmoid().max().item() for level in cls_logits)
+        assert result.get_field("scores").max().item() == pytest.approx(best, rel=1e-6)

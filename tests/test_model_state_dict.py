@@ -103,5 +103,5 @@ def test_resnext_dcn_block_layout():
 def test_unknown_backbone_lists_known_names():
     cfg = default_cfg.clone()
     cfg.MODEL.BACKBONE.CONV_BODY = "R-18-FPN"
-    with pytest.raises(KeyError, match="R-50-FPN-RETINANET"):
+    with pytest.raises(ValueError, match="MODEL.BACKBONE.CONV_BODY .R-18-FPN.*R-50-FPN-RETINANET"):
         build_detection_model(cfg)

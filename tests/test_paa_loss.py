@@ -74,9 +74,12 @@ def _sklearn_num_pos(scores):
 
 
 def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
-    """The reference algorithm written as loops: per image, per GT, per level."""
+    """The reference algorithm written as loops: per image, per GT, per level.
+
+    Without the IoU branch (iou_pred None) the GIoU losses are summed unweighted over
+    the positives and divided by their number, and there is no IoU loss (None)."""
     cls_all, reg_all, iou_all = concat_box_prediction_layers(box_cls, box_regression, iou_pred)
-    cls_all, reg_all, iou_all = cls_all.detach(), reg_all.detach(), iou_all.detach()
+    cls_all, reg_all = cls_all.detach(), reg_all.detach()
     matcher = Matcher(0.1, 0.1, True)
     labels_all, focal_sum, reg_terms, iou_bce, ious_all = [], 0.0, [], 0.0, []
     for b, (tgt, anc) in enumerate(zip(targets, anchors)):
@@ -115,12 +118,16 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
                     iou = iou_plus1(pbox, tbox)
                     ious_all.append(iou)
                     reg_terms.append((iou, _giou_loss(pbox, tbox)))
-                    iou_bce += torch.nn.functional.binary_cross_entropy_with_logits(
-                        iou_all[b, i], torch.tensor(iou, dtype=iou_all.dtype)
-                    ).item()
+                    if iou_all is not None:
+                        iou_bce += torch.nn.functional.binary_cross_entropy_with_logits(
+                            iou_all[b, i].detach(), torch.tensor(iou, dtype=iou_all.dtype)
+                        ).item()
         focal_sum += _focal(cls_all[b], labels).sum().item()
         labels_all.append(labels)
     num_pos = max(len(ious_all), 1)
+    if iou_pred is None:
+        loss_reg = sum(l for _, l in reg_terms) / num_pos * 1.3
+        return torch.cat(labels_all), (focal_sum / num_pos, loss_reg, None)
     sum_iou = sum(ious_all)
     loss_reg = sum(i * l for i, l in reg_terms) / sum_iou * 1.3 if reg_terms else 0.0
     return torch.cat(labels_all), (focal_sum / num_pos, loss_reg, iou_bce / num_pos * 0.5)
@@ -165,11 +172,13 @@ def _check_against_oracle(targets, outputs, topk=9):
     )
     ref_labels, ref_losses = _oracle(box_cls, box_reg, iou_pred, targets, anchors, topk)
     assert torch.equal(labels, ref_labels)
-    for ours, ref in zip(losses, ref_losses):
+    assert (losses[2] is None) == (ref_losses[2] is None) == (iou_pred is None)
+    computed = [loss for loss in losses if loss is not None]
+    for ours, ref in zip(computed, ref_losses):
         assert torch.isfinite(ours)
         assert ours.item() == pytest.approx(ref, rel=1e-6, abs=1e-9)
-    sum(losses).backward()
-    for t in box_cls + box_reg + iou_pred:
+    sum(computed).backward()
+    for t in box_cls + box_reg + (iou_pred or []):
         assert t.grad is not None and torch.isfinite(t.grad).all()
     return labels, losses
 
@@ -208,6 +217,20 @@ def test_end_to_end_matches_per_gt_loop():
     targets = [_random_targets(rng, 4, 150, 120), _random_targets(rng, 3, 100, 128)]
     labels, _ = _check_against_oracle(targets, _anchors_and_outputs(sizes, seed=0))
     assert (labels > 0).sum() > len(targets[0]) + len(targets[1])
+
+
+def test_without_iou_branch_matches_per_gt_loop():
+    """USE_IOU_PRED False (the paper's ablation): same positives, plain GIoU mean, no IoU loss."""
+    rng = np.random.default_rng(4)
+    targets = [_random_targets(rng, 3, 128, 96)]
+    anchors, box_cls, box_reg, iou_pred = _anchors_and_outputs([(96, 128)], seed=4)
+    labels, (loss_cls, loss_reg, _) = _check_against_oracle(targets, (anchors, box_cls, box_reg, None))
+    assert (labels > 0).sum() > 3
+    # The classification loss does not depend on the IoU branch; the regression loss
+    # does (IoU-weighted mean with it, plain mean without).
+    with_iou = _evaluator()(box_cls, box_reg, iou_pred, targets, anchors)
+    assert loss_cls.item() == with_iou[0].item()
+    assert abs(loss_reg.item() - with_iou[1].item()) > 1e-3 * loss_reg.item()
 
 
 def test_edge_cases_match_per_gt_loop():

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from paa_core.config import cfg as default_cfg
+from paa_core.layers import DFConv2d
 from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_lr_scheduler, make_optimizer
 
 BASE_LR = 0.01
@@ -115,6 +116,19 @@ def test_adamw_from_cfg_keeps_the_group_rules_and_decouples_weight_decay():
         p.grad = torch.zeros_like(p) if p.requires_grad else None
     opt.step()
     assert torch.allclose(model.conv.weight, before * (1 - 0.001 * 0.05), rtol=0, atol=1e-9)
+
+
+def test_deformable_offsets_get_their_lr_factor():
+    """SOLVER.DCONV_OFFSETS_LR_FACTOR scales the lr of every DFConv2d's offset conv, bias
+    included (after its BIAS_LR_FACTOR), and nothing else."""
+    cfg = default_cfg.clone()
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.DCONV_OFFSETS_LR_FACTOR = 0.1
+    model = nn.Sequential(DFConv2d(2, 4, with_modulated_dcn=True, bias=True), nn.Conv2d(4, 1, 1))
+    lrs = {name: g["lr"] for g in make_optimizer(cfg, model).param_groups
+           for name, p in model.named_parameters() if p is g["params"][0]}
+    assert lrs == pytest.approx({"0.offset.weight": 0.001, "0.offset.bias": 0.002, "0.conv.weight": 0.01,
+                                 "0.conv.bias": 0.02, "1.weight": 0.01, "1.bias": 0.02})
 
 
 def test_unknown_optimizer_is_named():

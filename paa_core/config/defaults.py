@@ -4,10 +4,22 @@ Every key a config file may set lives here with its default; yacs rejects keys t
 are not in this tree, so a misspelled key in a YAML file fails at load time.
 Defaults follow the reference PAA setup (SPEC.md); the seed-table configs in
 `configs/paa/` only override what differs per row.
+
+The tree also holds every key of the reference implementation's tree, under the
+reference's names, so that files written for it (its `configs/paa/*.yaml`, the
+`config.yml` it saved beside each checkpoint) load unchanged: keys of parts paa_core
+has take effect here; keys of parts it leaves out are added by `reference.py`, inert
+while their part is off, and `reference.check_reference_switches` refuses a file that
+switches such a part on. Our defaults differ from the reference tree's own defaults only
+where its PAA configs set the key anyway (MODEL.PAA_ON, MODEL.RPN_ONLY,
+MODEL.BACKBONE.CONV_BODY, MODEL.RETINANET.USE_C5, the solver schedule, ...): the
+reference's bare defaults describe a Faster R-CNN, ours the PAA R-50-FPN 1x recipe.
 """
 import os
 
 from yacs.config import CfgNode as CN
+
+from .reference import add_reference_parts
 
 _C = CN()
 
@@ -17,6 +29,11 @@ _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 _C.MODEL.DEVICE = "cuda"
 # Initial weights: a local path, a URL or a "catalog://" name.
 _C.MODEL.WEIGHT = ""
+# paa_core builds the reference's PAA detector: the PAA stage (PAA_ON) and no ROI heads
+# after it (RPN_ONLY). Both default to False in the reference's tree, whose PAA configs
+# set them True; a file that turns either off asks for a detector paa_core does not have.
+_C.MODEL.PAA_ON = True
+_C.MODEL.RPN_ONLY = True
 
 # -----------------------------------------------------------------------------
 # Input
@@ -57,8 +74,22 @@ _C.MODEL.BACKBONE.CONV_BODY = "R-50-FPN-RETINANET"
 _C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
 
 _C.MODEL.FPN = CN()
-# P6 is computed from C5 when True, from P5 when False (PAA uses P5).
-_C.MODEL.FPN.USE_C5 = False
+# GroupNorm (sized by MODEL.GROUP_NORM) after each FPN conv, which then has no bias; ReLU after it.
+_C.MODEL.FPN.USE_GN = False
+_C.MODEL.FPN.USE_RELU = False
+
+# GroupNorm of the FPN (FPN.USE_GN): NUM_GROUPS groups, or groups of DIM_PER_GP channels
+# (set the other to -1). The head's GroupNorm has 32 groups regardless, as in the reference.
+_C.MODEL.GROUP_NORM = CN()
+_C.MODEL.GROUP_NORM.DIM_PER_GP = -1
+_C.MODEL.GROUP_NORM.NUM_GROUPS = 32
+_C.MODEL.GROUP_NORM.EPSILON = 1e-5
+
+# The reference keeps this FPN switch under MODEL.RETINANET (the rest of that node is
+# RetinaNet's head, which paa_core leaves out): P6 is computed from C5 when True, from P5
+# when False. PAA uses P5; the reference's tree defaults to True, its PAA configs set False.
+_C.MODEL.RETINANET = CN()
+_C.MODEL.RETINANET.USE_C5 = False
 
 _C.MODEL.RESNETS = CN()
 # 1 for ResNet, 32 or 64 for ResNeXt.
@@ -105,6 +136,8 @@ _C.MODEL.PAA.LOSS_ALPHA = 0.25
 _C.MODEL.PAA.LOSS_GAMMA = 2.0
 _C.MODEL.PAA.REG_LOSS_WEIGHT = 1.3
 _C.MODEL.PAA.IOU_LOSS_WEIGHT = 0.5
+# Box loss: "iou" and "giou" both mean the GIoU loss (the reference's only working type).
+_C.MODEL.PAA.REG_LOSS_TYPE = "iou"
 # Inference.
 _C.MODEL.PAA.INFERENCE_TH = 0.05
 _C.MODEL.PAA.PRE_NMS_TOP_N = 1000
@@ -120,6 +153,8 @@ _C.SOLVER.MAX_ITER = 90000
 _C.SOLVER.OPTIMIZER = "SGD"
 _C.SOLVER.BASE_LR = 0.01
 _C.SOLVER.BIAS_LR_FACTOR = 2
+# Learning-rate factor of the deformable convs' offset (and mask) convs.
+_C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.BETAS = (0.9, 0.999)
 # Mixed precision of the training forward/backward: "off" (float32), "bf16" (convolutions in
@@ -170,3 +205,5 @@ _C.OUTPUT_DIR = "."
 # Random seed of each process (plus its rank) for weights init and augmentation.
 _C.SEED = 0
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
+
+add_reference_parts(_C)

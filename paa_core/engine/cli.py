@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from paa_core.config import cfg as default_cfg
+from paa_core.config.reference import check_reference_switches
 from paa_core.data import make_data_loader
 from paa_core.utils.comm import get_rank, synchronize
 from paa_core.utils.imports import import_file
@@ -59,7 +60,10 @@ def _rephrase_yacs_error(error, where):
 
 
 def load_config(cfg, config_file, opts):
-    """Merge `config_file` and then `opts` into `cfg` (not frozen), as one-line InputErrors."""
+    """Merge `config_file` and then `opts` into `cfg` (not frozen), as one-line InputErrors.
+
+    Files written for the reference implementation load as they are; one that switches
+    on a part paa_core leaves out (MODEL.MASK_ON True, ...) is refused here."""
     if not os.path.isfile(config_file):
         raise InputError(f"config file not found: {config_file}")
     try:
@@ -72,6 +76,10 @@ def load_config(cfg, config_file, opts):
         cfg.merge_from_list(opts)
     except (KeyError, AssertionError, ValueError, TypeError) as e:
         raise InputError(_rephrase_yacs_error(e, "command line")) from None
+    try:
+        check_reference_switches(cfg)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def resolve_device(cfg):

@@ -17,7 +17,8 @@ def make_optimizer(cfg, model):
     group per trainable tensor.
 
     Biases get `BIAS_LR_FACTOR` times the base lr and `WEIGHT_DECAY_BIAS` (the
-    Detectron recipe); frozen parameters are left out.
+    Detectron recipe); the offset convs of deformable convs `DCONV_OFFSETS_LR_FACTOR`
+    times that; frozen parameters are left out.
     """
     if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
         raise ValueError("SOLVER.OPTIMIZER: unknown optimizer {!r}, expected one of {}".format(
@@ -30,6 +31,8 @@ def make_optimizer(cfg, model):
         if key.endswith("bias"):
             lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BIAS_LR_FACTOR
             weight_decay = cfg.SOLVER.WEIGHT_DECAY_BIAS
+        if key.endswith((".offset.weight", ".offset.bias")):
+            lr *= cfg.SOLVER.DCONV_OFFSETS_LR_FACTOR
         params.append({"params": [value], "lr": lr, "weight_decay": weight_decay})
     return OPTIMIZERS[cfg.SOLVER.OPTIMIZER](params, cfg.SOLVER)
 

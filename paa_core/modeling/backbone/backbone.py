@@ -15,11 +15,15 @@ def with_fpn_p3p7(cfg, body):
     2, 4 and 8 times RES2_OUT_CHANNELS channels."""
     res2_out = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
     out_channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
-    use_c5 = cfg.MODEL.FPN.USE_C5
+    use_c5 = cfg.MODEL.RETINANET.USE_C5
+    gn = cfg.MODEL.GROUP_NORM
     fpn = fpn_module.FPN(
         in_channels_list=[res2_out * 2, res2_out * 4, res2_out * 8],
         out_channels=out_channels,
-        conv_block=conv_with_kaiming_uniform(),
+        conv_block=conv_with_kaiming_uniform(
+            cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU,
+            dict(dim_per_group=gn.DIM_PER_GP, num_groups=gn.NUM_GROUPS, eps=gn.EPSILON),
+        ),
         top_blocks=fpn_module.LastLevelP6P7(
             res2_out * 8 if use_c5 else out_channels, out_channels, use_p5=not use_c5
         ),

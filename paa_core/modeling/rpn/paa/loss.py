@@ -185,8 +185,12 @@ class PAALossComputation(object):
     def __call__(self, box_cls, box_regression, iou_pred, targets, anchors):
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
-        anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred);
-        loss_iou_pred is None when iou_pred is None."""
+        anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred).
+
+        With the IoU branch the GIoU loss of each positive is weighted by its IoU target
+        and normalised by the IoU targets' sum; without it (iou_pred None, the paper's
+        ablation) it is a plain sum over positives normalised by their number, and
+        loss_iou_pred is None."""
         cls_flat, reg_flat, iou_flat = concat_box_prediction_layers(box_cls, box_regression, iou_pred)
         cls_flat = cls_flat.reshape(-1, cls_flat.shape[2])
         reg_flat = reg_flat.reshape(-1, 4)
@@ -205,9 +209,12 @@ class PAALossComputation(object):
 
         loss_cls = sigmoid_focal_loss(cls_flat, labels, self.gamma, self.alpha).sum() / num_pos_avg
         # Empty selections still reach reg_flat / iou_flat, so every parameter gets a gradient.
-        loss_reg = (giou_loss(pred_boxes, reg_targets) * iou_targets).sum() / iou_sum_avg
+        reg_losses = giou_loss(pred_boxes, reg_targets)
         loss_iou_pred = None
-        if iou_flat is not None:
+        if iou_flat is None:
+            loss_reg = reg_losses.sum() / num_pos_avg
+        else:
+            loss_reg = (reg_losses * iou_targets).sum() / iou_sum_avg
             loss_iou_pred = F.binary_cross_entropy_with_logits(
                 iou_flat.reshape(-1)[pos_idx], iou_targets, reduction="sum"
             ) / num_pos_avg * self.iou_loss_weight
