@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from paa_core.config import cfg as default_cfg
-from paa_core.layers.iou_loss import giou_loss, paired_iou
+from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
+from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 
@@ -181,7 +182,7 @@ def test_iou_branch_ablation_on_the_same_weights():
     _, pos_idx, pos_anchors, reg_targets = evaluator.compute_targets(
         cls_flat.reshape(-1, NUM_CLASSES - 1).detach(), reg_flat.reshape(-1, 4).detach(), targets, anchors)
     pred = evaluator.box_coder.decode(reg_flat.reshape(-1, 4)[pos_idx].detach(), pos_anchors)
-    g, u = giou_loss(pred, reg_targets), paired_iou(pred, reg_targets)
+    g, u = giou_loss(pred, reg_targets), paired_iou(pred, reg_targets, offset=1)
     assert len(pos_idx) > 2
     assert losses["loss_reg"].item() == pytest.approx(1.3 * ((u * g).sum() / u.sum()).item(), rel=1e-5)
     assert ablated["loss_reg"].item() == pytest.approx(1.3 * (g.sum() / len(pos_idx)).item(), rel=1e-5)
