@@ -5,7 +5,7 @@ from torch import nn
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
 
-from .loss import permute_and_flatten
+from ..utils import permute_and_flatten
 from .score_voting import score_voting
 
 
