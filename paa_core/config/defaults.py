@@ -162,6 +162,13 @@ _C.TEST.BBOX_AUG.VOTE = False
 _C.TEST.BBOX_AUG.VOTE_TH = 0.66
 # "vote" or "soft-vote".
 _C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
+# "soft-vote" also keeps a cluster member at score * (1 - IoU with its leader) when that is
+# at least this.
+_C.TEST.BBOX_AUG.SOFT_VOTE_TH = 0.05
+# With VOTE: at most this many merged boxes per image (boxes tied at the cut stay).
+_C.TEST.BBOX_AUG.VOTE_MAX_DETECTIONS = 1000
+# SCALES below this keep INPUT.MAX_SIZE_TEST as the longer-side cap, the others use MAX_SIZE.
+_C.TEST.BBOX_AUG.MAX_SIZE_FROM_SCALE = 800
 
 # -----------------------------------------------------------------------------
 # Misc
