@@ -89,7 +89,8 @@ _C.MODEL.PAA.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
 _C.MODEL.PAA.ASPECT_RATIOS = (1.0,)
 _C.MODEL.PAA.OCTAVE = 2.0
 _C.MODEL.PAA.SCALES_PER_OCTAVE = 1
-# Anchors further than this outside the image are ignored (< 0: keep all).
+# Inert: the reference's key, which only marked anchors crossing the image border; PAA
+# never used that mark, so every anchor takes part.
 _C.MODEL.PAA.STRADDLE_THRESH = 0
 # Head.
 _C.MODEL.PAA.NUM_CONVS = 4

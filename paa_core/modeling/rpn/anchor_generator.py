@@ -53,7 +53,7 @@ class AnchorGenerator(nn.Module):
     ordered row-major over (y, x) with the A anchors of one location innermost.
     """
 
-    def __init__(self, sizes, aspect_ratios, anchor_strides, straddle_thresh=0):
+    def __init__(self, sizes, aspect_ratios, anchor_strides):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
@@ -65,7 +65,6 @@ class AnchorGenerator(nn.Module):
             generate_anchors(stride, level_sizes, aspect_ratios)
             for stride, level_sizes in zip(anchor_strides, sizes)
         )
-        self.straddle_thresh = straddle_thresh
 
     def num_anchors_per_location(self):
         return [len(cell) for cell in self.cell_anchors]
@@ -82,34 +81,14 @@ class AnchorGenerator(nn.Module):
             anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
         return anchors
 
-    def add_visibility_to(self, boxlist):
-        """"visibility": anchor lies within the image padded by `straddle_thresh`
-        (all anchors are visible when it is negative)."""
-        width, height = boxlist.size
-        boxes = boxlist.bbox
-        if self.straddle_thresh >= 0:
-            t = self.straddle_thresh
-            visible = (
-                (boxes[:, 0] >= -t) & (boxes[:, 1] >= -t)
-                & (boxes[:, 2] < width + t) & (boxes[:, 3] < height + t)
-            )
-        else:
-            visible = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-        boxlist.add_field("visibility", visible)
-
     def forward(self, image_list, feature_maps):
         """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
         grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
         level_anchors = self.grid_anchors(grid_sizes)
-        anchors = []
-        for height, width in image_list.image_sizes:
-            per_image = []
-            for boxes in level_anchors:
-                boxlist = BoxList(boxes, (width, height), mode="xyxy")
-                self.add_visibility_to(boxlist)
-                per_image.append(boxlist)
-            anchors.append(per_image)
-        return anchors
+        return [
+            [BoxList(boxes, (width, height), mode="xyxy") for boxes in level_anchors]
+            for height, width in image_list.image_sizes
+        ]
 
 
 def make_anchor_generator_paa(cfg):
@@ -120,4 +99,4 @@ def make_anchor_generator_paa(cfg):
         tuple(size * p.OCTAVE ** (i / scales_per_octave) for i in range(scales_per_octave))
         for size in p.ANCHOR_SIZES
     )
-    return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES, p.STRADDLE_THRESH)
+    return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES)
