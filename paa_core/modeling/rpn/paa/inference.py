@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from paa_core.structures.bounding_box import BoxList
-from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
+from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 
 from ..utils import permute_and_flatten
 from .score_voting import score_voting
@@ -14,14 +14,13 @@ class PAAPostProcessor(nn.Module):
 
     `num_classes` counts the background (MODEL.PAA.NUM_CLASSES)."""
 
-    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size,
+    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n,
                  num_classes, box_coder, score_voting):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
         self.nms_thresh = nms_thresh
         self.fpn_post_nms_top_n = fpn_post_nms_top_n
-        self.min_size = min_size
         self.num_classes = num_classes
         self.box_coder = box_coder
         self.score_voting = score_voting
@@ -67,8 +66,9 @@ class PAAPostProcessor(nn.Module):
             boxlist = BoxList(boxes[i][keep[i]], anchors_im.size, mode="xyxy")
             boxlist.add_field("labels", top_idx[i][keep[i]] % num_classes + 1)
             boxlist.add_field("scores", top_scores[i][keep[i]])
-            boxlist = boxlist.clip_to_image(remove_empty=False)
-            results.append(remove_small_boxes(boxlist, self.min_size))
+            # A decoded (finite) box has +1 widths > 0, before and after clipping, so the
+            # reference's min_size=0 filter removed nothing.
+            results.append(boxlist.clip_to_image(remove_empty=False))
         return results
 
     def select_over_all_levels(self, boxlist):
@@ -99,7 +99,6 @@ def make_paa_postprocessor(cfg, box_coder):
         pre_nms_top_n=p.PRE_NMS_TOP_N,
         nms_thresh=p.NMS_TH,
         fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
-        min_size=0,
         num_classes=p.NUM_CLASSES,
         box_coder=box_coder,
         score_voting=p.INFERENCE_SCORE_VOTING,
