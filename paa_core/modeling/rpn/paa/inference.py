@@ -12,7 +12,7 @@ from .score_voting import score_voting
 class PAAPostProcessor(nn.Module):
     """Turns head outputs into per-image detections ("scores", "labels" 1..C).
 
-    `num_classes` counts the background (MODEL.PAA.NUM_CLASSES)."""
+    `num_classes` = C counts the foreground classes, as in the head."""
 
     def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n,
                  num_classes, box_coder, score_voting):
@@ -34,7 +34,7 @@ class PAAPostProcessor(nn.Module):
         """
         n, _, h, w = box_cls.shape
         num_anchors = box_regression.shape[1] // 4
-        num_classes = self.num_classes - 1
+        num_classes = self.num_classes
         if box_cls.shape[1] != num_anchors * num_classes:
             raise ValueError(
                 "PAAPostProcessor: box_cls has {} channels, expected {} anchors x {} classes".format(
@@ -99,7 +99,7 @@ def make_paa_postprocessor(cfg, box_coder):
         pre_nms_top_n=p.PRE_NMS_TOP_N,
         nms_thresh=p.NMS_TH,
         fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
-        num_classes=p.NUM_CLASSES,
+        num_classes=p.NUM_CLASSES - 1,  # the key counts the background
         box_coder=box_coder,
         score_voting=p.INFERENCE_SCORE_VOTING,
     )
