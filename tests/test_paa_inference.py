@@ -182,7 +182,7 @@ def test_empty_outputs(voting):
 def test_make_from_config_and_bad_channels():
     post = make_paa_postprocessor(cfg, CODER)
     assert (post.pre_nms_thresh, post.pre_nms_top_n, post.nms_thresh) == (0.05, 1000, 0.6)
-    assert (post.fpn_post_nms_top_n, post.num_classes, post.score_voting) == (100, 80, True)
+    assert (post.detections_per_img, post.num_classes, post.score_voting) == (100, 80, True)
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=3)
     with pytest.raises(ValueError, match="channels"):
         post(box_cls, box_reg, iou_pred, anchors)

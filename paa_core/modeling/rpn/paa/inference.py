@@ -14,13 +14,13 @@ class PAAPostProcessor(nn.Module):
 
     `num_classes` = C counts the foreground classes, as in the head."""
 
-    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n,
+    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, detections_per_img,
                  num_classes, box_coder, score_voting):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
         self.nms_thresh = nms_thresh
-        self.fpn_post_nms_top_n = fpn_post_nms_top_n
+        self.detections_per_img = detections_per_img
         self.num_classes = num_classes
         self.box_coder = box_coder
         self.score_voting = score_voting
@@ -72,10 +72,10 @@ class PAAPostProcessor(nn.Module):
         return results
 
     def select_over_all_levels(self, boxlist):
-        """Class-wise NMS, keep the `fpn_post_nms_top_n` best, then optional score voting."""
+        """Class-wise NMS, keep the `detections_per_img` best, then optional score voting."""
         result = boxlist_ml_nms(boxlist, self.nms_thresh)
-        if len(result) > self.fpn_post_nms_top_n > 0:
-            keep = result.get_field("scores").topk(self.fpn_post_nms_top_n).indices
+        if len(result) > self.detections_per_img > 0:
+            keep = result.get_field("scores").topk(self.detections_per_img).indices
             result = result[keep]
         if self.score_voting:
             result = score_voting(result, boxlist)
@@ -98,7 +98,7 @@ def make_paa_postprocessor(cfg, box_coder):
         pre_nms_thresh=p.INFERENCE_TH,
         pre_nms_top_n=p.PRE_NMS_TOP_N,
         nms_thresh=p.NMS_TH,
-        fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
+        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
         num_classes=p.NUM_CLASSES - 1,  # the key counts the background
         box_coder=box_coder,
         score_voting=p.INFERENCE_SCORE_VOTING,
