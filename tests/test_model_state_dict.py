@@ -105,3 +105,11 @@ def test_unknown_backbone_lists_known_names():
     cfg.MODEL.BACKBONE.CONV_BODY = "R-18-FPN"
     with pytest.raises(KeyError, match="R-50-FPN-RETINANET"):
         build_detection_model(cfg)
+
+
+@pytest.mark.parametrize("key", ["STEM_FUNC", "TRANS_FUNC"])
+def test_other_stem_or_block_is_refused_naming_the_key(key):
+    cfg = default_cfg.clone()
+    cfg.MODEL.RESNETS[key] = "BottleneckWithGN"
+    with pytest.raises(ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"):
+        build_detection_model(cfg)
