@@ -13,6 +13,7 @@ from torch.utils.data import SequentialSampler
 from paa_core.config import cfg as base_cfg
 from paa_core.config.paths_catalog import DatasetCatalog, ModelCatalog
 from paa_core.data import make_data_loader
+from paa_core.data.build import build_dataset
 from paa_core.data.collate_batch import BatchCollator
 from paa_core.data.datasets import COCODataset, ConcatDataset
 from paa_core.data.samplers import (
@@ -297,11 +298,10 @@ def test_iteration_based_sampler_resumes_the_same_sequence():
 def test_dataset_catalog(monkeypatch, tmp_path):
     monkeypatch.setenv("PAA_DATA_DIR", str(tmp_path))
     got = DatasetCatalog.get("coco_2017_train")
-    assert got["factory"] == "COCODataset"
-    assert got["args"] == {
+    assert got == {"args": {
         "root": os.path.join(str(tmp_path), "coco/train2017"),
         "ann_file": os.path.join(str(tmp_path), "coco/annotations/instances_train2017.json"),
-    }
+    }}
     assert DatasetCatalog.get("shapes_val")["args"]["ann_file"] == os.path.join(
         str(tmp_path), "shapes/annotations/instances_val.json"
     )
@@ -312,6 +312,16 @@ def test_dataset_catalog(monkeypatch, tmp_path):
         DatasetCatalog.get("coco_2017_vall")
     with pytest.raises(ValueError, match="name:image_dir:annotation.json"):
         DatasetCatalog.get("mine:/x/imgs")
+
+
+def test_catalog_written_for_the_reference_may_name_only_coco():
+    class ReferenceStyleCatalog:
+        @staticmethod
+        def get(name):
+            return {"factory": "PascalVOCDataset", "args": {"data_dir": "/voc", "split": "val"}}
+
+    with pytest.raises(ValueError, match="'voc_2007_val'.*'PascalVOCDataset'.*COCODataset"):
+        build_dataset(["voc_2007_val"], None, ReferenceStyleCatalog, is_train=False)
 
 
 def test_model_catalog():
