@@ -113,3 +113,10 @@ def test_other_stem_or_block_is_refused_naming_the_key(key):
     cfg.MODEL.RESNETS[key] = "BottleneckWithGN"
     with pytest.raises(ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"):
         build_detection_model(cfg)
+
+
+def test_unknown_meta_architecture_is_refused_naming_the_key():
+    cfg = default_cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    with pytest.raises(KeyError, match="MODEL.META_ARCHITECTURE 'RetinaNet' is unknown; known: GeneralizedRCNN"):
+        build_detection_model(cfg)
