@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.rpn.anchor_generator import (
     AnchorGenerator,
     generate_anchors,
@@ -36,7 +36,7 @@ def test_ratio_outer_scale_inner_with_rounding():
 
 
 def test_octave_scales_from_config():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.MODEL.PAA.SCALES_PER_OCTAVE = 3
     cfg.MODEL.PAA.ASPECT_RATIOS = (1.0,)
     gen = make_anchor_generator_paa(cfg)
@@ -48,7 +48,7 @@ def test_octave_scales_from_config():
 
 
 def test_state_dict_buffers_match_reference_layout():
-    gen = make_anchor_generator_paa(default_cfg)
+    gen = make_anchor_generator_paa(get_cfg())
     sd = gen.state_dict()
     assert list(sd) == [f"cell_anchors.{i}" for i in range(5)]
     for i, (stride, size) in enumerate(zip((8, 16, 32, 64, 128), (64, 128, 256, 512, 1024))):
@@ -91,7 +91,7 @@ def test_mismatched_levels_fail_clearly():
 
 
 def test_paa_default_anchor_count_matches_spec_grid():
-    gen = make_anchor_generator_paa(default_cfg)
+    gen = make_anchor_generator_paa(get_cfg())
     images = ImageList(torch.zeros(1, 3, 96, 128), [(96, 128)])
     feats = [torch.zeros(1, 1, math.ceil(96 / s), math.ceil(128 / s)) for s in (8, 16, 32, 64, 128)]
     counts = [len(b) for b in gen(images, feats)[0]]

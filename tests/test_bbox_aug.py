@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.engine.bbox_aug import (filter_by_scale_range, im_detect_bbox_aug, keep_top_scores,
                                       make_bbox_aug_options, merge_boxes_by_vote)
 from paa_core.structures.bounding_box import BoxList
@@ -132,7 +132,7 @@ def square_image():
 
 def tta_options(**aug):
     """Test sizes 120 / 1000 with the given TEST.BBOX_AUG keys; NMS at 1.0 suppresses nothing."""
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 120, 1000
     cfg.MODEL.PAA.NMS_TH = 1.0
     for key, value in aug.items():

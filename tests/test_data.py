@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.utils.data import SequentialSampler
 
-from paa_core.config import cfg as base_cfg
+from paa_core.config import get_cfg
 from paa_core.config.paths_catalog import DatasetCatalog, ModelCatalog
 from paa_core.data import make_data_loader
 from paa_core.data.build import build_dataset
@@ -181,7 +181,7 @@ def test_resize_transforms_image_and_boxes():
 
 
 def test_min_size_range_draws_every_integer():
-    cfg = base_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (20, 23), "INPUT.MAX_SIZE_TRAIN", 1000])
     resize = build_transforms(cfg, is_train=True).transforms[0]
     random.seed(0)
@@ -190,7 +190,7 @@ def test_min_size_range_draws_every_integer():
     cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (30, 20)])
     with pytest.raises(ValueError, match="MIN_SIZE_RANGE_TRAIN"):
         build_transforms(cfg, is_train=True)
-    test_resize = build_transforms(base_cfg, is_train=False).transforms[0]
+    test_resize = build_transforms(get_cfg(), is_train=False).transforms[0]
     assert test_resize.min_size == (800,) and test_resize.max_size == 1333
 
 
@@ -338,7 +338,7 @@ def test_model_catalog():
 
 # --------------------------------------------------------------------------- loader
 def _loader_cfg(img_dir, ann_file, **extra):
-    cfg = base_cfg.clone()
+    cfg = get_cfg()
     name = "tiny:{}:{}".format(img_dir, ann_file)
     opts = {
         "DATASETS.TRAIN": (name,),

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postprocessor
 from paa_core.modeling.rpn.paa.score_voting import score_voting
@@ -180,7 +180,7 @@ def test_empty_outputs(voting):
 
 
 def test_make_from_config_and_bad_channels():
-    post = make_paa_postprocessor(cfg, CODER)
+    post = make_paa_postprocessor(get_cfg(), CODER)
     assert (post.pre_nms_thresh, post.pre_nms_top_n, post.nms_thresh) == (0.05, 1000, 0.6)
     assert (post.detections_per_img, post.num_classes, post.score_voting) == (100, 80, True)
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=3)

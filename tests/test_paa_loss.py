@@ -8,7 +8,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
@@ -306,7 +306,7 @@ def test_normalisation_constants():
 
 
 def test_make_from_config_and_giou_definition():
-    ev = make_paa_loss_evaluator(cfg, CODER)
+    ev = make_paa_loss_evaluator(get_cfg(), CODER)
     assert (ev.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (9, 1.3, 0.5, 2.0, 0.25)
     assert ev.matcher.high_threshold == ev.matcher.low_threshold == 0.1
     # GIoU without +1: [0,0,2,2] vs [1,1,3,3]: inter 1, union 7, enclosing 9.
