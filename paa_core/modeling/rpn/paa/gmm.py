@@ -7,18 +7,25 @@ short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixtu
 step for step (E-step, M-step, lower bound, `|change| < tol`): rows hold a few dozen
 samples, so an eager torch loop was bound by per-op dispatch overhead.
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from paa_core import _C
 
-GMMResult = namedtuple(
-    "GMMResult", ["components", "log_likelihood", "means", "variances", "weights", "n_iter"]
-)
+
+class GMMResult(NamedTuple):
+    components: Tensor
+    log_likelihood: Tensor
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    n_iter: Tensor
 
 
-def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6,
+              max_iter: int = 100) -> GMMResult:
     """Fit B independent two-component mixtures to the valid entries of each row.
 
     x: [B, L] samples, mask: [B, L] bool (at least 2 valid entries per row).
@@ -40,7 +47,8 @@ def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
     return GMMResult(*_C.gmm2_fit(x.double(), mask, float(tol), float(reg_covar), int(max_iter)))
 
 
-def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
+                            reg_covar: float = 1e-6, max_iter: int = 100) -> Tensor:
     """Number of positives per row under PAA's rule (SPEC 4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries

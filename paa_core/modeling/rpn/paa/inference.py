@@ -1,7 +1,10 @@
 """PAA post-processing (SPEC 5): per-level candidates, class-wise NMS, cap, score voting."""
-import torch
-from torch import nn
+from typing import List, Optional
 
+import torch
+from torch import Tensor, nn
+
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 
@@ -14,8 +17,9 @@ class PAAPostProcessor(nn.Module):
 
     `num_classes` = C counts the foreground classes, as in the head."""
 
-    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, detections_per_img,
-                 num_classes, box_coder, score_voting):
+    def __init__(self, pre_nms_thresh: float, pre_nms_top_n: int, nms_thresh: float,
+                 detections_per_img: int, num_classes: int, box_coder: BoxCoder,
+                 score_voting: bool):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
@@ -25,7 +29,9 @@ class PAAPostProcessor(nn.Module):
         self.box_coder = box_coder
         self.score_voting = score_voting
 
-    def forward_for_single_feature_map(self, box_cls, box_regression, iou_pred, anchors):
+    def forward_for_single_feature_map(self, box_cls: Tensor, box_regression: Tensor,
+                                       iou_pred: Optional[Tensor],
+                                       anchors: List[BoxList]) -> List[BoxList]:
         """One level for the whole batch -> per-image BoxLists of clipped candidates.
 
         A (location, class) pair is a candidate when its class probability exceeds
@@ -71,7 +77,7 @@ class PAAPostProcessor(nn.Module):
             results.append(boxlist.clip_to_image(remove_empty=False))
         return results
 
-    def select_over_all_levels(self, boxlist):
+    def select_over_all_levels(self, boxlist: BoxList) -> BoxList:
         """Class-wise NMS, keep the `detections_per_img` best, then optional score voting."""
         result = boxlist_ml_nms(boxlist, self.nms_thresh)
         if len(result) > self.detections_per_img > 0:
@@ -81,7 +87,8 @@ class PAAPostProcessor(nn.Module):
             result = score_voting(result, boxlist)
         return result
 
-    def forward(self, box_cls, box_regression, iou_pred, anchors):
+    def forward(self, box_cls: List[Tensor], box_regression: List[Tensor],
+                iou_pred: Optional[List[Tensor]], anchors: List[List[BoxList]]) -> List[BoxList]:
         """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
         iou_pred may be None. -> list of per-image BoxLists."""
         per_level = []
@@ -92,7 +99,7 @@ class PAAPostProcessor(nn.Module):
         return [self.select_over_all_levels(cat_boxlist(list(image))) for image in zip(*per_level)]
 
 
-def make_paa_postprocessor(cfg, box_coder):
+def make_paa_postprocessor(cfg, box_coder: BoxCoder) -> PAAPostProcessor:
     p = cfg.MODEL.PAA
     return PAAPostProcessor(
         pre_nms_thresh=p.INFERENCE_TH,

@@ -5,8 +5,11 @@ B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs
 all images as one list of G boxes, and the per-GT mixtures are fitted in a single
 batched EM call. Only the IoU pre-assignment loops over images.
 """
+from typing import List, NamedTuple, Tuple
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
@@ -18,6 +21,26 @@ from paa_core.utils.comm import get_world_size, reduce_sum
 
 from ..utils import concat_box_prediction_layers
 from .gmm import select_positives_by_gmm
+
+
+class IoUPreassignment(NamedTuple):
+    """The batch after IoU pre-assignment (see `prepare_iou_based_targets`)."""
+
+    anchor_boxes: Tensor  # [B, A, 4]
+    levels: Tensor  # [A] FPN level of each anchor
+    matched: Tensor  # [B, A] index into gt_boxes, -1 when unmatched
+    gt_boxes: Tensor  # [G, 4] all GTs of the batch
+    gt_labels: Tensor  # [G]
+
+
+class CandidateSets(NamedTuple):
+    """Each GT's candidates as padded rows (see `candidate_sets`)."""
+
+    scores: Tensor  # [G, L] ascending along each row
+    mask: Tensor  # [G, L] valid entries
+    order: Tensor  # [S] index into the candidate arrays of each selected candidate
+    gt_of: Tensor  # [S] its GT (row)
+    column: Tensor  # [S] its column
 
 
 class PAALossComputation(object):
@@ -33,7 +56,8 @@ class PAALossComputation(object):
         self.iou_loss_weight = iou_loss_weight
         self.box_coder = box_coder
 
-    def prepare_iou_based_targets(self, targets, anchors):
+    def prepare_iou_based_targets(self, targets: List[BoxList],
+                                  anchors: List[List[BoxList]]) -> IoUPreassignment:
         """IoU pre-assignment (SPEC 4.1).
 
         Returns anchor boxes [B, A, 4], per-anchor level [A], the matched GT of every
@@ -66,7 +90,7 @@ class PAALossComputation(object):
             torch.arange(len(level_sizes), device=device),
             torch.as_tensor(level_sizes, device=device),
         )
-        return (
+        return IoUPreassignment(
             torch.stack(anchor_boxes),
             levels,
             torch.stack(matched),
@@ -75,13 +99,15 @@ class PAALossComputation(object):
         )
 
     @torch.no_grad()
-    def compute_anchor_scores(self, cls_logits, box_regression, anchors, target_boxes, labels):
+    def compute_anchor_scores(self, cls_logits: Tensor, box_regression: Tensor, anchors: Tensor,
+                              target_boxes: Tensor, labels: Tensor) -> Tensor:
         """Per-candidate cost (SPEC 4.2): focal loss summed over classes + GIoU loss. [K]"""
         cls_cost = sigmoid_focal_loss(cls_logits, labels, self.gamma, self.alpha).sum(dim=1)
         pred_boxes = self.box_coder.decode(box_regression, anchors)
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
-    def candidate_sets(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
+    def candidate_sets(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
+                       num_levels: int) -> CandidateSets:
         """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
 
         Returns scores [G, L] ascending along each row, mask [G, L], and for every
@@ -101,9 +127,10 @@ class PAALossComputation(object):
         mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
         scores[gt_of, column] = cand_score[order]
         mask[gt_of, column] = True
-        return scores, mask, order, gt_of, column
+        return CandidateSets(scores, mask, order, gt_of, column)
 
-    def assign_positives(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
+    def assign_positives(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor,
+                         num_gt: int, num_levels: int) -> Tensor:
         """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch.
 
         cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
@@ -129,7 +156,8 @@ class PAALossComputation(object):
         first = torch.searchsorted(sorted_group, sorted_group)
         return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
 
-    def compute_targets(self, cls_flat, reg_flat, targets, anchors):
+    def compute_targets(self, cls_flat: Tensor, reg_flat: Tensor, targets: List[BoxList],
+                        anchors: List[List[BoxList]]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """PAA assignment for a batch (SPEC 4.1-4.5).
 
         cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
