@@ -1,4 +1,4 @@
-"""PAA post-processing against a plain-Python implementation of SPEC section 5."""
+"""PAA post-processing against a plain-Python implementation of docs/DESIGN.md §6."""
 import math
 
 import pytest
@@ -17,7 +17,7 @@ CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
 
 
 def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, voting):
-    """Loops over levels, locations, classes and boxes (SPEC 5)."""
+    """Loops over levels, locations, classes and boxes (docs/DESIGN.md §6)."""
     results = []
     for i, anchors_im in enumerate(anchors):
         w, h = anchors_im[0].size

@@ -43,7 +43,7 @@ def _focal(logits, label, gamma=2.0, alpha=0.25):
 
 
 def _giou_loss(p, t):
-    """GIoU loss of one box pair, written out element by element (SPEC 2)."""
+    """GIoU loss of one box pair, written out element by element (docs/DESIGN.md §1)."""
     px1, py1, px2, py2 = p
     tx1, ty1, tx2, ty2 = t
     px2, py2 = max(px1, px2), max(py1, py2)

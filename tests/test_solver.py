@@ -10,7 +10,7 @@ BASE_LR = 0.01
 
 
 def expected_lr(it, milestones, gamma, factor, warmup_iters, method):
-    """Written out by hand from the SPEC: warm-up factor, then gamma per passed milestone."""
+    """By hand from docs/DESIGN.md §8: warm-up factor, then gamma per passed milestone."""
     if it < warmup_iters:
         warm = factor if method == "constant" else factor + (1 - factor) * it / warmup_iters
     else:

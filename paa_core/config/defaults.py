@@ -2,7 +2,7 @@
 
 Every key a config file may set lives here with its default; yacs rejects keys that
 are not in this tree, so a misspelled key in a YAML file fails at load time.
-Defaults follow the reference PAA setup (SPEC.md); the seed-table configs in
+Defaults follow the reference PAA setup (docs/DESIGN.md); the seed-table configs in
 `configs/paa/` only override what differs per row.
 """
 import os
@@ -150,7 +150,7 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 _C.TEST.IMS_PER_BATCH = 8
 _C.TEST.DETECTIONS_PER_IMG = 100
 
-# Multi-scale and flip test-time augmentation (SPEC.md section 5).
+# Multi-scale and flip test-time augmentation (docs/DESIGN.md §7).
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False
 _C.TEST.BBOX_AUG.H_FLIP = False

@@ -1,4 +1,4 @@
-"""Multi-scale and flip test-time augmentation (SPEC section 5).
+"""Multi-scale and flip test-time augmentation (docs/DESIGN.md §7).
 
 The test loader yields untransformed PIL images here; each augmentation runs the test
 transforms at its own size (and mirrored), runs the detector and maps the boxes back

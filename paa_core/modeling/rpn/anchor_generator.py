@@ -1,4 +1,4 @@
-"""Anchors per FPN level, with Detectron's `generate_anchors` conventions (SPEC 2)."""
+"""Anchors per FPN level, with Detectron's `generate_anchors` conventions (docs/DESIGN.md §2)."""
 import torch
 from torch import nn
 

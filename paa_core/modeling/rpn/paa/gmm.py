@@ -1,6 +1,6 @@
 """Batched two-component 1-D Gaussian mixture fitted by EM (compiled op `_C.gmm2_fit`).
 
-PAA fits one mixture per GT box to the scores of its candidate anchors (SPEC 4.4).
+PAA fits one mixture per GT box to the scores of its candidate anchors (docs/DESIGN.md §4.4).
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
 call as padded rows [B, L] with a validity mask, on the input's device. Each row is a
 short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixture.fit`
@@ -29,7 +29,7 @@ def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-
     """Fit B independent two-component mixtures to the valid entries of each row.
 
     x: [B, L] samples, mask: [B, L] bool (at least 2 valid entries per row).
-    Initialisation (SPEC 4.4): means (min, max) of the row, variances 1, weights 0.5.
+    Initialisation (docs/DESIGN.md §4.4): means (min, max) of the row, variances 1, weights 0.5.
     Returns a `GMMResult` in float64: `components` [B, L] int64 (argmax of the
     posterior, scikit-learn's `predict`), `log_likelihood` [B, L] (`score_samples`),
     `means`, `variances`, `weights` [B, 2] and `n_iter` [B]; padded entries of the
@@ -49,7 +49,7 @@ def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-
 
 def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
                             reg_covar: float = 1e-6, max_iter: int = 100) -> Tensor:
-    """Number of positives per row under PAA's rule (SPEC 4.4).
+    """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
     first), mask: [B, L] bool with at least 1 valid entry per row. A row with one

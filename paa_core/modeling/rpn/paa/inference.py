@@ -1,4 +1,4 @@
-"""PAA post-processing (SPEC 5): per-level candidates, class-wise NMS, cap, score voting."""
+"""PAA post-processing (docs/DESIGN.md §6): per-level candidates, class-wise NMS, cap, voting."""
 from typing import List, Optional
 
 import torch

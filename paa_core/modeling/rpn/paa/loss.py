@@ -1,4 +1,4 @@
-"""PAA training targets (probabilistic anchor assignment) and losses, SPEC section 4.
+"""PAA training targets (probabilistic anchor assignment, docs/DESIGN.md §4) and losses (§5).
 
 Everything is batched: anchors of all images are handled as one flat list of
 B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs of
@@ -58,7 +58,7 @@ class PAALossComputation(object):
 
     def prepare_iou_based_targets(self, targets: List[BoxList],
                                   anchors: List[List[BoxList]]) -> IoUPreassignment:
-        """IoU pre-assignment (SPEC 4.1).
+        """IoU pre-assignment (docs/DESIGN.md §4.1).
 
         Returns anchor boxes [B, A, 4], per-anchor level [A], the matched GT of every
         anchor [B, A] as an index into the batch's concatenated GTs (-1 when none),
@@ -101,14 +101,15 @@ class PAALossComputation(object):
     @torch.no_grad()
     def compute_anchor_scores(self, cls_logits: Tensor, box_regression: Tensor, anchors: Tensor,
                               target_boxes: Tensor, labels: Tensor) -> Tensor:
-        """Per-candidate cost (SPEC 4.2): focal loss summed over classes + GIoU loss. [K]"""
+        """Per-candidate cost (docs/DESIGN.md §4.2, eq. P2): focal loss summed over classes
+        + GIoU loss. [K]"""
         cls_cost = sigmoid_focal_loss(cls_logits, labels, self.gamma, self.alpha).sum(dim=1)
         pred_boxes = self.box_coder.decode(box_regression, anchors)
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
     def candidate_sets(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
                        num_levels: int) -> CandidateSets:
-        """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
+        """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
 
         Returns scores [G, L] ascending along each row, mask [G, L], and for every
         selected candidate its index (into the candidate arrays), GT and column.
@@ -131,7 +132,7 @@ class PAALossComputation(object):
 
     def assign_positives(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor,
                          num_gt: int, num_levels: int) -> Tensor:
-        """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch.
+        """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch.
 
         cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
         (into the candidate arrays) of the positive candidates.
@@ -158,7 +159,7 @@ class PAALossComputation(object):
 
     def compute_targets(self, cls_flat: Tensor, reg_flat: Tensor, targets: List[BoxList],
                         anchors: List[List[BoxList]]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """PAA assignment for a batch (SPEC 4.1-4.5).
+        """PAA assignment for a batch (docs/DESIGN.md §4.1-4.5).
 
         cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
         [B*A] (0 background, 1..C), the flat indices of the positives [P], their

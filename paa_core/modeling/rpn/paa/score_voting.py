@@ -1,4 +1,4 @@
-"""Score voting (SPEC 5): refine each kept box with the pre-NMS boxes around it."""
+"""Score voting (docs/DESIGN.md §6.3, eq. P6): kept boxes refined by the pre-NMS boxes near them."""
 import torch
 
 from paa_core.structures.bounding_box import BoxList
