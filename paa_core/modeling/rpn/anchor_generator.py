@@ -1,8 +1,11 @@
 """Anchors per FPN level, with Detectron's `generate_anchors` conventions (docs/DESIGN.md §2)."""
+from typing import List, Sequence, Tuple
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.image_list import ImageList
 
 
 class BufferList(nn.Module):
@@ -24,7 +27,7 @@ class BufferList(nn.Module):
         return list(self._buffers.values())[index]
 
 
-def generate_anchors(stride, sizes, aspect_ratios):
+def generate_anchors(stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float]) -> Tensor:
     """Cell anchors [len(aspect_ratios) * len(sizes), 4] (xyxy, +1 widths) centred on
     the first stride x stride cell. Ratios are the outer loop, sizes the inner one.
 
@@ -53,7 +56,8 @@ class AnchorGenerator(nn.Module):
     ordered row-major over (y, x) with the A anchors of one location innermost.
     """
 
-    def __init__(self, sizes, aspect_ratios, anchor_strides):
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float],
+                 anchor_strides: Sequence[int]):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
@@ -66,10 +70,10 @@ class AnchorGenerator(nn.Module):
             for stride, level_sizes in zip(anchor_strides, sizes)
         )
 
-    def num_anchors_per_location(self):
+    def num_anchors_per_location(self) -> List[int]:
         return [len(cell) for cell in self.cell_anchors]
 
-    def grid_anchors(self, grid_sizes):
+    def grid_anchors(self, grid_sizes: Sequence[Tuple[int, int]]) -> List[Tensor]:
         """Per level [H*W*A, 4]: cell anchors shifted by (x*s, y*s)."""
         anchors = []
         for (height, width), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors):
@@ -81,7 +85,7 @@ class AnchorGenerator(nn.Module):
             anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
         return anchors
 
-    def forward(self, image_list, feature_maps):
+    def forward(self, image_list: ImageList, feature_maps: List[Tensor]) -> List[List[BoxList]]:
         """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
         grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
         level_anchors = self.grid_anchors(grid_sizes)
@@ -91,7 +95,7 @@ class AnchorGenerator(nn.Module):
         ]
 
 
-def make_anchor_generator_paa(cfg):
+def make_anchor_generator_paa(cfg) -> AnchorGenerator:
     """Level l gets sizes ANCHOR_SIZES[l] * OCTAVE**(i / SCALES_PER_OCTAVE), i < SCALES_PER_OCTAVE."""
     p = cfg.MODEL.PAA
     scales_per_octave = p.SCALES_PER_OCTAVE
