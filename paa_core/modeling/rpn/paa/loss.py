@@ -5,7 +5,7 @@ B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs
 all images as one list of G boxes, and the per-GT mixtures are fitted in a single
 batched EM call. Only the IoU pre-assignment loops over images.
 """
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE, BoxList
 from paa_core.structures.box_ops import paired_iou
@@ -46,8 +47,8 @@ class CandidateSets(NamedTuple):
 class PAALossComputation(object):
     """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
-    def __init__(self, iou_threshold, topk, gamma, alpha, reg_loss_weight, iou_loss_weight,
-                 box_coder):
+    def __init__(self, iou_threshold: float, topk: int, gamma: float, alpha: float,
+                 reg_loss_weight: float, iou_loss_weight: float, box_coder: BoxCoder):
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=True)
         self.topk = topk
         self.gamma = gamma
@@ -191,7 +192,10 @@ class PAALossComputation(object):
         labels[pos_idx] = gt_labels[cand_gt[pos]]
         return labels, pos_idx, cand_anchors[pos], cand_targets[pos]
 
-    def __call__(self, box_cls, box_regression, iou_pred, targets, anchors):
+    def __call__(
+        self, box_cls: List[Tensor], box_regression: List[Tensor],
+        iou_pred: Optional[List[Tensor]], targets: List[BoxList], anchors: List[List[BoxList]],
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
         anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred);
@@ -223,7 +227,7 @@ class PAALossComputation(object):
         return loss_cls, loss_reg * self.reg_loss_weight, loss_iou_pred
 
 
-def make_paa_loss_evaluator(cfg, box_coder):
+def make_paa_loss_evaluator(cfg, box_coder: BoxCoder) -> PAALossComputation:
     p = cfg.MODEL.PAA
     return PAALossComputation(
         iou_threshold=p.IOU_THRESHOLD,
