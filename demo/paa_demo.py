@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paa_core.config import cfg as default_cfg  # noqa: E402
+from paa_core.config import get_cfg  # noqa: E402
 from paa_core.config.paths_catalog import DatasetCatalog  # noqa: E402
 from paa_core.data.transforms import build_transforms  # noqa: E402
 from paa_core.engine.cli import InputError, load_config, resolve_device, run_cli  # noqa: E402
@@ -121,7 +121,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     load_config(cfg, args.config_file, args.opts)
     resolve_device(cfg)
     cfg.freeze()

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
 from paa_core.structures.image_list import to_image_list
 
@@ -15,4 +15,4 @@ def real_anchors(image_sizes):
     _, _, ph, pw = images.tensors.shape
     feats = [torch.zeros(len(image_sizes), 1, math.ceil(ph / s), math.ceil(pw / s))
              for s in (8, 16, 32, 64, 128)]
-    return make_anchor_generator_paa(cfg)(images, feats), [tuple(f.shape[-2:]) for f in feats]
+    return make_anchor_generator_paa(get_cfg())(images, feats), [tuple(f.shape[-2:]) for f in feats]

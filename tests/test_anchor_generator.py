@@ -1,10 +1,10 @@
-"""Anchors: Detectron cell anchors (hand-derived numbers), grid order, visibility."""
+"""Anchors: Detectron cell anchors (hand-derived numbers), grid order, per-image BoxLists."""
 import math
 
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.rpn.anchor_generator import (
     AnchorGenerator,
     generate_anchors,
@@ -36,7 +36,7 @@ def test_ratio_outer_scale_inner_with_rounding():
 
 
 def test_octave_scales_from_config():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.MODEL.PAA.SCALES_PER_OCTAVE = 3
     cfg.MODEL.PAA.ASPECT_RATIOS = (1.0,)
     gen = make_anchor_generator_paa(cfg)
@@ -48,7 +48,7 @@ def test_octave_scales_from_config():
 
 
 def test_state_dict_buffers_match_reference_layout():
-    gen = make_anchor_generator_paa(default_cfg)
+    gen = make_anchor_generator_paa(get_cfg())
     sd = gen.state_dict()
     assert list(sd) == [f"cell_anchors.{i}" for i in range(5)]
     for i, (stride, size) in enumerate(zip((8, 16, 32, 64, 128), (64, 128, 256, 512, 1024))):
@@ -71,29 +71,18 @@ def test_grid_order_counts_and_shifts():
                 assert torch.equal(boxes[k:k + a], cell + shift)
 
 
-def test_forward_boxlists_and_visibility():
-    gen = AnchorGenerator(((16,), (32,)), (1.0,), (8, 16), straddle_thresh=0)
+def test_forward_boxlists():
+    gen = AnchorGenerator(((16,), (32,)), (1.0,), (8, 16))
     images = ImageList(torch.zeros(2, 3, 32, 48), [(32, 48), (20, 30)])
     feats = [torch.zeros(2, 1, 4, 6), torch.zeros(2, 1, 2, 3)]
     anchors = gen(images, feats)
     assert len(anchors) == 2 and all(len(per_image) == 2 for per_image in anchors)
+    grids = gen.grid_anchors([(4, 6), (2, 3)])
     for per_image, (h, w) in zip(anchors, images.image_sizes):
-        for boxlist, n in zip(per_image, (24, 6)):
+        for boxlist, n, boxes in zip(per_image, (24, 6), grids):
             assert boxlist.size == (w, h) and boxlist.mode == "xyxy"
-            assert len(boxlist) == n
-            b = boxlist.bbox
-            expect = (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] < w) & (b[:, 3] < h)
-            assert torch.equal(boxlist.get_field("visibility"), expect)
-    # P3 cell [-4,-4,11,11]: no anchor of the first image is fully inside at x = 0,
-    # the interior ones (x in 1..4 -> x2 = 8x+11 < 48, y in 1..2 -> y2 < 32) are.
-    vis = anchors[0][0].get_field("visibility").view(4, 6)
-    expected = torch.zeros(4, 6, dtype=torch.bool)
-    expected[1:3, 1:5] = True
-    assert torch.equal(vis, expected)
-
-    loose = AnchorGenerator(((16,),), (1.0,), (8,), straddle_thresh=-1)
-    all_vis = loose(images, feats[:1])[1][0].get_field("visibility")
-    assert all_vis.dtype == torch.bool and bool(all_vis.all())
+            assert len(boxlist) == n and torch.equal(boxlist.bbox, boxes)
+            assert boxlist.fields() == []
 
 
 def test_mismatched_levels_fail_clearly():
@@ -102,7 +91,7 @@ def test_mismatched_levels_fail_clearly():
 
 
 def test_paa_default_anchor_count_matches_spec_grid():
-    gen = make_anchor_generator_paa(default_cfg)
+    gen = make_anchor_generator_paa(get_cfg())
     images = ImageList(torch.zeros(1, 3, 96, 128), [(96, 128)])
     feats = [torch.zeros(1, 1, math.ceil(96 / s), math.ceil(128 / s)) for s in (8, 16, 32, 64, 128)]
     counts = [len(b) for b in gen(images, feats)[0]]

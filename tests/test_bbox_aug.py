@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from paa_core.engine.bbox_aug import (ImagePreparer, filter_by_scale_range, im_detect_bbox_aug,
-                                      keep_top_scores, merge_boxes_by_vote)
+from paa_core.config import get_cfg
+from paa_core.engine.bbox_aug import (filter_by_scale_range, im_detect_bbox_aug, keep_top_scores,
+                                      make_bbox_aug_options, merge_boxes_by_vote)
 from paa_core.structures.bounding_box import BoxList
 
 
@@ -129,12 +130,20 @@ def square_image():
     return Image.fromarray(img)
 
 
+def tta_options(**aug):
+    """Test sizes 120 / 1000 with the given TEST.BBOX_AUG keys; NMS at 1.0 suppresses nothing."""
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 120, 1000
+    cfg.MODEL.PAA.NMS_TH = 1.0
+    for key, value in aug.items():
+        setattr(cfg.TEST.BBOX_AUG, key, value)
+    return make_bbox_aug_options(cfg)
+
+
 def test_tta_maps_every_run_back_to_the_identity_frame():
-    prepare = ImagePreparer([102.9801, 115.9465, 122.7717], [1.0, 1.0, 1.0], True, 32)
     model = SquareFinder()
-    common = dict(prepare=prepare, test_min_size=120, test_max_size=1000, h_flip=True, scales=(60, 240, 900),
-                  scale_max_size=2000, scale_h_flip=True, vote=False, nms_th=1.0, detections_per_img=100)
-    (result,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), **common)
+    common = dict(H_FLIP=True, SCALES=(60, 240, 900), MAX_SIZE=2000, SCALE_H_FLIP=True)
+    (result,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), tta_options(**common))
     # identity: 120 x 240; scales 60 and 240 keep MAX_SIZE_TEST, 900 -> 1800 wide is allowed by MAX_SIZE 2000.
     assert model.sizes == [(240, 120)] * 2 + [(120, 60)] * 2 + [(480, 240)] * 2 + [(1800, 900)] * 2
     assert result.size == (240, 120)
@@ -144,9 +153,23 @@ def test_tta_maps_every_run_back_to_the_identity_frame():
     torch.testing.assert_close(result.bbox, expected.expand(8, 4), atol=2.0, rtol=0)
 
     model.sizes.clear()
-    (voted,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), **dict(
-        common, vote=True, merge_type="vote", vote_th=0.66, scale_ranges=((0, 10000), (0, 10000), (0, 100))))
+    options = tta_options(**common, VOTE=True, MERGE_TYPE="vote", VOTE_TH=0.66,
+                          SCALE_RANGES=((0, 10000), (0, 10000), (0, 100)))
+    (voted,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), options)
     # At scale 900 the square is ~450 x 300 px, outside (0, 100): dropped; the rest vote into one box.
     assert len(voted) == 1 and voted.get_field("labels").tolist() == [2]
     torch.testing.assert_close(voted.bbox[0], expected, atol=1.0, rtol=0)
     assert voted.get_field("scores").tolist() == pytest.approx([0.9])
+
+
+def test_tta_options_keep_the_merge_numbers_and_cap_large_scales_from_the_config():
+    options = tta_options(SCALES=(400, 799, 800), MAX_SIZE=3000)
+    assert (options.soft_vote_th, options.max_vote_detections) == (0.05, 1000)
+    assert [r.transform.transforms[0].max_size for r in options.runs] == [1000, 1000, 1000, 3000]
+    assert [r.hflip for r in options.runs] == [False] * 4
+    options = tta_options(SCALES=(400, 799, 800), MAX_SIZE=3000, MAX_SIZE_FROM_SCALE=500,
+                          SOFT_VOTE_TH=0.2, VOTE_MAX_DETECTIONS=7)
+    assert [r.transform.transforms[0].max_size for r in options.runs] == [1000, 1000, 3000, 3000]
+    assert (options.soft_vote_th, options.max_vote_detections) == (0.2, 7)
+    with pytest.raises(ValueError, match="SCALE_RANGES needs one"):
+        tta_options(SCALES=(400, 800), SCALE_RANGES=((0, 1),))

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.engine.trainer import do_train
 from paa_core.layers import FrozenBatchNorm2d
 from paa_core.solver import WarmupMultiStepLR
@@ -197,7 +197,7 @@ def test_caffe2_pickle_names(tmp_path, wrap):
                 m.running_mean.fill_(3.0)
                 m.running_var.fill_(5.0)
     head_before = model.head.weight.clone()
-    assert DetectronCheckpointer(default_cfg, model).load(path) == {}
+    assert DetectronCheckpointer(get_cfg(), model).load(path) == {}
     assert_c2_loaded(model, blobs)
     assert torch.equal(model.head.weight, head_before)  # not in the file: left as built
 
@@ -210,7 +210,7 @@ def test_caffe2_pickle_cannot_run_code(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil()}}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        DetectronCheckpointer(default_cfg, Detector()).load(str(path))
+        DetectronCheckpointer(get_cfg(), Detector()).load(str(path))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -293,7 +293,7 @@ def test_url_downloaded_once_into_cache(tmp_path, monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/R-toy.pkl"
         model = Detector()
-        DetectronCheckpointer(default_cfg, model).load(url)
+        DetectronCheckpointer(get_cfg(), model).load(url)
     finally:
         server.shutdown()
         server.server_close()
@@ -302,7 +302,7 @@ def test_url_downloaded_once_into_cache(tmp_path, monkeypatch):
     # Served no more: the second load must come from the cache.
     (served / "R-toy.pkl").unlink()
     model = Detector()
-    DetectronCheckpointer(default_cfg, model).load(url)
+    DetectronCheckpointer(get_cfg(), model).load(url)
     assert_c2_loaded(model, blobs)
 
 
@@ -318,7 +318,7 @@ def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
         f"        return 'file://{pkl}'\n"
     )
     monkeypatch.setenv("PAA_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.PATHS_CATALOG = str(catalog)
     model = Detector()
     DetectronCheckpointer(cfg, model).load("catalog://ImageNetPretrained/MSRA/R-toy")

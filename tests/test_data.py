@@ -10,9 +10,10 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.utils.data import SequentialSampler
 
-from paa_core.config import cfg as base_cfg
+from paa_core.config import get_cfg
 from paa_core.config.paths_catalog import DatasetCatalog, ModelCatalog
 from paa_core.data import make_data_loader
+from paa_core.data.build import build_dataset
 from paa_core.data.collate_batch import BatchCollator
 from paa_core.data.datasets import COCODataset, ConcatDataset
 from paa_core.data.samplers import (
@@ -180,7 +181,7 @@ def test_resize_transforms_image_and_boxes():
 
 
 def test_min_size_range_draws_every_integer():
-    cfg = base_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (20, 23), "INPUT.MAX_SIZE_TRAIN", 1000])
     resize = build_transforms(cfg, is_train=True).transforms[0]
     random.seed(0)
@@ -189,7 +190,7 @@ def test_min_size_range_draws_every_integer():
     cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (30, 20)])
     with pytest.raises(ValueError, match="MIN_SIZE_RANGE_TRAIN"):
         build_transforms(cfg, is_train=True)
-    test_resize = build_transforms(base_cfg, is_train=False).transforms[0]
+    test_resize = build_transforms(get_cfg(), is_train=False).transforms[0]
     assert test_resize.min_size == (800,) and test_resize.max_size == 1333
 
 
@@ -297,11 +298,10 @@ def test_iteration_based_sampler_resumes_the_same_sequence():
 def test_dataset_catalog(monkeypatch, tmp_path):
     monkeypatch.setenv("PAA_DATA_DIR", str(tmp_path))
     got = DatasetCatalog.get("coco_2017_train")
-    assert got["factory"] == "COCODataset"
-    assert got["args"] == {
+    assert got == {"args": {
         "root": os.path.join(str(tmp_path), "coco/train2017"),
         "ann_file": os.path.join(str(tmp_path), "coco/annotations/instances_train2017.json"),
-    }
+    }}
     assert DatasetCatalog.get("shapes_val")["args"]["ann_file"] == os.path.join(
         str(tmp_path), "shapes/annotations/instances_val.json"
     )
@@ -312,6 +312,16 @@ def test_dataset_catalog(monkeypatch, tmp_path):
         DatasetCatalog.get("coco_2017_vall")
     with pytest.raises(ValueError, match="name:image_dir:annotation.json"):
         DatasetCatalog.get("mine:/x/imgs")
+
+
+def test_catalog_written_for_the_reference_may_name_only_coco():
+    class ReferenceStyleCatalog:
+        @staticmethod
+        def get(name):
+            return {"factory": "PascalVOCDataset", "args": {"data_dir": "/voc", "split": "val"}}
+
+    with pytest.raises(ValueError, match="'voc_2007_val'.*'PascalVOCDataset'.*COCODataset"):
+        build_dataset(["voc_2007_val"], None, ReferenceStyleCatalog, is_train=False)
 
 
 def test_model_catalog():
@@ -328,7 +338,7 @@ def test_model_catalog():
 
 # --------------------------------------------------------------------------- loader
 def _loader_cfg(img_dir, ann_file, **extra):
-    cfg = base_cfg.clone()
+    cfg = get_cfg()
     name = "tiny:{}:{}".format(img_dir, ann_file)
     opts = {
         "DATASETS.TRAIN": (name,),

@@ -66,7 +66,7 @@ def _sklearn_fit(x):
 
 
 def _reference_num_pos(x, gmm):
-    """The reference's rule on scikit-learn outputs (SPEC 4.4)."""
+    """The reference's cut on scikit-learn outputs (docs/DESIGN.md §4.4)."""
     components = gmm.predict(x[:, None])
     scores = gmm.score_samples(x[:, None])
     fg = components == 0

@@ -4,11 +4,11 @@ import os
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
-from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
+from paa_core.modeling.rpn.utils import concat_box_prediction_layers
 from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
@@ -19,7 +19,7 @@ NUM_CLASSES = 4  # 3 foreground classes + background
 
 
 def _cfg(dcn=False, **resnets):
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.PAA.NUM_CLASSES = NUM_CLASSES

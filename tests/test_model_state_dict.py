@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,7 +28,7 @@ REFERENCE_TOTALS = {
 
 
 def _build(name):
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", name + ".yaml"))
     cfg.MODEL.DEVICE = "cpu"
     return cfg, build_detection_model(cfg)
@@ -101,7 +101,22 @@ def test_resnext_dcn_block_layout():
 
 
 def test_unknown_backbone_lists_known_names():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.MODEL.BACKBONE.CONV_BODY = "R-18-FPN"
     with pytest.raises(ValueError, match="MODEL.BACKBONE.CONV_BODY .R-18-FPN.*R-50-FPN-RETINANET"):
+        build_detection_model(cfg)
+
+
+@pytest.mark.parametrize("key", ["STEM_FUNC", "TRANS_FUNC"])
+def test_other_stem_or_block_is_refused_naming_the_key(key):
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS[key] = "BottleneckWithGN"
+    with pytest.raises(ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"):
+        build_detection_model(cfg)
+
+
+def test_unknown_meta_architecture_is_refused_naming_the_key():
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    with pytest.raises(KeyError, match="MODEL.META_ARCHITECTURE 'RetinaNet' is unknown; known: GeneralizedRCNN"):
         build_detection_model(cfg)

@@ -1,10 +1,10 @@
-"""PAA post-processing against a plain-Python implementation of SPEC section 5."""
+"""PAA post-processing against a plain-Python implementation of docs/DESIGN.md §6."""
 import math
 
 import pytest
 import torch
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postprocessor
 from paa_core.modeling.rpn.paa.score_voting import score_voting
@@ -17,7 +17,7 @@ CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
 
 
 def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, voting):
-    """Loops over levels, locations, classes and boxes (SPEC 5)."""
+    """Loops over levels, locations, classes and boxes (docs/DESIGN.md §6)."""
     results = []
     for i, anchors_im in enumerate(anchors):
         w, h = anchors_im[0].size
@@ -75,7 +75,7 @@ def _inputs(seed, image_sizes=((64, 96), (60, 90)), logit_shift=-2.0):
 
 
 def _post(pre_top=20, nms_th=0.6, cap=15, voting=True):
-    return PAAPostProcessor(0.05, pre_top, nms_th, cap, 0, C + 1, CODER, voting)
+    return PAAPostProcessor(0.05, pre_top, nms_th, cap, C, CODER, voting)
 
 
 def _compare(ours, ref):
@@ -114,7 +114,7 @@ def test_threshold_applies_to_cls_before_the_sqrt_product():
     box_cls = [torch.tensor([[logit(0.06), logit(0.04)]]).reshape(1, 1, 1, 2)]
     box_reg = [torch.zeros(1, 4, 1, 2)]
     iou_pred = [torch.tensor([logit(0.01), logit(0.99)]).reshape(1, 1, 1, 2)]
-    post = PAAPostProcessor(0.05, 1000, 0.6, 100, 0, 2, CODER, False)
+    post = PAAPostProcessor(0.05, 1000, 0.6, 100, 1, CODER, False)
     (result,) = post(box_cls, box_reg, iou_pred, anchors)
     assert len(result) == 1
     assert result.get_field("scores").item() == pytest.approx(math.sqrt(0.06 * 0.01), rel=1e-5)
@@ -131,7 +131,7 @@ def test_nms_is_class_wise_and_output_clipped():
     probs = torch.tensor([[0.9, 0.8], [0.7, 0.01], [0.01, 0.6]])  # [location, class]
     box_cls = [torch.logit(probs).t().reshape(1, 2, 1, 3)]
     box_reg = [torch.zeros(1, 4, 1, 3)]
-    post = PAAPostProcessor(0.05, 1000, 0.6, 100, 0, 3, CODER, False)
+    post = PAAPostProcessor(0.05, 1000, 0.6, 100, 2, CODER, False)
     (result,) = post(box_cls, box_reg, None, anchors)
     got = sorted(zip(result.get_field("labels").tolist(), result.get_field("scores").tolist()))
     assert got == [(1, pytest.approx(0.9)), (2, pytest.approx(0.6)), (2, pytest.approx(0.8))]
@@ -180,9 +180,9 @@ def test_empty_outputs(voting):
 
 
 def test_make_from_config_and_bad_channels():
-    post = make_paa_postprocessor(cfg, CODER)
+    post = make_paa_postprocessor(get_cfg(), CODER)
     assert (post.pre_nms_thresh, post.pre_nms_top_n, post.nms_thresh) == (0.05, 1000, 0.6)
-    assert (post.fpn_post_nms_top_n, post.num_classes, post.score_voting) == (100, 81, True)
+    assert (post.detections_per_img, post.num_classes, post.score_voting) == (100, 80, True)
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=3)
     with pytest.raises(ValueError, match="channels"):
         post(box_cls, box_reg, iou_pred, anchors)

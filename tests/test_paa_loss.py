@@ -8,15 +8,12 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
-from paa_core.modeling.rpn.paa.loss import (
-    PAALossComputation,
-    concat_box_prediction_layers,
-    make_paa_loss_evaluator,
-)
+from paa_core.modeling.rpn.paa.loss import PAALossComputation, make_paa_loss_evaluator
+from paa_core.modeling.rpn.utils import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
 from box_oracles import iou_plus1
@@ -46,7 +43,7 @@ def _focal(logits, label, gamma=2.0, alpha=0.25):
 
 
 def _giou_loss(p, t):
-    """GIoU loss of one box pair, written out element by element (SPEC 2)."""
+    """GIoU loss of one box pair, written out element by element (docs/DESIGN.md §1)."""
     px1, py1, px2, py2 = p
     tx1, ty1, tx2, ty2 = t
     px2, py2 = max(px1, px2), max(py1, py2)
@@ -332,7 +329,7 @@ def test_normalisation_constants():
 
 
 def test_make_from_config_and_giou_definition():
-    ev = make_paa_loss_evaluator(cfg, CODER)
+    ev = make_paa_loss_evaluator(get_cfg(), CODER)
     assert (ev.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (9, 1.3, 0.5, 2.0, 0.25)
     assert ev.matcher.high_threshold == ev.matcher.low_threshold == 0.1
     # GIoU without +1: [0,0,2,2] vs [1,1,3,3]: inter 1, union 7, enclosing 9.

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.layers import FrozenBatchNorm2d
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.backbone.resnet_light import BasicBlockWithGN, ResNetLight
@@ -19,7 +19,7 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def quick_cfg(*opts):
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(os.path.join(CONFIGS, "paa_quick_shapes.yaml"))
     cfg.merge_from_list(list(opts))
     return cfg
@@ -94,7 +94,7 @@ def test_block_learns():
 
 
 def test_quick_config_keeps_the_paper_head_assigner_losses_and_inference():
-    paper = default_cfg.clone()
+    paper = get_cfg()
     paper.merge_from_file(os.path.join(CONFIGS, "paa_R_50_FPN_1x.yaml"))
     quick = quick_cfg()
     scaled = {"NUM_CLASSES", "ANCHOR_SIZES", "NUM_CONVS"}  # classes, object range, head depth

@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
 from paa_core.engine.cli import InputError, load_config
 from paa_core.modeling.backbone import build_backbone
@@ -171,7 +171,7 @@ def _plain(value):
 
 
 def _load(path, opts=()):
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     load_config(cfg, path, list(opts))
     return cfg
 
@@ -187,7 +187,7 @@ def _build_on_meta(cfg):
 def test_every_reference_key_at_its_default_loads():
     defaults = _flatten(_reference_defaults())
     assert len(defaults) == 228  # as many as the reference tree has
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(DEFAULTS_FILE)
     assert {k: _plain(_get(cfg, k)) for k in defaults} == defaults
     # The reference's bare defaults describe a Faster R-CNN R-50-C4: refused, in one line
@@ -206,7 +206,7 @@ def test_our_defaults_differ_from_the_reference_only_where_its_configs_set_the_k
     set_by_configs = set().union(*ROWS.values())
     defaults = _flatten(_reference_defaults())
     assert set_by_configs <= set(defaults)
-    differ = {k for k, v in defaults.items() if _plain(_get(default_cfg, k)) != v}
+    differ = {k for k, v in defaults.items() if _plain(_get(get_cfg(), k)) != v}
     assert differ <= set_by_configs
     assert {"MODEL.PAA_ON", "MODEL.RPN_ONLY", "MODEL.RETINANET.USE_C5"} <= differ
 
@@ -280,7 +280,7 @@ def test_switching_on_a_missing_part_is_refused_in_one_line(tmp_path, key, value
         _load(path, opts)
     assert re.fullmatch(message, str(e.value))
     # The library path refuses the same config when it builds the model.
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.merge_from_list(opts)
     with pytest.raises(ValueError, match="^" + message + "$"):
@@ -295,7 +295,7 @@ def test_both_giou_names_are_accepted(tmp_path):
 
 # ----------------------------------------------------------------------------- FPN keys
 def test_fpn_group_norm_and_relu_keys_take_effect():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_quick_shapes.yaml"))
     cfg.merge_from_list(["MODEL.FPN.USE_GN", True, "MODEL.FPN.USE_RELU", True,
                          "MODEL.GROUP_NORM.DIM_PER_GP", 16, "MODEL.GROUP_NORM.NUM_GROUPS", -1,

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.layers import DFConv2d
 from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_lr_scheduler, make_optimizer
 
@@ -11,7 +11,7 @@ BASE_LR = 0.01
 
 
 def expected_lr(it, milestones, gamma, factor, warmup_iters, method):
-    """Written out by hand from the SPEC: warm-up factor, then gamma per passed milestone."""
+    """By hand from docs/DESIGN.md §8: warm-up factor, then gamma per passed milestone."""
     if it < warmup_iters:
         warm = factor if method == "constant" else factor + (1 - factor) * it / warmup_iters
     else:
@@ -68,7 +68,7 @@ class Toy(nn.Module):
 
 
 def test_param_groups_and_schedule_from_cfg():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.SOLVER.BASE_LR = 0.02
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
     cfg.SOLVER.STEPS = (3, 6)
@@ -97,7 +97,7 @@ def test_param_groups_and_schedule_from_cfg():
 
 
 def test_adamw_from_cfg_keeps_the_group_rules_and_decouples_weight_decay():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER = "AdamW"
     cfg.SOLVER.BASE_LR = 0.001
     cfg.SOLVER.BETAS = (0.8, 0.99)
@@ -121,7 +121,7 @@ def test_adamw_from_cfg_keeps_the_group_rules_and_decouples_weight_decay():
 def test_deformable_offsets_get_their_lr_factor():
     """SOLVER.DCONV_OFFSETS_LR_FACTOR scales the lr of every DFConv2d's offset conv, bias
     included (after its BIAS_LR_FACTOR), and nothing else."""
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.SOLVER.BASE_LR = 0.01
     cfg.SOLVER.DCONV_OFFSETS_LR_FACTOR = 0.1
     model = nn.Sequential(DFConv2d(2, 4, with_modulated_dcn=True, bias=True), nn.Conv2d(4, 1, 1))
@@ -132,7 +132,7 @@ def test_deformable_offsets_get_their_lr_factor():
 
 
 def test_unknown_optimizer_is_named():
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER = "Adam"
     with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD"):
         make_optimizer(cfg, Toy())
@@ -143,7 +143,7 @@ def test_unknown_optimizer_is_named():
 def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cpu = torch.device("cpu")
     assert make_amp_dtype(cfg, cpu) is None  # float32 unless asked for
     for amp, dtype in (("off", None), ("bf16", torch.bfloat16), ("auto", auto)):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.engine.cli import InputError, load_config, make_parser, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +190,7 @@ def test_bad_input_gives_one_line(tiny, tmp_path):
 def test_config_errors_are_rephrased(tmp_path, capsys):
     def fails(config_file, opts):
         with pytest.raises(InputError) as e:
-            load_config(default_cfg.clone(), str(config_file), opts)
+            load_config(get_cfg(), str(config_file), opts)
         return str(e.value)
 
     good = tmp_path / "good.yaml"

@@ -2,7 +2,7 @@
 
 Every key a config file may set lives here with its default; yacs rejects keys that
 are not in this tree, so a misspelled key in a YAML file fails at load time.
-Defaults follow the reference PAA setup (SPEC.md); the seed-table configs in
+Defaults follow the reference PAA setup (docs/DESIGN.md); the seed-table configs in
 `configs/paa/` only override what differs per row.
 
 The tree also holds every key of the reference implementation's tree, under the
@@ -120,7 +120,8 @@ _C.MODEL.PAA.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
 _C.MODEL.PAA.ASPECT_RATIOS = (1.0,)
 _C.MODEL.PAA.OCTAVE = 2.0
 _C.MODEL.PAA.SCALES_PER_OCTAVE = 1
-# Anchors further than this outside the image are ignored (< 0: keep all).
+# Inert: the reference's key, which only marked anchors crossing the image border; PAA
+# never used that mark, so every anchor takes part.
 _C.MODEL.PAA.STRADDLE_THRESH = 0
 # Head.
 _C.MODEL.PAA.NUM_CONVS = 4
@@ -184,7 +185,7 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 _C.TEST.IMS_PER_BATCH = 8
 _C.TEST.DETECTIONS_PER_IMG = 100
 
-# Multi-scale and flip test-time augmentation (SPEC.md section 5).
+# Multi-scale and flip test-time augmentation (docs/DESIGN.md §7).
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False
 _C.TEST.BBOX_AUG.H_FLIP = False
@@ -197,6 +198,13 @@ _C.TEST.BBOX_AUG.VOTE = False
 _C.TEST.BBOX_AUG.VOTE_TH = 0.66
 # "vote" or "soft-vote".
 _C.TEST.BBOX_AUG.MERGE_TYPE = "vote"
+# "soft-vote" also keeps a cluster member at score * (1 - IoU with its leader) when that is
+# at least this.
+_C.TEST.BBOX_AUG.SOFT_VOTE_TH = 0.05
+# With VOTE: at most this many merged boxes per image (boxes tied at the cut stay).
+_C.TEST.BBOX_AUG.VOTE_MAX_DETECTIONS = 1000
+# SCALES below this keep INPUT.MAX_SIZE_TEST as the longer-side cap, the others use MAX_SIZE.
+_C.TEST.BBOX_AUG.MAX_SIZE_FROM_SCALE = 800
 
 # -----------------------------------------------------------------------------
 # Misc

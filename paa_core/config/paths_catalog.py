@@ -39,7 +39,7 @@ class DatasetCatalog(object):
 
     @staticmethod
     def get(name):
-        """dict(factory=<class name in paa_core.data.datasets>, args=<constructor kwargs>)."""
+        """dict(args=<COCODataset constructor kwargs>): the image folder and the json."""
         if ":" in name:
             parts = name.split(":")
             if len(parts) != 3 or not all(parts):
@@ -56,7 +56,7 @@ class DatasetCatalog(object):
                     name, ", ".join(sorted(DatasetCatalog.DATASETS))
                 )
             )
-        return dict(factory="COCODataset", args=dict(root=img_dir, ann_file=ann_file))
+        return dict(args=dict(root=img_dir, ann_file=ann_file))
 
 
 class ModelCatalog(object):

@@ -24,12 +24,13 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
     datasets = []
     for name in dataset_list:
         data = dataset_catalog.get(name)
-        factory = getattr(D, data["factory"])
-        args = dict(data["args"])
+        # A catalog written for the reference may still name a dataset class.
+        if data.get("factory", "COCODataset") != "COCODataset":
+            raise ValueError(f"dataset {name!r}: the catalog names {data['factory']!r}, but "
+                             f"paa_core reads COCO-format json only (COCODataset)")
         # training skips images without a usable box; testing keeps every image
-        args["remove_images_without_annotations"] = is_train
-        args["transforms"] = transforms
-        datasets.append(factory(**args))
+        datasets.append(D.COCODataset(**data["args"], remove_images_without_annotations=is_train,
+                                      transforms=transforms))
     if not is_train:
         return datasets
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]

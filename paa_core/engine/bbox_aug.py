@@ -1,15 +1,17 @@
-"""Multi-scale and flip test-time augmentation (SPEC section 5).
+"""Multi-scale and flip test-time augmentation (docs/DESIGN.md §7).
 
-The test loader yields untransformed PIL images here; each augmentation resizes them
-itself, runs the detector and maps the boxes back to the frame of the identity size
-(`MIN_SIZE_TEST`, `MAX_SIZE_TEST`), where all detections are merged.
+The test loader yields untransformed PIL images here; each augmentation runs the test
+transforms at its own size (and mirrored), runs the detector and maps the boxes back
+to the frame of the identity size (`MIN_SIZE_TEST`, `MAX_SIZE_TEST`), where all
+detections are merged.
 """
 import functools
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
-from paa_core.data import transforms as T
+from paa_core.data.transforms import build_test_transforms
 from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, TO_REMOVE, BoxList
 from paa_core.structures.box_ops import box_area, box_iou
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
@@ -18,25 +20,40 @@ from paa_core.structures.image_list import to_image_list
 MERGE_TYPES = ("vote", "soft-vote")
 
 
-class ImagePreparer:
-    """Resize (and optionally flip) PIL images, normalise and batch them as the test loader does."""
+class AugRun(NamedTuple):
+    """One pass of the detector: `transform` resizes (and, with `hflip`, mirrors) a raw
+    image; only boxes with sides in `scale_range` = (min, max) are kept (None: all)."""
 
-    def __init__(self, pixel_mean, pixel_std, to_bgr255, size_divisible):
-        self.normalize = T.Normalize(pixel_mean, pixel_std, to_bgr255)
-        self.size_divisible = size_divisible
-
-    def __call__(self, images, min_size, max_size, hflip):
-        steps = [T.Resize(min_size, max_size)]
-        if hflip:
-            steps.append(T.RandomHorizontalFlip(1.0))
-        transform = T.Compose(steps + [T.ToTensor(), self.normalize])
-        return to_image_list([transform(image)[0] for image in images], self.size_divisible)
+    transform: Callable
+    hflip: bool
+    scale_range: Optional[Tuple[float, float]]
 
 
-def im_detect_bbox(model, images, prepare, min_size, max_size, device, hflip=False):
-    """Detections at one size, in the frame of the resized (unflipped) image."""
-    boxlists = model(prepare(images, min_size, max_size, hflip).to(device))
-    if hflip:
+class BBoxAugOptions(NamedTuple):
+    """What `im_detect_bbox_aug` needs; `make_bbox_aug_options` builds it from the config.
+
+    `runs[0]` is the identity size. With `vote`, detections are merged by
+    `merge_boxes_by_vote(vote_th, merge_type, soft_vote_th)` and at most
+    `max_vote_detections` kept; without it, class-wise NMS at `nms_th` and the best
+    `detections_per_img` are kept.
+    """
+
+    runs: Tuple[AugRun, ...]
+    size_divisible: int
+    vote: bool
+    merge_type: str
+    vote_th: float
+    soft_vote_th: float
+    max_vote_detections: int
+    nms_th: float
+    detections_per_img: int
+
+
+def im_detect_bbox(model, images, run, size_divisible, device):
+    """Detections of one run, in the frame of the resized (unflipped) image."""
+    batch = to_image_list([run.transform(image)[0] for image in images], size_divisible)
+    boxlists = model(batch.to(device))
+    if run.hflip:
         boxlists = [boxlist.transpose(FLIP_LEFT_RIGHT) for boxlist in boxlists]
     return boxlists
 
@@ -125,77 +142,69 @@ def keep_top_scores(boxlist, max_detections):
     return boxlist[(scores >= threshold.item()).nonzero().squeeze(1)]
 
 
-def im_detect_bbox_aug(model, images, device, prepare, test_min_size, test_max_size, h_flip=False,
-                       scales=(), scale_max_size=4000, scale_ranges=(), scale_h_flip=False, vote=False,
-                       merge_type="vote", vote_th=0.66, soft_vote_th=0.05, max_vote_detections=1000,
-                       nms_th=0.6, detections_per_img=100):
-    """Detections of `images` (PIL) under every augmentation, merged per image.
-
-    Below 800 a scale's longer side is capped at `test_max_size`, otherwise at
-    `scale_max_size`. With `vote`, boxes are merged by `merge_boxes_by_vote` and at most
-    `max_vote_detections` kept; without it, class-wise NMS at `nms_th` and the best
-    `detections_per_img` are kept.
-    """
-    runs = [(test_min_size, test_max_size, False, None)]
-    if h_flip:
-        runs.append((test_min_size, test_max_size, True, None))
-    for i, scale in enumerate(scales):
-        max_size = test_max_size if scale < 800 else scale_max_size
-        scale_range = scale_ranges[i] if scale_ranges else None
-        runs.append((scale, max_size, False, scale_range))
-        if scale_h_flip:
-            runs.append((scale, max_size, True, scale_range))
-
+def im_detect_bbox_aug(model, images, device, options):
+    """Detections of `images` (PIL) under every run of `options`, merged per image."""
     per_image = [[] for _ in images]
-    for min_size, max_size, hflip, scale_range in runs:
-        boxlists = im_detect_bbox(model, images, prepare, min_size, max_size, device, hflip)
+    for run in options.runs:
+        boxlists = im_detect_bbox(model, images, run, options.size_divisible, device)
         for dets, boxlist in zip(per_image, boxlists):
-            if scale_range is not None:
-                boxlist = filter_by_scale_range(boxlist, *scale_range)
+            if run.scale_range is not None:
+                boxlist = filter_by_scale_range(boxlist, *run.scale_range)
             # The first run is the identity size: every other run is mapped to its frame.
             dets.append(boxlist.resize(dets[0].size) if dets else boxlist)
 
     results = []
     for dets in per_image:
         boxlist = cat_boxlist([d.convert("xyxy").copy_with_fields(["scores", "labels"]) for d in dets])
-        if vote:
+        if options.vote:
             boxes, scores, labels = merge_boxes_by_vote(
                 boxlist.bbox, boxlist.get_field("scores"), boxlist.get_field("labels"),
-                vote_th, merge_type, soft_vote_th)
+                options.vote_th, options.merge_type, options.soft_vote_th)
             boxlist = BoxList(boxes, boxlist.size, mode="xyxy")
             boxlist.add_field("scores", scores)
             boxlist.add_field("labels", labels)
-            results.append(keep_top_scores(boxlist, max_vote_detections))
+            results.append(keep_top_scores(boxlist, options.max_vote_detections))
         else:
-            results.append(keep_top_scores(boxlist_ml_nms(boxlist, nms_th), detections_per_img))
+            results.append(keep_top_scores(boxlist_ml_nms(boxlist, options.nms_th),
+                                           options.detections_per_img))
     return results
 
 
-def make_bbox_aug(cfg):
-    """`TEST.BBOX_AUG` as a callable `(model, images, device) -> [BoxList]` for `inference`."""
+def make_bbox_aug_options(cfg):
+    """`TEST.BBOX_AUG` (with the test sizes, NMS and detection cap) as `BBoxAugOptions`.
+
+    Runs: the identity size (and its mirror with H_FLIP), then each of SCALES (and its
+    mirror with SCALE_H_FLIP); a scale below MAX_SIZE_FROM_SCALE keeps MAX_SIZE_TEST as
+    the longer-side cap, the others take MAX_SIZE.
+    """
     aug = cfg.TEST.BBOX_AUG
     if aug.SCALE_RANGES and len(aug.SCALE_RANGES) != len(aug.SCALES):
         raise ValueError(f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
                          f"{len(aug.SCALE_RANGES)} ranges for {len(aug.SCALES)} SCALES")
     if aug.MERGE_TYPE not in MERGE_TYPES:
         raise ValueError(f"TEST.BBOX_AUG.MERGE_TYPE must be one of {MERGE_TYPES}, got {aug.MERGE_TYPE!r}")
-    prepare = ImagePreparer(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255,
-                            cfg.DATALOADER.SIZE_DIVISIBILITY)
-    return functools.partial(
-        im_detect_bbox_aug,
-        prepare=prepare,
-        test_min_size=cfg.INPUT.MIN_SIZE_TEST,
-        test_max_size=cfg.INPUT.MAX_SIZE_TEST,
-        h_flip=aug.H_FLIP,
-        scales=tuple(aug.SCALES),
-        scale_max_size=aug.MAX_SIZE,
-        scale_ranges=tuple(tuple(r) for r in aug.SCALE_RANGES),
-        scale_h_flip=aug.SCALE_H_FLIP,
+    sizes = [(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, aug.H_FLIP, None)]
+    for i, scale in enumerate(aug.SCALES):
+        max_size = cfg.INPUT.MAX_SIZE_TEST if scale < aug.MAX_SIZE_FROM_SCALE else aug.MAX_SIZE
+        scale_range = tuple(aug.SCALE_RANGES[i]) if aug.SCALE_RANGES else None
+        sizes.append((scale, max_size, aug.SCALE_H_FLIP, scale_range))
+    runs = []
+    for min_size, max_size, with_flip, scale_range in sizes:
+        for hflip in (False, True) if with_flip else (False,):
+            runs.append(AugRun(build_test_transforms(cfg, min_size, max_size, hflip), hflip, scale_range))
+    return BBoxAugOptions(
+        runs=tuple(runs),
+        size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
         vote=aug.VOTE,
         merge_type=aug.MERGE_TYPE,
         vote_th=aug.VOTE_TH,
-        soft_vote_th=cfg.MODEL.PAA.INFERENCE_TH,
-        max_vote_detections=cfg.MODEL.PAA.PRE_NMS_TOP_N,
+        soft_vote_th=aug.SOFT_VOTE_TH,
+        max_vote_detections=aug.VOTE_MAX_DETECTIONS,
         nms_th=cfg.MODEL.PAA.NMS_TH,
         detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
     )
+
+
+def make_bbox_aug(cfg):
+    """`TEST.BBOX_AUG` as a callable `(model, images, device) -> [BoxList]` for `inference`."""
+    return functools.partial(im_detect_bbox_aug, options=make_bbox_aug_options(cfg))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
 from paa_core.data import make_data_loader
 from paa_core.utils.comm import get_rank, synchronize
@@ -133,7 +133,7 @@ def setup(description, add_arguments=None):
 
     Returns (args, cfg, distributed, logger); cfg is frozen, saved to OUTPUT_DIR/config.yml.
     """
-    cfg = default_cfg
+    cfg = get_cfg()
     parser = make_parser(description)
     if add_arguments is not None:
         add_arguments(parser)

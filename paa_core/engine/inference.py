@@ -45,15 +45,13 @@ def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
     return [predictions[i] for i in range(num_images)]
 
 
-def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cuda",
+def inference(model, data_loader, dataset_name, iou_types=("bbox",), device="cuda",
               expected_results=(), expected_results_sigma_tol=4, output_folder=None, bbox_aug=None):
     """Evaluate `model` on `data_loader`'s dataset; returns the results dict on the main
     process ({"bbox": {"AP": ..., ...}}) and None on the others.
 
     Writes `predictions.pth` and `bbox.json` to `output_folder` when given.
     """
-    if box_only:
-        raise ValueError("box_only (proposal recall) evaluation is not part of paa_core")
     logger = logging.getLogger("paa_core.inference")
     device = torch.device(device)
     dataset = data_loader.dataset

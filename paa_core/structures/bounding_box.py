@@ -4,7 +4,10 @@ Coordinates follow the legacy "+1" pixel convention of the reference: a box
 `[x1, y1, x2, y2]` covers pixels x1..x2 inclusive, so its width is `x2 - x1 + 1`
 and the last valid coordinate of an image of width `w` is `w - 1`.
 """
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
 import torch
+from torch import Tensor
 
 from .box_ops import box_area
 
@@ -24,7 +27,8 @@ class BoxList(object):
     transforms, which only move coordinates.
     """
 
-    def __init__(self, bbox, image_size, mode="xyxy"):
+    def __init__(self, bbox: Union[Tensor, Sequence], image_size: Sequence[int],
+                 mode: str = "xyxy"):
         device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
         bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
         if bbox.dim() != 2 or bbox.size(-1) != 4:
@@ -40,30 +44,31 @@ class BoxList(object):
         self.bbox = bbox
         self.size = tuple(image_size)
         self.mode = mode
-        self.extra_fields = {}
+        self.extra_fields: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fields
-    def add_field(self, field, field_data):
+    def add_field(self, field: str, field_data: Any) -> None:
         self.extra_fields[field] = field_data
 
-    def get_field(self, field):
+    def get_field(self, field: str) -> Any:
         if field not in self.extra_fields:
             raise KeyError(
                 "BoxList has no field {!r} (fields: {})".format(field, self.fields())
             )
         return self.extra_fields[field]
 
-    def has_field(self, field):
+    def has_field(self, field: str) -> bool:
         return field in self.extra_fields
 
-    def fields(self):
+    def fields(self) -> List[str]:
         return list(self.extra_fields.keys())
 
     def _copy_extra_fields(self, other):
         for k, v in other.extra_fields.items():
             self.extra_fields[k] = v
 
-    def copy_with_fields(self, fields, skip_missing=False):
+    def copy_with_fields(self, fields: Union[str, Sequence[str]],
+                         skip_missing: bool = False) -> "BoxList":
         """A new BoxList with the same boxes and only the named fields."""
         bbox = BoxList(self.bbox, self.size, self.mode)
         if not isinstance(fields, (list, tuple)):
@@ -95,7 +100,7 @@ class BoxList(object):
         out._copy_extra_fields(self)
         return out.convert(self.mode)
 
-    def convert(self, mode):
+    def convert(self, mode: str) -> "BoxList":
         if mode not in _MODES:
             raise ValueError("BoxList mode must be 'xyxy' or 'xywh', got {!r}".format(mode))
         if mode == self.mode:
@@ -111,7 +116,7 @@ class BoxList(object):
         out._copy_extra_fields(self)
         return out
 
-    def resize(self, size, *args, **kwargs):
+    def resize(self, size: Tuple[float, float], *args, **kwargs) -> "BoxList":
         """Scale the boxes for an image resized from `self.size` to `size` (w, h)."""
         ratio_w, ratio_h = (float(s) / float(s_orig) for s, s_orig in zip(size, self.size))
         if ratio_w == ratio_h:
@@ -123,7 +128,7 @@ class BoxList(object):
             xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h, size
         )
 
-    def transpose(self, method):
+    def transpose(self, method: int) -> "BoxList":
         """Flip the boxes with the image: x' = w - x - 1 (or y' = h - y - 1)."""
         if method not in (FLIP_LEFT_RIGHT, FLIP_TOP_BOTTOM):
             raise ValueError(
@@ -138,7 +143,7 @@ class BoxList(object):
             ymin, ymax = image_height - ymax - TO_REMOVE, image_height - ymin - TO_REMOVE
         return self._from_xyxy(xmin, ymin, xmax, ymax, self.size)
 
-    def crop(self, box):
+    def crop(self, box: Sequence[float]) -> "BoxList":
         """Boxes in the frame of the crop `box` = (x1, y1, x2, y2), clamped to it."""
         x0, y0, x1, y1 = (float(v) for v in box)
         w, h = x1 - x0, y1 - y0
@@ -151,7 +156,7 @@ class BoxList(object):
             (w, h),
         )
 
-    def clip_to_image(self, remove_empty=True):
+    def clip_to_image(self, remove_empty: bool = True) -> "BoxList":
         """Clamp to [0, w-1] x [0, h-1]; optionally drop boxes left with x2<=x1 or y2<=y1."""
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
         max_x = self.size[0] - TO_REMOVE
@@ -176,20 +181,20 @@ class BoxList(object):
             clipped = clipped[keep]
         return clipped.convert(self.mode)
 
-    def area(self):
+    def area(self) -> Tensor:
         box = self.bbox
         if self.mode == "xyxy":
             return box_area(box, offset=TO_REMOVE)
         return box[:, 2] * box[:, 3]
 
     # -------------------------------------------------------------- container
-    def to(self, device):
+    def to(self, device: Union[str, torch.device]) -> "BoxList":
         out = BoxList(self.bbox.to(device), self.size, self.mode)
         for k, v in self.extra_fields.items():
             out.add_field(k, v.to(device) if hasattr(v, "to") else v)
         return out
 
-    def __getitem__(self, item):
+    def __getitem__(self, item: Union[int, slice, Tensor]) -> "BoxList":
         if isinstance(item, int):
             item = slice(item, item + 1) if item != -1 else slice(-1, None)
         out = BoxList(self.bbox[item], self.size, self.mode)
@@ -197,7 +202,7 @@ class BoxList(object):
             out.add_field(k, v[item])
         return out
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.bbox.shape[0]
 
     def __repr__(self):

@@ -1,5 +1,8 @@
 """Operations on BoxLists: IoU, NMS, concatenation, size filtering."""
+from typing import Sequence
+
 import torch
+from torch import Tensor
 
 from paa_core.layers import ml_nms, nms
 
@@ -7,7 +10,8 @@ from .bounding_box import TO_REMOVE, BoxList
 from .box_ops import box_iou
 
 
-def boxlist_nms(boxlist, nms_thresh, max_proposals=-1, score_field="scores"):
+def boxlist_nms(boxlist: BoxList, nms_thresh: float, max_proposals: int = -1,
+                score_field: str = "scores") -> BoxList:
     """Class-agnostic NMS; keeps at most `max_proposals` (> 0) boxes, best first."""
     if nms_thresh <= 0:
         return boxlist
@@ -20,8 +24,9 @@ def boxlist_nms(boxlist, nms_thresh, max_proposals=-1, score_field="scores"):
 
 
 def boxlist_ml_nms(
-    boxlist, nms_thresh, max_proposals=-1, score_field="scores", label_field="labels"
-):
+    boxlist: BoxList, nms_thresh: float, max_proposals: int = -1, score_field: str = "scores",
+    label_field: str = "labels",
+) -> BoxList:
     """NMS within each label (boxes of different labels never suppress each other)."""
     if nms_thresh <= 0:
         return boxlist
@@ -38,14 +43,14 @@ def boxlist_ml_nms(
     return boxlist[keep].convert(mode)
 
 
-def remove_small_boxes(boxlist, min_size):
+def remove_small_boxes(boxlist: BoxList, min_size: float) -> BoxList:
     """Keep boxes whose width and height (+1 convention) are both >= min_size."""
     _, _, ws, hs = boxlist.convert("xywh").bbox.unbind(dim=1)
     keep = ((ws >= min_size) & (hs >= min_size)).nonzero().squeeze(1)
     return boxlist[keep]
 
 
-def boxlist_iou(boxlist1, boxlist2):
+def boxlist_iou(boxlist1: BoxList, boxlist2: BoxList) -> Tensor:
     """IoU matrix [N, M] of two BoxLists of the same image (+1 areas)."""
     if boxlist1.size != boxlist2.size:
         raise RuntimeError(
@@ -56,7 +61,7 @@ def boxlist_iou(boxlist1, boxlist2):
     return box_iou(boxlist1.convert("xyxy").bbox, boxlist2.convert("xyxy").bbox, offset=TO_REMOVE)
 
 
-def cat_boxlist(bboxes):
+def cat_boxlist(bboxes: Sequence[BoxList]) -> BoxList:
     """Concatenate BoxLists of one image (same size, mode and field names)."""
     if not isinstance(bboxes, (list, tuple)) or len(bboxes) == 0:
         raise ValueError("cat_boxlist needs a non-empty list of BoxLists")

@@ -1,21 +1,24 @@
 """`ImageList`: a zero-padded batch of images plus each image's true size."""
 import math
+from typing import List, Sequence, Tuple, Union
 
 import torch
+from torch import Tensor
 
 
 class ImageList(object):
     """`tensors` is [B, C, H, W]; `image_sizes[i]` is the (h, w) of image i before padding."""
 
-    def __init__(self, tensors, image_sizes):
+    def __init__(self, tensors: Tensor, image_sizes: List[Tuple[int, int]]):
         self.tensors = tensors
         self.image_sizes = image_sizes
 
-    def to(self, *args, **kwargs):
+    def to(self, *args, **kwargs) -> "ImageList":
         return ImageList(self.tensors.to(*args, **kwargs), self.image_sizes)
 
 
-def to_image_list(tensors, size_divisible=0):
+def to_image_list(tensors: Union[ImageList, Tensor, Sequence[Tensor]],
+                  size_divisible: int = 0) -> ImageList:
     """Batch images into an ImageList, padding H and W up to multiples of `size_divisible`.
 
     Accepts an ImageList (returned as is), a [C, H, W] or [B, C, H, W] tensor, or a

@@ -1,6 +1,6 @@
 """Small helpers over `torch.distributed` that degrade to no-ops in a single process.
 
-Losses normalise by quantities summed over all processes (SPEC 4.6), and logging
+Losses normalise by quantities summed over all processes (docs/DESIGN.md §5), and logging
 averages loss dicts over processes; both go through here so that single-process
 CPU runs need no process group at all.
 """

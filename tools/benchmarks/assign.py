@@ -19,7 +19,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.layers import sigmoid_focal_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
@@ -77,7 +77,7 @@ class RecordingPAALossComputation(PAALossComputation):
         return super().assign_positives(*args)
 
 
-def make_batch(device, seed=0):
+def make_batch(cfg, device, seed=0):
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     height, width = 800, 1216
@@ -125,8 +125,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    cfg = get_cfg()
     coder = BoxCoder(cfg.MODEL.PAA.BBOX_REG_WEIGHTS)
-    batch = make_batch(device)
+    batch = make_batch(cfg, device)
     print("anchors per image: {}, GTs per image: {}".format(
         sum(len(a) for a in batch[4][0]), [len(t) for t in batch[3]]))
 

@@ -15,14 +15,14 @@ import torch
 import torchvision
 from ops import median_seconds  # tools/benchmarks/ops.py, beside this script
 
-from paa_core.config import cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_paa(size):
-    paa_cfg = cfg.clone()
+    paa_cfg = get_cfg()
     paa_cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
     paa_cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", size])
     return build_detection_model(paa_cfg).eval()

@@ -1,4 +1,4 @@
-from .build import build_transforms
+from .build import build_test_transforms, build_transforms
 from .transforms import Compose, Normalize, RandomHorizontalFlip, Resize, ToTensor
 
 __all__ = [
@@ -7,5 +7,6 @@ __all__ = [
     "RandomHorizontalFlip",
     "Resize",
     "ToTensor",
+    "build_test_transforms",
     "build_transforms",
 ]

@@ -110,15 +110,6 @@ class StemWithFixedBatchNorm(BaseStem):
         super().__init__(out_channels, norm_func=FrozenBatchNorm2d)
 
 
-_TRANSFORMATION_MODULES = Registry("TRANS_FUNC", {
-    "BottleneckWithFixedBatchNorm": BottleneckWithFixedBatchNorm,
-})
-
-_STEM_MODULES = Registry("STEM_FUNC", {
-    "StemWithFixedBatchNorm": StemWithFixedBatchNorm,
-})
-
-
 class ResNet(nn.Module):
     """Stem + stages `layer1..layer4`; returns the outputs of the stages whose
     spec has `return_features` (C3, C4, C5 for the FPN-RETINANET bodies).
@@ -199,9 +190,15 @@ def _make_stage(block_module, in_channels, bottleneck_channels, out_channels,
 def build_resnet(cfg):
     """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings."""
     r = cfg.MODEL.RESNETS
+    # The reference's keys name the one stem and block it has (frozen BatchNorm).
+    for key, value, supported in (("STEM_FUNC", r.STEM_FUNC, StemWithFixedBatchNorm),
+                                  ("TRANS_FUNC", r.TRANS_FUNC, BottleneckWithFixedBatchNorm)):
+        if value != supported.__name__:
+            raise ValueError(f"MODEL.RESNETS.{key} '{value}' is not supported: "
+                             f"only '{supported.__name__}'")
     return ResNet(
-        stem_module=_STEM_MODULES[r.STEM_FUNC],
-        block_module=_TRANSFORMATION_MODULES[r.TRANS_FUNC],
+        stem_module=StemWithFixedBatchNorm,
+        block_module=BottleneckWithFixedBatchNorm,
         stage_specs=_STAGE_SPECS[cfg.MODEL.BACKBONE.CONV_BODY],
         num_groups=r.NUM_GROUPS,
         width_per_group=r.WIDTH_PER_GROUP,

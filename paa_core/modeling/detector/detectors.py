@@ -1,17 +1,13 @@
-"""MODEL.META_ARCHITECTURE -> detector class."""
+"""cfg -> the detector."""
 from paa_core.config.reference import check_reference_switches
 
 from .generalized_rcnn import GeneralizedRCNN
 
-_DETECTION_META_ARCHITECTURES = {"GeneralizedRCNN": GeneralizedRCNN}
-
 
 def build_detection_model(cfg):
+    """MODEL.META_ARCHITECTURE names the one detector class there is (the reference's name)."""
     check_reference_switches(cfg)
     name = cfg.MODEL.META_ARCHITECTURE
-    if name not in _DETECTION_META_ARCHITECTURES:
-        raise KeyError(
-            f"MODEL.META_ARCHITECTURE '{name}' is unknown; known: "
-            f"{', '.join(sorted(_DETECTION_META_ARCHITECTURES))}"
-        )
-    return _DETECTION_META_ARCHITECTURES[name](cfg)
+    if name != GeneralizedRCNN.__name__:
+        raise KeyError(f"MODEL.META_ARCHITECTURE '{name}' is unknown; known: {GeneralizedRCNN.__name__}")
+    return GeneralizedRCNN(cfg)

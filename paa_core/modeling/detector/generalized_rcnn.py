@@ -12,6 +12,12 @@ class GeneralizedRCNN(nn.Module):
 
     forward(images, targets=None): images are an ImageList, a tensor or a list of
     [3, H, W] tensors; training returns the loss dict, eval a BoxList per image.
+
+    PAA has one stage and no region proposals, yet the class keeps maskrcnn-benchmark's
+    name `GeneralizedRCNN` (MODEL.META_ARCHITECTURE) and the PAA stage the attribute
+    name `rpn`: the reference built PAA this way, so its checkpoints store the head as
+    `rpn.head.*` and its configs name this class. Renaming either would break loading
+    released weights and config files.
     """
 
     def __init__(self, cfg):

@@ -1,8 +1,11 @@
-"""Anchors per FPN level, with Detectron's `generate_anchors` conventions (SPEC 2)."""
+"""Anchors per FPN level, with Detectron's `generate_anchors` conventions (docs/DESIGN.md §2)."""
+from typing import List, Sequence, Tuple
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.image_list import ImageList
 
 
 class BufferList(nn.Module):
@@ -24,7 +27,7 @@ class BufferList(nn.Module):
         return list(self._buffers.values())[index]
 
 
-def generate_anchors(stride, sizes, aspect_ratios):
+def generate_anchors(stride: int, sizes: Sequence[float], aspect_ratios: Sequence[float]) -> Tensor:
     """Cell anchors [len(aspect_ratios) * len(sizes), 4] (xyxy, +1 widths) centred on
     the first stride x stride cell. Ratios are the outer loop, sizes the inner one.
 
@@ -53,7 +56,8 @@ class AnchorGenerator(nn.Module):
     ordered row-major over (y, x) with the A anchors of one location innermost.
     """
 
-    def __init__(self, sizes, aspect_ratios, anchor_strides, straddle_thresh=0):
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float],
+                 anchor_strides: Sequence[int]):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
@@ -65,12 +69,11 @@ class AnchorGenerator(nn.Module):
             generate_anchors(stride, level_sizes, aspect_ratios)
             for stride, level_sizes in zip(anchor_strides, sizes)
         )
-        self.straddle_thresh = straddle_thresh
 
-    def num_anchors_per_location(self):
+    def num_anchors_per_location(self) -> List[int]:
         return [len(cell) for cell in self.cell_anchors]
 
-    def grid_anchors(self, grid_sizes):
+    def grid_anchors(self, grid_sizes: Sequence[Tuple[int, int]]) -> List[Tensor]:
         """Per level [H*W*A, 4]: cell anchors shifted by (x*s, y*s)."""
         anchors = []
         for (height, width), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors):
@@ -82,37 +85,17 @@ class AnchorGenerator(nn.Module):
             anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
         return anchors
 
-    def add_visibility_to(self, boxlist):
-        """"visibility": anchor lies within the image padded by `straddle_thresh`
-        (all anchors are visible when it is negative)."""
-        width, height = boxlist.size
-        boxes = boxlist.bbox
-        if self.straddle_thresh >= 0:
-            t = self.straddle_thresh
-            visible = (
-                (boxes[:, 0] >= -t) & (boxes[:, 1] >= -t)
-                & (boxes[:, 2] < width + t) & (boxes[:, 3] < height + t)
-            )
-        else:
-            visible = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-        boxlist.add_field("visibility", visible)
-
-    def forward(self, image_list, feature_maps):
+    def forward(self, image_list: ImageList, feature_maps: List[Tensor]) -> List[List[BoxList]]:
         """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
         grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
         level_anchors = self.grid_anchors(grid_sizes)
-        anchors = []
-        for height, width in image_list.image_sizes:
-            per_image = []
-            for boxes in level_anchors:
-                boxlist = BoxList(boxes, (width, height), mode="xyxy")
-                self.add_visibility_to(boxlist)
-                per_image.append(boxlist)
-            anchors.append(per_image)
-        return anchors
+        return [
+            [BoxList(boxes, (width, height), mode="xyxy") for boxes in level_anchors]
+            for height, width in image_list.image_sizes
+        ]
 
 
-def make_anchor_generator_paa(cfg):
+def make_anchor_generator_paa(cfg) -> AnchorGenerator:
     """Level l gets sizes ANCHOR_SIZES[l] * OCTAVE**(i / SCALES_PER_OCTAVE), i < SCALES_PER_OCTAVE."""
     p = cfg.MODEL.PAA
     scales_per_octave = p.SCALES_PER_OCTAVE
@@ -120,4 +103,4 @@ def make_anchor_generator_paa(cfg):
         tuple(size * p.OCTAVE ** (i / scales_per_octave) for i in range(scales_per_octave))
         for size in p.ANCHOR_SIZES
     )
-    return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES, p.STRADDLE_THRESH)
+    return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES)

@@ -1,28 +1,35 @@
 """Batched two-component 1-D Gaussian mixture fitted by EM (compiled op `_C.gmm2_fit`).
 
-PAA fits one mixture per GT box to the scores of its candidate anchors (SPEC 4.4).
+PAA fits one mixture per GT box to the scores of its candidate anchors (docs/DESIGN.md §4.4).
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
 call as padded rows [B, L] with a validity mask, on the input's device. Each row is a
 short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixture.fit`
 step for step (E-step, M-step, lower bound, `|change| < tol`): rows hold a few dozen
 samples, so an eager torch loop was bound by per-op dispatch overhead.
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from paa_core import _C
 
-GMMResult = namedtuple(
-    "GMMResult", ["components", "log_likelihood", "means", "variances", "weights", "n_iter"]
-)
+
+class GMMResult(NamedTuple):
+    components: Tensor
+    log_likelihood: Tensor
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    n_iter: Tensor
 
 
-def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6,
+              max_iter: int = 100) -> GMMResult:
     """Fit B independent two-component mixtures to the valid entries of each row.
 
     x: [B, L] samples, mask: [B, L] bool (at least 2 valid entries per row).
-    Initialisation (SPEC 4.4): means (min, max) of the row, variances 1, weights 0.5.
+    Initialisation (docs/DESIGN.md §4.4): means (min, max) of the row, variances 1, weights 0.5.
     Returns a `GMMResult` in float64: `components` [B, L] int64 (argmax of the
     posterior, scikit-learn's `predict`), `log_likelihood` [B, L] (`score_samples`),
     `means`, `variances`, `weights` [B, 2] and `n_iter` [B]; padded entries of the
@@ -40,8 +47,9 @@ def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
     return GMMResult(*_C.gmm2_fit(x.double(), mask, float(tol), float(reg_covar), int(max_iter)))
 
 
-def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
-    """Number of positives per row under PAA's rule (SPEC 4.4).
+def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
+                            reg_covar: float = 1e-6, max_iter: int = 100) -> Tensor:
+    """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
     first), mask: [B, L] bool with at least 1 valid entry per row. A row with one

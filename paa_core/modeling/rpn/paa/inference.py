@@ -1,32 +1,37 @@
-"""PAA post-processing (SPEC 5): per-level candidates, class-wise NMS, cap, score voting."""
+"""PAA post-processing (docs/DESIGN.md §6): per-level candidates, class-wise NMS, cap, voting."""
+from typing import List, Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
-from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist, remove_small_boxes
+from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 
-from .loss import permute_and_flatten
+from ..utils import permute_and_flatten
 from .score_voting import score_voting
 
 
 class PAAPostProcessor(nn.Module):
     """Turns head outputs into per-image detections ("scores", "labels" 1..C).
 
-    `num_classes` counts the background (MODEL.PAA.NUM_CLASSES)."""
+    `num_classes` = C counts the foreground classes, as in the head."""
 
-    def __init__(self, pre_nms_thresh, pre_nms_top_n, nms_thresh, fpn_post_nms_top_n, min_size,
-                 num_classes, box_coder, score_voting):
+    def __init__(self, pre_nms_thresh: float, pre_nms_top_n: int, nms_thresh: float,
+                 detections_per_img: int, num_classes: int, box_coder: BoxCoder,
+                 score_voting: bool):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
         self.nms_thresh = nms_thresh
-        self.fpn_post_nms_top_n = fpn_post_nms_top_n
-        self.min_size = min_size
+        self.detections_per_img = detections_per_img
         self.num_classes = num_classes
         self.box_coder = box_coder
         self.score_voting = score_voting
 
-    def forward_for_single_feature_map(self, box_cls, box_regression, iou_pred, anchors):
+    def forward_for_single_feature_map(self, box_cls: Tensor, box_regression: Tensor,
+                                       iou_pred: Optional[Tensor],
+                                       anchors: List[BoxList]) -> List[BoxList]:
         """One level for the whole batch -> per-image BoxLists of clipped candidates.
 
         A (location, class) pair is a candidate when its class probability exceeds
@@ -35,7 +40,7 @@ class PAAPostProcessor(nn.Module):
         """
         n, _, h, w = box_cls.shape
         num_anchors = box_regression.shape[1] // 4
-        num_classes = self.num_classes - 1
+        num_classes = self.num_classes
         if box_cls.shape[1] != num_anchors * num_classes:
             raise ValueError(
                 "PAAPostProcessor: box_cls has {} channels, expected {} anchors x {} classes".format(
@@ -67,21 +72,23 @@ class PAAPostProcessor(nn.Module):
             boxlist = BoxList(boxes[i][keep[i]], anchors_im.size, mode="xyxy")
             boxlist.add_field("labels", top_idx[i][keep[i]] % num_classes + 1)
             boxlist.add_field("scores", top_scores[i][keep[i]])
-            boxlist = boxlist.clip_to_image(remove_empty=False)
-            results.append(remove_small_boxes(boxlist, self.min_size))
+            # A decoded (finite) box has +1 widths > 0, before and after clipping, so the
+            # reference's min_size=0 filter removed nothing.
+            results.append(boxlist.clip_to_image(remove_empty=False))
         return results
 
-    def select_over_all_levels(self, boxlist):
-        """Class-wise NMS, keep the `fpn_post_nms_top_n` best, then optional score voting."""
+    def select_over_all_levels(self, boxlist: BoxList) -> BoxList:
+        """Class-wise NMS, keep the `detections_per_img` best, then optional score voting."""
         result = boxlist_ml_nms(boxlist, self.nms_thresh)
-        if len(result) > self.fpn_post_nms_top_n > 0:
-            keep = result.get_field("scores").topk(self.fpn_post_nms_top_n).indices
+        if len(result) > self.detections_per_img > 0:
+            keep = result.get_field("scores").topk(self.detections_per_img).indices
             result = result[keep]
         if self.score_voting:
             result = score_voting(result, boxlist)
         return result
 
-    def forward(self, box_cls, box_regression, iou_pred, anchors):
+    def forward(self, box_cls: List[Tensor], box_regression: List[Tensor],
+                iou_pred: Optional[List[Tensor]], anchors: List[List[BoxList]]) -> List[BoxList]:
         """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
         iou_pred may be None. -> list of per-image BoxLists."""
         per_level = []
@@ -92,15 +99,14 @@ class PAAPostProcessor(nn.Module):
         return [self.select_over_all_levels(cat_boxlist(list(image))) for image in zip(*per_level)]
 
 
-def make_paa_postprocessor(cfg, box_coder):
+def make_paa_postprocessor(cfg, box_coder: BoxCoder) -> PAAPostProcessor:
     p = cfg.MODEL.PAA
     return PAAPostProcessor(
         pre_nms_thresh=p.INFERENCE_TH,
         pre_nms_top_n=p.PRE_NMS_TOP_N,
         nms_thresh=p.NMS_TH,
-        fpn_post_nms_top_n=cfg.TEST.DETECTIONS_PER_IMG,
-        min_size=0,
-        num_classes=p.NUM_CLASSES,
+        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
+        num_classes=p.NUM_CLASSES - 1,  # the key counts the background
         box_coder=box_coder,
         score_voting=p.INFERENCE_SCORE_VOTING,
     )

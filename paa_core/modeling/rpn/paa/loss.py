@@ -1,50 +1,54 @@
-"""PAA training targets (probabilistic anchor assignment) and losses, SPEC section 4.
+"""PAA training targets (probabilistic anchor assignment, docs/DESIGN.md §4) and losses (§5).
 
 Everything is batched: anchors of all images are handled as one flat list of
 B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs of
 all images as one list of G boxes, and the per-GT mixtures are fitted in a single
 batched EM call. Only the IoU pre-assignment loops over images.
 """
+from typing import List, NamedTuple, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE, BoxList
 from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.boxlist_ops import boxlist_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
 
+from ..utils import concat_box_prediction_layers
 from .gmm import select_positives_by_gmm
 
 
-def permute_and_flatten(layer, num_images, num_anchors, channels, height, width):
-    """[N, A*K, H, W] -> [N, H*W*A, K], the anchor generator's order."""
-    layer = layer.view(num_images, num_anchors, channels, height, width)
-    return layer.permute(0, 3, 4, 1, 2).reshape(num_images, -1, channels)
+class IoUPreassignment(NamedTuple):
+    """The batch after IoU pre-assignment (see `prepare_iou_based_targets`)."""
+
+    anchor_boxes: Tensor  # [B, A, 4]
+    levels: Tensor  # [A] FPN level of each anchor
+    matched: Tensor  # [B, A] index into gt_boxes, -1 when unmatched
+    gt_boxes: Tensor  # [G, 4] all GTs of the batch
+    gt_labels: Tensor  # [G]
 
 
-def concat_box_prediction_layers(box_cls, box_regression, iou_pred):
-    """Per-level head outputs -> cls [N, A_total, C], reg [N, A_total, 4], iou [N, A_total] or None."""
-    cls_flat, reg_flat, iou_flat = [], [], []
-    for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):
-        n, a4, h, w = reg_l.shape
-        num_anchors = a4 // 4
-        channels = cls_l.shape[1] // num_anchors
-        cls_flat.append(permute_and_flatten(cls_l, n, num_anchors, channels, h, w))
-        reg_flat.append(permute_and_flatten(reg_l, n, num_anchors, 4, h, w))
-        if iou_pred is not None:
-            iou_flat.append(permute_and_flatten(iou_pred[level], n, num_anchors, 1, h, w))
-    iou = torch.cat(iou_flat, dim=1).squeeze(2) if iou_pred is not None else None
-    return torch.cat(cls_flat, dim=1), torch.cat(reg_flat, dim=1), iou
+class CandidateSets(NamedTuple):
+    """Each GT's candidates as padded rows (see `candidate_sets`)."""
+
+    scores: Tensor  # [G, L] ascending along each row
+    mask: Tensor  # [G, L] valid entries
+    order: Tensor  # [S] index into the candidate arrays of each selected candidate
+    gt_of: Tensor  # [S] its GT (row)
+    column: Tensor  # [S] its column
 
 
 class PAALossComputation(object):
     """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
-    def __init__(self, iou_threshold, topk, gamma, alpha, reg_loss_weight, iou_loss_weight,
-                 box_coder):
+    def __init__(self, iou_threshold: float, topk: int, gamma: float, alpha: float,
+                 reg_loss_weight: float, iou_loss_weight: float, box_coder: BoxCoder):
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=True)
         self.topk = topk
         self.gamma = gamma
@@ -53,8 +57,9 @@ class PAALossComputation(object):
         self.iou_loss_weight = iou_loss_weight
         self.box_coder = box_coder
 
-    def prepare_iou_based_targets(self, targets, anchors):
-        """IoU pre-assignment (SPEC 4.1).
+    def prepare_iou_based_targets(self, targets: List[BoxList],
+                                  anchors: List[List[BoxList]]) -> IoUPreassignment:
+        """IoU pre-assignment (docs/DESIGN.md §4.1).
 
         Returns anchor boxes [B, A, 4], per-anchor level [A], the matched GT of every
         anchor [B, A] as an index into the batch's concatenated GTs (-1 when none),
@@ -86,7 +91,7 @@ class PAALossComputation(object):
             torch.arange(len(level_sizes), device=device),
             torch.as_tensor(level_sizes, device=device),
         )
-        return (
+        return IoUPreassignment(
             torch.stack(anchor_boxes),
             levels,
             torch.stack(matched),
@@ -95,14 +100,17 @@ class PAALossComputation(object):
         )
 
     @torch.no_grad()
-    def compute_anchor_scores(self, cls_logits, box_regression, anchors, target_boxes, labels):
-        """Per-candidate cost (SPEC 4.2): focal loss summed over classes + GIoU loss. [K]"""
+    def compute_anchor_scores(self, cls_logits: Tensor, box_regression: Tensor, anchors: Tensor,
+                              target_boxes: Tensor, labels: Tensor) -> Tensor:
+        """Per-candidate cost (docs/DESIGN.md §4.2, eq. P2): focal loss summed over classes
+        + GIoU loss. [K]"""
         cls_cost = sigmoid_focal_loss(cls_logits, labels, self.gamma, self.alpha).sum(dim=1)
         pred_boxes = self.box_coder.decode(box_regression, anchors)
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
-    def candidate_sets(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
-        """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
+    def candidate_sets(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
+                       num_levels: int) -> CandidateSets:
+        """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
 
         Returns scores [G, L] ascending along each row, mask [G, L], and for every
         selected candidate its index (into the candidate arrays), GT and column.
@@ -121,10 +129,11 @@ class PAALossComputation(object):
         mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
         scores[gt_of, column] = cand_score[order]
         mask[gt_of, column] = True
-        return scores, mask, order, gt_of, column
+        return CandidateSets(scores, mask, order, gt_of, column)
 
-    def assign_positives(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
-        """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch.
+    def assign_positives(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor,
+                         num_gt: int, num_levels: int) -> Tensor:
+        """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch.
 
         cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
         (into the candidate arrays) of the positive candidates.
@@ -149,8 +158,9 @@ class PAALossComputation(object):
         first = torch.searchsorted(sorted_group, sorted_group)
         return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
 
-    def compute_targets(self, cls_flat, reg_flat, targets, anchors):
-        """PAA assignment for a batch (SPEC 4.1-4.5).
+    def compute_targets(self, cls_flat: Tensor, reg_flat: Tensor, targets: List[BoxList],
+                        anchors: List[List[BoxList]]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """PAA assignment for a batch (docs/DESIGN.md §4.1-4.5).
 
         cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
         [B*A] (0 background, 1..C), the flat indices of the positives [P], their
@@ -182,7 +192,10 @@ class PAALossComputation(object):
         labels[pos_idx] = gt_labels[cand_gt[pos]]
         return labels, pos_idx, cand_anchors[pos], cand_targets[pos]
 
-    def __call__(self, box_cls, box_regression, iou_pred, targets, anchors):
+    def __call__(
+        self, box_cls: List[Tensor], box_regression: List[Tensor],
+        iou_pred: Optional[List[Tensor]], targets: List[BoxList], anchors: List[List[BoxList]],
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
         anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred).
@@ -221,7 +234,7 @@ class PAALossComputation(object):
         return loss_cls, loss_reg * self.reg_loss_weight, loss_iou_pred
 
 
-def make_paa_loss_evaluator(cfg, box_coder):
+def make_paa_loss_evaluator(cfg, box_coder: BoxCoder) -> PAALossComputation:
     p = cfg.MODEL.PAA
     return PAALossComputation(
         iou_threshold=p.IOU_THRESHOLD,

@@ -1,15 +1,19 @@
 """PAA head and module: towers + classification / box / IoU branches over P3..P7."""
 import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.layers import DFConv2d, Scale
 from paa_core.modeling.box_coder import BoxCoder
 
-from ..anchor_generator import make_anchor_generator_paa
-from .inference import make_paa_postprocessor
-from .loss import make_paa_loss_evaluator
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.image_list import ImageList
+
+from ..anchor_generator import AnchorGenerator, make_anchor_generator_paa
+from .inference import PAAPostProcessor, make_paa_postprocessor
+from .loss import PAALossComputation, make_paa_loss_evaluator
 
 
 def _init_normal(conv):
@@ -26,9 +30,9 @@ class PAAHead(nn.Module):
     box deltas [N, A*4, H, W] times the level's `Scale`, IoU logits [N, A, H, W].
     """
 
-    def __init__(self, in_channels, num_classes, num_anchors, num_convs=4,
-                 prior_prob=0.01, use_dcn_in_tower=False, use_iou_pred=True,
-                 num_levels=5):
+    def __init__(self, in_channels: int, num_classes: int, num_anchors: int, num_convs: int = 4,
+                 prior_prob: float = 0.01, use_dcn_in_tower: bool = False,
+                 use_iou_pred: bool = True, num_levels: int = 5):
         super().__init__()
         self.use_iou_pred = use_iou_pred
         towers = {"cls_tower": [], "bbox_tower": []}
@@ -56,7 +60,9 @@ class PAAHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
 
-    def forward(self, features):
+    def forward(
+        self, features: List[Tensor]
+    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
         """-> (logits, bbox_reg, iou_pred): per-level lists; iou_pred is None
         without the IoU branch."""
         if len(features) > len(self.scales):
@@ -83,14 +89,17 @@ def _float(outputs):
 class PAAModule(nn.Module):
     """The detector's single stage: head + anchors, then losses (train) or boxes (eval)."""
 
-    def __init__(self, head, anchor_generator, loss_evaluator, box_selector_test):
+    def __init__(self, head: PAAHead, anchor_generator: AnchorGenerator,
+                 loss_evaluator: PAALossComputation, box_selector_test: PAAPostProcessor):
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
         self.loss_evaluator = loss_evaluator
         self.box_selector_test = box_selector_test
 
-    def forward(self, images, features, targets=None):
+    def forward(
+        self, images: ImageList, features: List[Tensor], targets: Optional[List[BoxList]] = None
+    ) -> Tuple[Optional[List[BoxList]], Dict[str, Tensor]]:
         """images: ImageList; features: P3..P7; targets: per-image BoxLists ("labels").
 
         Training -> (None, {"loss_cls", "loss_reg"[, "loss_iou_pred"]});
@@ -115,7 +124,7 @@ class PAAModule(nn.Module):
         return boxes, {}
 
 
-def build_paa(cfg, in_channels):
+def build_paa(cfg, in_channels: int) -> PAAModule:
     p = cfg.MODEL.PAA
     if p.NUM_CLASSES < 2:
         raise ValueError(f"MODEL.PAA.NUM_CLASSES={p.NUM_CLASSES}: must count the "
