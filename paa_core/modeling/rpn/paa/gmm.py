@@ -40,7 +40,7 @@ def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
     return GMMResult(*_C.gmm2_fit(x.double(), mask, float(tol), float(reg_covar), int(max_iter)))
 
 
-def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100, return_fit=False):
     """Number of positives per row under PAA's rule (SPEC 4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
@@ -48,14 +48,15 @@ def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100
     candidate keeps it; otherwise, with j the sorted position of the component-0
     sample of highest log-likelihood (first such position on ties), the first j + 1
     candidates are positive, or all of them when no sample falls in component 0.
-    Returns [B] int64.
+    Returns [B] int64; with `return_fit`, (that, the fitted rows [F] (rows with
+    at least 2 candidates), their `GMMResult` or None when F = 0).
     """
     mask = mask.bool()
     counts = mask.sum(dim=1)
     num_pos = counts.clone()
     fit_rows = torch.nonzero(counts >= 2).squeeze(1)
     if fit_rows.numel() == 0:
-        return num_pos
+        return (num_pos, fit_rows, None) if return_fit else num_pos
     sub_mask = mask[fit_rows]
     gmm = fit_gmm_2(scores[fit_rows], sub_mask, tol, reg_covar, max_iter)
 
@@ -67,4 +68,4 @@ def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100
     j = is_best.long().argmax(dim=1)
     has_fg = fg.any(dim=1)
     num_pos[fit_rows] = torch.where(has_fg, j + 1, counts[fit_rows])
-    return num_pos
+    return (num_pos, fit_rows, gmm) if return_fit else num_pos
