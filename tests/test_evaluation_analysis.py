@@ -3,6 +3,8 @@ false-positive kinds on hand-built cases."""
 import contextlib
 import io
 import json
+import logging
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +125,21 @@ def test_report_writes_json_and_pictures(tmp_path):
     assert curves["categories"]["ellipse"]["iou_0.50"] == pytest.approx([1.0] * 101)
     fps = json.loads((tmp_path / "false_positives.json").read_text())
     assert fps["categories"]["star"]["false_positives"]["wrong_class"] == 1
+
+
+def test_without_matplotlib_json_is_written_and_the_hint_given(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    gt = _coco([1], [{"image_id": 1, "category_id": 1, "bbox": [20.0, 20, 40, 40]}])
+    ev = _evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [22.0, 20, 40, 40], "score": 0.9}])
+    with caplog.at_level(logging.INFO, logger="paa_core.inference"):
+        report_analysis(ev, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["false_positives.json", "per_class_ap.json",
+                                                          "pr_curves.json"]
+    assert "pip install -r requirements-viz.txt" in caplog.text
+    from paa_core.utils.metrics_file import append_metrics
+    from paa_core.utils.plotting import PlottingUnavailable
+    from paa_core.utils.training_plot import plot_training
+
+    append_metrics(str(tmp_path), {"iteration": 1, "loss": 1.0})
+    with pytest.raises(PlottingUnavailable, match="plots need matplotlib, which is not installed: pip install"):
+        plot_training(str(tmp_path))

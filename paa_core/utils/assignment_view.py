@@ -115,11 +115,11 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     shown = gts[:max_histograms]
     cols = 2 if len(shown) > 1 else 1
     rows = max(1, math.ceil(len(shown) / cols))
-    fig = plt.figure(figsize=(7 + 4.2 * cols, max(7.0, 2.9 * rows)), dpi=90)
-    grid = fig.add_gridspec(rows, 1 + cols, width_ratios=[7] + [4.2] * cols, wspace=0.35, hspace=0.75)
+    fig = plt.figure(figsize=(9 + 4.2 * cols, max(7.5, 2.9 * rows)), dpi=90)
+    grid = fig.add_gridspec(rows, 1 + cols, width_ratios=[9] + [4.2] * cols, wspace=0.35, hspace=0.75)
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(image)
-    ax.set_title(f"{title}\ncandidate anchors coloured by score, positives in red, GTs dashed white", fontsize=10)
+    ax.set_title(f"{title}\ncandidate anchors coloured by score, positives outlined red, GTs dashed white", fontsize=10)
     ax.set_xlabel("x (px, network input)")
     ax.set_ylabel("y (px)")
 
@@ -127,13 +127,15 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     norm = colors.Normalize(min(scores, default=0.0), max(scores, default=1.0))
     cmap = plt.get_cmap("viridis_r")
     for g in gts:
-        # Negatives first, high scores first, so the best candidates are drawn on top.
+        # Negatives first, high scores first, so the best candidates are drawn on top;
+        # a positive gets a red outline around its score colour.
         for c in sorted(g["candidates"], key=lambda c: (c["positive"], -c["score"])):
             x1, y1, x2, y2 = c["box"]
-            ax.add_patch(patches.Rectangle(
-                (x1, y1), x2 - x1, y2 - y1, fill=False, alpha=0.9 if c["positive"] else 0.5,
-                edgecolor="red" if c["positive"] else cmap(norm(c["score"])),
-                linewidth=2.2 if c["positive"] else 0.8))
+            if c["positive"]:
+                ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red",
+                                               linewidth=3.4))
+            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.3,
+                                           edgecolor=cmap(norm(c["score"])), alpha=1.0 if c["positive"] else 0.7))
         x1, y1, x2, y2 = g["box"]
         outline = [patheffects.withStroke(linewidth=3.5, foreground="black")]
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white",
@@ -153,13 +155,15 @@ def plot_assignment(image, record, path, title, max_histograms=6):
             fig.legend(*hax.get_legend_handles_labels(), loc="lower right", fontsize=8, ncol=3,
                        bbox_to_anchor=(0.98, 0.0))
     if len(gts) > len(shown):
-        fig.text(0.99, 0.995, f"histograms of {len(shown)} of {len(gts)} GTs; the JSON has all",
-                 ha="right", va="top", fontsize=8)
+        fig.text(0.4, 0.0, f"histograms of {len(shown)} of {len(gts)} GTs; the JSON has all",
+                 ha="left", va="bottom", fontsize=8)
     save_figure(fig, path)
 
 
 def _histogram(ax, g):
     """Candidate scores of one GT, the fitted mixture and the cut."""
+    from matplotlib import ticker
+
     scores = np.array([c["score"] for c in g["candidates"]])
     positive = np.array([c["positive"] for c in g["candidates"]], dtype=bool)
     name = g["category"] or g["label"]
@@ -167,6 +171,7 @@ def _histogram(ax, g):
     ax.set_title(f"#{g['gt']} {name}: {g['num_positives']} of {g['num_candidates']} positive{iters}", fontsize=9)
     ax.set_xlabel("anchor score (loss)", fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
     if len(scores) == 0:
         return
     lo, hi = float(scores.min()), float(scores.max())

@@ -165,11 +165,12 @@ def report_analysis(coco_eval, output_folder, score_threshold=0.3):
     return rows
 
 
-def plot_pr_curves(curves, rows, path, cols=4):
+def plot_pr_curves(curves, rows, path, max_cols=4):
     plt = pyplot()
     names = list(curves["categories"])
+    cols = max(1, min(max_cols, len(names)))
     grid_rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(3.4 * cols, 3.0 * grid_rows + 0.6), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(3.6 * cols, 3.1 * grid_rows + 0.9), dpi=90, squeeze=False)
     fig.suptitle("precision-recall per category (all areas, 100 detections per image)")
     ap = {r["category"]: r for r in rows}
     recall = curves["recall"]
@@ -177,13 +178,14 @@ def plot_pr_curves(curves, rows, path, cols=4):
         c = curves["categories"][name]
         if c is None:
             ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(name, fontsize=10)
         else:
-            ax.plot(recall, c["iou_0.50"], label=f"IoU .50 (AP50 {100 * ap[name]['AP50']:.1f})")
-            ax.plot(recall, c["iou_0.75"], label=f"IoU .75 (AP75 {100 * ap[name]['AP75']:.1f})")
-            ax.plot(recall, c["iou_0.50:0.95"], color="black", linestyle="--",
-                    label=f"mean .50:.95 (AP {100 * ap[name]['AP']:.1f})")
-            ax.legend(fontsize=7, loc="lower left")
-        ax.set_title(name, fontsize=10)
+            ax.plot(recall, c["iou_0.50"], color="tab:blue", label="IoU .50")
+            ax.plot(recall, c["iou_0.75"], color="tab:orange", label="IoU .75")
+            ax.plot(recall, c["iou_0.50:0.95"], color="black", linestyle="--", label="mean over IoU .50:.95")
+            r = ap[name]
+            ax.set_title(f"{name}: AP {100 * r['AP']:.1f}, AP50 {100 * r['AP50']:.1f}, AP75 {100 * r['AP75']:.1f}",
+                         fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall", fontsize=8)
@@ -191,15 +193,20 @@ def plot_pr_curves(curves, rows, path, cols=4):
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.tight_layout()
+    handles = [h for ax in axes.flat for h in [ax.get_legend_handles_labels()] if h[0]]
+    if handles:
+        fig.legend(*handles[0], loc="lower center", ncol=3, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, path)
 
 
 def plot_false_positives(summary, path):
     plt = pyplot()
+    from matplotlib import ticker
+
     names = list(summary["categories"])
     cats = summary["categories"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.45 * len(names) + 2)), dpi=90,
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.45 * len(names) + 2.5)), dpi=90,
                                       gridspec_kw={"width_ratios": [1.3, 1]})
     fig.suptitle(f"detections with score >= {summary['score_threshold']}: what each category's "
                  "false positives are (IoU .50 matching)")
@@ -218,7 +225,7 @@ def plot_false_positives(summary, path):
     left.invert_yaxis()
     left.set_xlabel("detections (count)")
     left.set_title("true and false positives per detected category", fontsize=10)
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=3)
     left.grid(axis="x", alpha=0.3)
 
     counts = np.array(summary["confusion"]["counts"])
@@ -232,6 +239,8 @@ def plot_false_positives(summary, path):
         if n:
             right.text(c, r, str(n), ha="center", va="center", fontsize=8,
                        color="white" if n > counts.max() / 2 else "black")
-    fig.colorbar(image, ax=right, fraction=0.046, pad=0.04, label="detections (count)")
+    bar = fig.colorbar(image, ax=right, fraction=0.046, pad=0.04, label="detections (count)")
+    bar.locator = ticker.MaxNLocator(integer=True)
+    bar.update_ticks()
     fig.tight_layout()
     save_figure(fig, path)
