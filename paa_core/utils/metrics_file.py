@@ -15,6 +15,7 @@ METRICS_FILE = "metrics.jsonl"
 
 def append_metrics(output_dir, record):
     """Append `record` (a dict with "iteration") as one line of OUTPUT_DIR/metrics.jsonl."""
+    os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, METRICS_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")
 
