@@ -70,8 +70,8 @@ def train(save_dir, max_iter, period=100):
 
 def test_save_load_round_trip(tmp_path):
     model, opt, sched, arguments = train(str(tmp_path), 4, period=2)
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000002.pth", "model_0000004.pth",
-                                            "model_final.pth"]
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "metrics.jsonl", "model_0000002.pth",
+                                            "model_0000004.pth", "model_final.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     model2, opt2, sched2, ckpt2 = make_run(str(tmp_path))
     extra = ckpt2.load()

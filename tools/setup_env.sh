@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Sets up everything paa_core needs, idempotently, in <repo>/.venv:
 #   1. a Python 3.11 virtual environment (reused when it exists),
-#   2. the pinned packages of requirements.txt (plus requirements-test.txt with --test),
+#   2. the pinned packages of requirements.txt (plus requirements-test.txt with --test,
+#      requirements-viz.txt, the optional plotting library, with --viz),
 #   3. the compiled ops: `pip install -e . --no-build-isolation`.
 # A step whose inputs have not changed since it last succeeded is skipped (hashes of the
 # requirement files and of setup.py + csrc/ are kept in .venv/). CUDA ops are built when
 # a GPU is visible or FORCE_CUDA=1 (see INSTALL.md).
 #
-#   bash tools/setup_env.sh [--test]        PYTHON=python3.11 picks the interpreter.
+#   bash tools/setup_env.sh [--test] [--viz]   PYTHON=python3.11 picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_test=0
+with_viz=0
 for arg in "$@"; do
   case "$arg" in
     --test) with_test=1 ;;
-    *) echo "setup_env.sh: unknown argument '$arg' (expected --test)" >&2; exit 2 ;;
+    --viz) with_viz=1 ;;
+    *) echo "setup_env.sh: unknown argument '$arg' (expected --test or --viz)" >&2; exit 2 ;;
   esac
 done
 
@@ -49,7 +52,8 @@ install_requirements() {
 
 req_files=(requirements.txt)
 [ "$with_test" = 1 ] && req_files+=(requirements-test.txt)
-run_once "requirements-${#req_files[@]}.sha256" "$(hash_of "${req_files[@]}")" install_requirements "${req_files[@]}"
+[ "$with_viz" = 1 ] && req_files+=(requirements-viz.txt)
+run_once "requirements-test${with_test}-viz${with_viz}.sha256" "$(hash_of "${req_files[@]}")" install_requirements "${req_files[@]}"
 
 build() {
   echo "== building paa_core and its ops (pip install -e . --no-build-isolation)"

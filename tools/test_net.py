@@ -6,10 +6,12 @@
     python tools/test_net.py --config-file F --eval-dir OUTPUT/  # every model_*.pth in it
 
 Weights, first found: --ckpt, MODEL.WEIGHT given on the command line, OUTPUT_DIR's
-last_checkpoint, MODEL.WEIGHT of the config file.
+last_checkpoint, MODEL.WEIGHT of the config file. The APs are also appended, at the
+checkpoint's iteration, to metrics.jsonl in OUTPUT_DIR (or in the --eval-dir folder).
 """
 import glob
 import os
+import pickle
 
 import torch
 
@@ -17,13 +19,34 @@ from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_te
 from paa_core.modeling.detector import build_detection_model
 from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.comm import is_main_process
+from paa_core.utils.metrics_file import append_evaluation
 
 
-def evaluate_checkpoint(cfg, model, distributed, output_dir, weight=None):
-    """Load `weight` (None: OUTPUT_DIR's last checkpoint) and evaluate; results on the main process."""
+def checkpoint_iteration(path):
+    """The iteration a training checkpoint (.pth) was saved at, or None for other weights."""
+    if not path.endswith(".pth") or not os.path.isfile(path):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError):  # an old or foreign format: no iteration to read
+        return None
+    return checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
+
+
+def evaluate_checkpoint(cfg, model, distributed, output_dir, weight=None, metrics_dir=""):
+    """Load `weight` (None: OUTPUT_DIR's last checkpoint) and evaluate; results on the main process.
+
+    The APs are appended to `metrics_dir`/metrics.jsonl at the checkpoint's iteration,
+    when it is known, for tools/plot_training.py.
+    """
     checkpointer = DetectronCheckpointer(cfg, model, save_dir=cfg.OUTPUT_DIR)
-    checkpointer.load(weight, use_latest=weight is None)
-    return run_test(cfg, model, distributed, output_dir)
+    iteration = checkpointer.load(weight, use_latest=weight is None).get("iteration")
+    results = run_test(cfg, model, distributed, output_dir)
+    if iteration is None and weight is not None:
+        iteration = checkpoint_iteration(weight)
+    if metrics_dir and iteration is not None and is_main_process():
+        append_evaluation(metrics_dir, iteration, results)
+    return results
 
 
 def main():
@@ -47,7 +70,7 @@ def main():
         if weight == "":
             raise InputError("no weights to evaluate: give --ckpt, MODEL.WEIGHT or an OUTPUT_DIR with a last_checkpoint")
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else ""
-        evaluate_checkpoint(cfg, model, distributed, output_dir, weight)
+        evaluate_checkpoint(cfg, model, distributed, output_dir, weight, cfg.OUTPUT_DIR)
         return
 
     checkpoints = sorted(glob.glob(os.path.join(args.eval_dir, "model_*.pth")))
@@ -56,7 +79,8 @@ def main():
     summary = []
     for path in checkpoints:
         name = os.path.splitext(os.path.basename(path))[0]
-        results = evaluate_checkpoint(cfg, model, distributed, os.path.join(args.eval_dir, "inference", name), path)
+        results = evaluate_checkpoint(cfg, model, distributed, os.path.join(args.eval_dir, "inference", name), path,
+                                      args.eval_dir)
         if is_main_process():
             summary.extend(f"{name}  {dataset}  AP {100 * r['bbox']['AP']:.2f}" for dataset, r in results.items())
     if is_main_process():

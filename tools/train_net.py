@@ -18,7 +18,10 @@ from paa_core.engine.trainer import do_train
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_lr_scheduler, make_optimizer
 from paa_core.utils.checkpoint import DetectronCheckpointer
-from paa_core.utils.comm import get_rank
+from paa_core.utils.comm import get_rank, is_main_process
+from paa_core.utils.metrics_file import METRICS_FILE, append_evaluation
+from paa_core.utils.plotting import INSTALL_HINT, have_matplotlib
+from paa_core.utils.training_plot import plot_training
 
 
 def train(cfg, distributed):
@@ -40,7 +43,7 @@ def train(cfg, distributed):
                                    start_iter=arguments["iteration"])
     do_train(model, data_loader, optimizer, scheduler, checkpointer, device,
              cfg.SOLVER.CHECKPOINT_PERIOD, arguments, amp_dtype=make_amp_dtype(cfg, device))
-    return model
+    return model, arguments["iteration"]
 
 
 def main():
@@ -48,11 +51,19 @@ def main():
         parser.add_argument("--skip-test", dest="skip_test", action="store_true",
                             help="do not evaluate the final model")
 
-    args, cfg, distributed, _ = setup("PAA training", add_arguments)
+    args, cfg, distributed, logger = setup("PAA training", add_arguments)
     check_dataset_names(cfg, ("TRAIN",) if args.skip_test else ("TRAIN", "TEST"))
-    model = train(cfg, distributed)
+    model, iteration = train(cfg, distributed)
     if not args.skip_test:
-        run_test(cfg, model, distributed, os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else "")
+        results = run_test(cfg, model, distributed, os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else "")
+        if cfg.OUTPUT_DIR and is_main_process():
+            append_evaluation(cfg.OUTPUT_DIR, iteration, results)
+    if cfg.OUTPUT_DIR and is_main_process() and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, METRICS_FILE)):
+        if have_matplotlib():
+            logger.info("Training curves: %s", plot_training(cfg.OUTPUT_DIR))
+        else:
+            logger.info("Training curves need matplotlib (%s), then: python tools/plot_training.py %s",
+                        INSTALL_HINT, cfg.OUTPUT_DIR)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ import warnings
 import torch
 
 from paa_core.utils.comm import get_rank, get_world_size, is_main_process, reduce_dict
+from paa_core.utils.events import listen
 from paa_core.utils.metric_logger import MetricLogger
+from paa_core.utils.metrics_file import append_metrics
 
 LOG_PERIOD = 20
 
@@ -64,13 +66,15 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
 
         images = images.to(device)
         targets = [target.to(device) for target in targets]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with listen() as published, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss_dict = model(images, targets)
         check_losses_finite(loss_dict, iteration)
         losses = sum(loss_dict.values())
 
         loss_dict_reduced = reduce_dict(loss_dict)
         meters.update(loss=sum(loss_dict_reduced.values()), **loss_dict_reduced)
+        # Statistics the model published (e.g. PAA's positives per GT), this process's.
+        meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
 
         optimizer.zero_grad()
         losses.backward()
@@ -96,6 +100,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                 for name, meter in meters.meters.items():
                     writer.add_scalar(f"train/{name}", meter.median, iteration)
                 writer.add_scalar("train/lr", lr, iteration)
+            if checkpointer.save_dir and is_main_process():
+                append_metrics(checkpointer.save_dir, {"iteration": iteration, "lr": lr,
+                                                       **{k: m.median for k, m in meters.meters.items()}})
         if iteration % checkpoint_period == 0:
             checkpointer.save(f"model_{iteration:07d}", **arguments)
         if iteration == max_iter:

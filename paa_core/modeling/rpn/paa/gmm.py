@@ -48,7 +48,8 @@ def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-
 
 
 def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
-                            reg_covar: float = 1e-6, max_iter: int = 100) -> Tensor:
+                            reg_covar: float = 1e-6, max_iter: int = 100,
+                            return_fit: bool = False):
     """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
@@ -56,14 +57,15 @@ def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
     candidate keeps it; otherwise, with j the sorted position of the component-0
     sample of highest log-likelihood (first such position on ties), the first j + 1
     candidates are positive, or all of them when no sample falls in component 0.
-    Returns [B] int64.
+    Returns [B] int64; with `return_fit`, (that, the fitted rows [F] (rows with
+    at least 2 candidates), their `GMMResult` or None when F = 0).
     """
     mask = mask.bool()
     counts = mask.sum(dim=1)
     num_pos = counts.clone()
     fit_rows = torch.nonzero(counts >= 2).squeeze(1)
     if fit_rows.numel() == 0:
-        return num_pos
+        return (num_pos, fit_rows, None) if return_fit else num_pos
     sub_mask = mask[fit_rows]
     gmm = fit_gmm_2(scores[fit_rows], sub_mask, tol, reg_covar, max_iter)
 
@@ -75,4 +77,4 @@ def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
     j = is_best.long().argmax(dim=1)
     has_fg = fg.any(dim=1)
     num_pos[fit_rows] = torch.where(has_fg, j + 1, counts[fit_rows])
-    return num_pos
+    return (num_pos, fit_rows, gmm) if return_fit else num_pos

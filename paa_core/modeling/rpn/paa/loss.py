@@ -19,6 +19,7 @@ from paa_core.structures.bounding_box import TO_REMOVE, BoxList
 from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.boxlist_ops import boxlist_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
+from paa_core.utils.events import listening, publish
 
 from ..utils import concat_box_prediction_layers
 from .gmm import select_positives_by_gmm
@@ -143,7 +144,11 @@ class PAALossComputation(object):
         scores, mask, order, gt_of, column = self.candidate_sets(
             cand_gt, cand_level, cand_score, num_gt, num_levels
         )
-        num_pos = select_positives_by_gmm(scores, mask)
+        num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask, return_fit=True)
+        if listening():
+            # The selected candidates (indices into the candidate arrays, by GT then
+            # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
+            publish("paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm})
         return order[column < num_pos[gt_of]]
 
     @staticmethod
@@ -184,10 +189,14 @@ class PAALossComputation(object):
         cand_score = self.compute_anchor_scores(
             cls_flat[cand_idx], reg_flat[cand_idx], cand_anchors, cand_targets, gt_labels[cand_gt]
         )
-        pos = self.assign_positives(
-            cand_gt, levels[cand_idx % num_anchors], cand_score, len(gt_labels), len(anchors[0])
-        )
+        cand_level = levels[cand_idx % num_anchors]
+        pos = self.assign_positives(cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0]))
         pos_idx = cand_idx[pos]
+        publish("pos_per_gt", pos_idx.numel() / max(len(gt_labels), 1))
+        if listening():
+            publish("paa_candidates", {"anchor_index": cand_idx, "box": cand_anchors, "gt": cand_gt,
+                                       "level": cand_level, "score": cand_score,
+                                       "anchors_per_image": num_anchors, "num_levels": len(anchors[0])})
         labels = torch.zeros_like(matched)
         labels[pos_idx] = gt_labels[cand_gt[pos]]
         return labels, pos_idx, cand_anchors[pos], cand_targets[pos]

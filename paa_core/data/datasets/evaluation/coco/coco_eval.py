@@ -8,6 +8,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from .analysis import report_analysis
+
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -109,7 +111,9 @@ def do_coco_evaluation(dataset, predictions, output_folder, iou_types, expected_
     logger.info("Evaluating %d detections on %d images", len(coco_results), len(predictions))
     results = COCOResults("bbox")
     json_file = os.path.join(output_folder, "bbox.json") if output_folder else "bbox.json"
-    results.update(evaluate_predictions_on_coco(dataset.coco, coco_results, json_file, "bbox"))
+    coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results, json_file, "bbox")
+    results.update(coco_eval)
     logger.info("COCO results:\n%s", results.table())
+    report_analysis(coco_eval, output_folder)
     check_expected_results(results.results, expected_results, expected_results_sigma_tol)
     return results.results

@@ -1,0 +1,46 @@
+"""OUTPUT_DIR/metrics.jsonl: a run's numbers over iterations, one JSON object per line.
+
+The trainer appends a training line at every logging step: {"iteration", "lr", and the
+window median of each logged meter: "loss", "loss_cls", "loss_reg", "loss_iou_pred",
+"pos_per_gt" (PAA positives per GT box), "time", "data" (seconds per iteration)}.
+An evaluation of a checkpoint appends {"iteration", "dataset", "AP", "AP50", ...}
+(AP in [0, 1]). A resumed run appends again; readers keep the last line per iteration
+(and dataset). `tools/plot_training.py` draws the file.
+"""
+import json
+import os
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_metrics(output_dir, record):
+    """Append `record` (a dict with "iteration") as one line of OUTPUT_DIR/metrics.jsonl."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, METRICS_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def append_evaluation(output_dir, iteration, results):
+    """One evaluation line per dataset of `results` ({dataset: {"bbox": {"AP": ...}}})."""
+    for dataset, result in results.items():
+        append_metrics(output_dir, {"iteration": iteration, "dataset": dataset.split(":")[0], **result["bbox"]})
+
+
+def read_metrics(path):
+    """(training lines, evaluation lines) of a metrics file, each sorted by iteration."""
+    train, evals = {}, {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                iteration = int(record["iteration"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}, line {number}: not a metrics record ({e})") from None
+            if "dataset" in record:
+                evals[(iteration, record["dataset"])] = record
+            else:
+                train[iteration] = record
+    return ([train[k] for k in sorted(train)],
+            [evals[k] for k in sorted(evals)])

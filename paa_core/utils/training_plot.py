@@ -1,0 +1,69 @@
+"""One picture of a training run from its metrics file (paa_core/utils/metrics_file.py)."""
+import os
+
+from .metrics_file import METRICS_FILE, read_metrics
+from .plotting import pyplot, save_figure
+
+LOSSES = ("loss", "loss_cls", "loss_reg", "loss_iou_pred")
+PLOT_FILE = "training_curves.png"
+
+
+def plot_training(output_dir, path=None):
+    """Losses, lr, positives per GT and AP over iterations of the run in `output_dir`,
+    drawn into `path` (default OUTPUT_DIR/training_curves.png); returns the path."""
+    metrics = os.path.join(output_dir, METRICS_FILE)
+    if not os.path.isfile(metrics):
+        raise FileNotFoundError(f"no {METRICS_FILE} in {output_dir}: is it a training OUTPUT_DIR?")
+    train, evals = read_metrics(metrics)
+    path = path or os.path.join(output_dir, PLOT_FILE)
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=90)
+    fig.suptitle(f"training of {os.path.basename(os.path.abspath(output_dir))} ({METRICS_FILE})")
+    it = [r["iteration"] for r in train]
+
+    ax = axes[0, 0]
+    for name in LOSSES:
+        if any(name in r for r in train):
+            ax.plot([r["iteration"] for r in train if name in r], [r[name] for r in train if name in r],
+                    label="total" if name == "loss" else name, linewidth=2 if name == "loss" else 1.2)
+    _labels(ax, "losses (median over the logging window)", "loss")
+    ax.legend(fontsize=8)
+
+    ax = axes[0, 1]
+    ax.plot(it, [r.get("lr") for r in train], color="tab:purple", label="lr")
+    _labels(ax, "learning rate", "lr")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.legend(fontsize=8)
+
+    ax = axes[1, 0]
+    if any("pos_per_gt" in r for r in train):
+        ax.plot([r["iteration"] for r in train if "pos_per_gt" in r],
+                [r["pos_per_gt"] for r in train if "pos_per_gt" in r], color="tab:red", label="positives per GT")
+        ax.legend(fontsize=8)
+    _labels(ax, "PAA positive anchors per GT box", "anchors")
+
+    ax = axes[1, 1]
+    for dataset in sorted({r["dataset"] for r in evals}):
+        rows = [r for r in evals if r["dataset"] == dataset]
+        for metric, marker in (("AP", "o"), ("AP50", "s"), ("AP75", "^")):
+            ax.plot([r["iteration"] for r in rows], [100 * r[metric] for r in rows], marker=marker,
+                    label=f"{metric} {dataset}")
+    if evals:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluation yet\n(train_net.py or test_net.py writes AP here)",
+                ha="center", va="center", transform=ax.transAxes, color="gray")
+    _labels(ax, "COCO box AP of evaluated checkpoints", "AP (%)")
+    if it:
+        for ax in axes.flat:
+            ax.set_xlim(0, max(it + [r["iteration"] for r in evals]) * 1.02)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def _labels(ax, title, ylabel):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)

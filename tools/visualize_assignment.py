@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Show what PAA's anchor assignment does on training images.
+
+    python tools/visualize_assignment.py --config-file F [--dataset NAME]
+        [--images ID_OR_FILE,...] --output DIR [MODEL.WEIGHT W.pth] [KEY VALUE ...]
+
+Runs the training loss evaluator (the same code as a training step, under SOLVER.AMP)
+on each image, resized as in training at its largest scale and not flipped, and writes
+DIR/<image>.png (the image, its GTs, each GT's candidate anchors coloured by score
+with the positives outlined, and per GT the histogram of candidate scores with the
+fitted mixture and the cut) and DIR/<image>.json (the numbers:
+paa_core/utils/assignment_view.py describes them). Without MODEL.WEIGHT the model has
+its initial random weights (seeded by SEED): iteration 0 of training.
+--images takes COCO image ids or file names of the dataset, comma-separated
+(default: its first two).
+"""
+import json
+import os
+
+import numpy as np
+import torch
+
+from paa_core.config import cfg as default_cfg
+from paa_core.data.build import build_dataset
+from paa_core.data.transforms import build_transforms
+from paa_core.engine.cli import InputError, check_dataset_names, load_config, make_parser, resolve_device, run_cli
+from paa_core.modeling.detector import build_detection_model
+from paa_core.solver import make_amp_dtype
+from paa_core.structures.image_list import to_image_list
+from paa_core.utils.assignment_view import assignment_records, plot_assignment
+from paa_core.utils.checkpoint import DetectronCheckpointer
+from paa_core.utils.imports import import_file
+from paa_core.utils.plotting import PlottingUnavailable, pyplot
+
+
+def pick_indices(dataset, wanted):
+    """Dataset indices of `wanted` COCO image ids or file names (default: the first two)."""
+    if not wanted:
+        return list(range(min(2, len(dataset))))
+    index_of_id = {img_id: i for i, img_id in enumerate(dataset.ids)}
+    index_of_name = {}
+    for i, img_id in enumerate(dataset.ids):
+        name = dataset.coco.imgs[img_id]["file_name"]
+        index_of_name[name] = index_of_name[os.path.basename(name)] = i
+    indices = []
+    for w in wanted:
+        i = index_of_name.get(w, index_of_name.get(os.path.basename(w)))
+        if i is None and w.isdigit():
+            i = index_of_id.get(int(w))
+        if i is None:
+            raise InputError(f"--images: {w} is neither an image id nor a file name of the dataset "
+                             "(or the image has no usable box)")
+        indices.append(i)
+    return indices
+
+
+def to_rgb(image, mean, std, to_bgr255):
+    """The network input tensor [3, H, W] back to an H x W x 3 uint8 RGB array."""
+    x = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    x = x.permute(1, 2, 0).numpy()
+    x = x[..., ::-1] if to_bgr255 else x * 255
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def main():
+    parser = make_parser("Draw PAA's anchor assignment on training images")
+    parser.add_argument("--dataset", default=None, help="a training dataset name (default: DATASETS.TRAIN[0])")
+    parser.add_argument("--images", type=lambda s: [w for w in s.split(",") if w], action="extend",
+                        default=None, metavar="ID_OR_FILE[,...]", help="image ids or file names, comma-separated")
+    parser.add_argument("--output", required=True, help="folder for the PNG + JSON files")
+    args = parser.parse_args()
+    try:
+        pyplot()  # fail before the model is built when matplotlib is missing
+    except PlottingUnavailable as e:
+        raise InputError(str(e)) from None
+    cfg = default_cfg.clone()
+    load_config(cfg, args.config_file, args.opts)
+    resolve_device(cfg)
+    sizes = cfg.INPUT.MIN_SIZE_RANGE_TRAIN if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0 else cfg.INPUT.MIN_SIZE_TRAIN
+    cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (-1, -1), "INPUT.MIN_SIZE_TRAIN", (max(sizes),),
+                         "INPUT.HORIZONTAL_FLIP_PROB_TRAIN", 0.0])
+    if args.dataset:
+        cfg.merge_from_list(["DATASETS.TRAIN", (args.dataset,)])
+    cfg.freeze()
+    check_dataset_names(cfg, ("TRAIN",))
+
+    catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True).DatasetCatalog
+    dataset = build_dataset(cfg.DATASETS.TRAIN[:1], build_transforms(cfg, True), catalog, True)[0]
+    indices = pick_indices(dataset, args.images)
+    categories = {dataset.json_category_id_to_contiguous_id[c]: n for c, n in dataset.categories.items()}
+
+    torch.manual_seed(cfg.SEED)
+    model = build_detection_model(cfg)
+    device = torch.device(cfg.MODEL.DEVICE)
+    model.to(device)
+    weights = cfg.MODEL.WEIGHT
+    if weights:
+        DetectronCheckpointer(cfg, model).load(weights, use_latest=False)
+    source = os.path.basename(weights) if weights else f"random weights (seed {cfg.SEED})"
+
+    os.makedirs(args.output, exist_ok=True)
+    for idx in indices:
+        image, target, _ = dataset[idx]
+        info = dataset.get_img_info(idx)
+        images = to_image_list([image], cfg.DATALOADER.SIZE_DIVISIBILITY).to(device)
+        record = assignment_records(model, images, [target.to(device)], categories,
+                                    make_amp_dtype(cfg, device))[0]
+        record.update(image_id=info["id"], file_name=info["file_name"], weights=weights or None, dataset=cfg.DATASETS.TRAIN[0])
+        stem = os.path.join(args.output, os.path.splitext(os.path.basename(info["file_name"]))[0])
+        with open(stem + ".json", "w") as f:
+            json.dump(record, f, indent=1)
+        rgb = to_rgb(image, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
+        plot_assignment(rgb, record, stem + ".png", f"PAA assignment, {info['file_name']}, {source}")
+        print(f"{stem}.png  {stem}.json  ({len(record['gts'])} GTs, "
+              f"{sum(g['num_positives'] for g in record['gts'])} positives)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
