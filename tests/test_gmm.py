@@ -98,7 +98,7 @@ def sklearn_fits():
 
 
 @pytest.fixture(scope="module")
-def fitted(sklearn_fits, device):
+def fitted(device, sklearn_fits):  # device first: a skipped device fits nothing
     """All sets fitted in one batched call on `device` (results on the CPU), with sklearn's fits."""
     sets, theirs = sklearn_fits
     x, mask = _pad(sets)
