@@ -117,7 +117,10 @@ try:
                             capture_output=True, text=True, timeout=30).stdout.strip() or "n/a"
 except (OSError, subprocess.SubprocessError):
     driver = "n/a"
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+except OSError:  # no git on the machine
+    commit = ""
 print(f"# paa_core GPU check ({mode})\n")
 print("| | |\n|---|---|")
 print(f"| date (UTC) | {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} |")
