@@ -199,6 +199,24 @@ section "Training iteration against torchvision RetinaNet" "\`train.py ${train_a
 run_step 180 "inference vs RetinaNet" "${py[@]}" tools/benchmarks/detector.py "${detector_args[@]}"
 section "Inference against torchvision RetinaNet" "\`detector.py ${detector_args[*]}\`: median times per call."
 
+# The issue's targets against the numbers above, read back from the log.
+"$PYTHON" - "$log" >> "$report" <<'PY'
+import re, sys
+log = open(sys.argv[1]).read()
+rows = []
+for name in ("nms", "modulated deform conv", "sigmoid focal loss"):
+    for m in re.finditer(rf"^({name} .*?): .*ratio ([\d.]+)$", log, re.M):
+        rows.append((m.group(1), "ours / torchvision <= 1.0", m.group(2), float(m.group(2)) <= 1.0))
+for m in re.finditer(r"^train iteration \S+ (.+?), .*ratio ([\d.]+); assignment \+ GMM ([\d.]+)%", log, re.M):
+    rows.append((f"training iteration, {m.group(1)}", "PAA / RetinaNet <= 1.05", m.group(2), float(m.group(2)) <= 1.05))
+    rows.append((f"assignment + GMM share, {m.group(1)}", "<= 5%", m.group(3) + "%", float(m.group(3)) <= 5))
+for m in re.finditer(r"^mixed precision \((.+?)\) speed-up .*: ([\d.]+)x$", log, re.M):
+    rows.append((f"mixed precision ({m.group(1)}) over float32", ">= 1.5x", m.group(2) + "x", float(m.group(2)) >= 1.5))
+print("\n## Targets\n\n| what | target | measured | met |\n|---|---|---|---|")
+for what, target, value, met in rows:
+    print(f"| {what} | {target} | {value} | {'yes' if met else '**no**'} |")
+PY
+
 if [ "${#failed[@]}" -gt 0 ]; then
   printf '\n**Failed steps:** %s (see gpu_check.log)\n' "$(IFS=,; echo "${failed[*]}")" >> "$report"
   echo "check_gpu.sh: failed: ${failed[*]}; report: $report" >&2
