@@ -37,7 +37,8 @@ def make_optimizer(cfg, model):
 def native_bf16(device):
     """True when `device` computes bfloat16 natively (so autocast speeds it up)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Pre-Ampere GPUs (V100, T4) only emulate bf16, slower than float32.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
