@@ -95,6 +95,37 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def train_fp16(save_dir, max_iter, period=100):
+    """`train` under float16 autocast with a loss scaler that starts too high (its first steps
+    overflow and are skipped) and grows back every 2 good steps: its state shapes the run."""
+    model, opt, sched, ckpt = make_run(save_dir)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**17, growth_interval=2)
+    arguments = {"iteration": 0}
+    arguments.update(ckpt.load())
+    do_train(model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, torch.device("cpu"),
+             period, arguments, amp_dtype=torch.float16, scaler=scaler)
+    return model, scaler
+
+
+def test_float16_resumed_run_restores_the_loss_scaler(tmp_path):
+    full_model, full_scaler = train_fp16(str(tmp_path / "full"), 8)
+    train_fp16(str(tmp_path / "split"), 4)
+    saved = torch.load(tmp_path / "split" / "model_final.pth", weights_only=True)["grad_scaler"]
+    assert saved["_growth_tracker"] >= 0 and saved["scale"] < 2.0**17  # it backed off
+    model, scaler = train_fp16(str(tmp_path / "split"), 8)
+    assert scaler.get_scale() == full_scaler.get_scale()
+    for a, b in zip(full_model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # Without the saved scaler state, the restarted run takes other steps.
+    train_fp16(str(tmp_path / "lost"), 4)
+    ckpt = torch.load(tmp_path / "lost" / "model_final.pth", weights_only=True)
+    del ckpt["grad_scaler"]
+    torch.save(ckpt, tmp_path / "lost" / "model_final.pth")
+    lost_model, lost_scaler = train_fp16(str(tmp_path / "lost"), 8)
+    assert lost_scaler.get_scale() != full_scaler.get_scale() or any(
+        not torch.equal(a, b) for a, b in zip(full_model.parameters(), lost_model.parameters()))
+
+
 def test_resume_logs_iterations_after_restart(tmp_path, caplog):
     train(str(tmp_path), 3)
     caplog.set_level("DEBUG", logger="paa_core.trainer")

@@ -1,4 +1,5 @@
-"""Deformable convolution against torchvision.ops.deform_conv2d (the layout oracle)."""
+"""Deformable convolution against torchvision.ops.deform_conv2d (the layout oracle), on every
+device (the `device` fixture); on CUDA also against our CPU kernels on the same inputs."""
 import json
 import os
 
@@ -57,22 +58,30 @@ def _grads(fn, tensors, cfg, grad_out_seed=1):
     leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
     out = fn(*leaves, cfg)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype)
+    grad_out = grad_out.to(out.device)
     wanted = [t for t in leaves if t is not None]
     return out.detach(), torch.autograd.grad(out, wanted, grad_out)
 
 
 @pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
-def test_matches_torchvision_forward_and_backward(cfg, modulated):
-    tensors = _random_inputs(cfg, modulated)
+def test_matches_torchvision_forward_and_backward(cfg, modulated, device):
+    cpu_tensors = _random_inputs(cfg, modulated)
+    tensors = [None if t is None else t.to(device) for t in cpu_tensors]
     out, grads = _grads(_ours, tensors, cfg)
     ref_out, ref_grads = _grads(_torchvision, tensors, cfg)
+    assert out.device.type == device.type
     assert out.abs().max() > 1  # a real signal, not an all-zero output
     torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
     names = ["input", "offset", "mask", "weight", "bias"] if modulated else ["input", "offset", "weight", "bias"]
     for name, g, ref in zip(names, grads, ref_grads):
         assert ref.abs().max() > 0, name
         torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
+    if device.type != "cpu":  # our CUDA kernels against our CPU kernels
+        cpu_out, cpu_grads = _grads(_ours, cpu_tensors, cfg)
+        torch.testing.assert_close(out.cpu(), cpu_out, atol=1e-4, rtol=1e-4)
+        for name, g, ref in zip(names, grads, cpu_grads):
+            torch.testing.assert_close(g.cpu(), ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
 
 
 def test_many_output_positions_are_processed_in_chunks():
@@ -87,13 +96,13 @@ def test_many_output_positions_are_processed_in_chunks():
 
 
 @pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
-def test_gradcheck_float64(modulated):
+def test_gradcheck_float64(modulated, device):
     cfg = (2, 4, 2, (5, 4), (3, 3), (1, 2), 1, 1, 2, 2)
     x, offset, mask, weight, bias = _random_inputs(cfg, modulated, dtype=torch.float64, seed=3)
     # Keep sampling points away from integer coordinates, where bilinear sampling has kinks.
     offset = offset.round() + 0.25 + 0.5 * torch.rand(offset.shape, generator=torch.Generator().manual_seed(4),
                                                       dtype=torch.float64)
-    inputs = [t.requires_grad_() for t in (x, offset, mask, weight, bias) if t is not None]
+    inputs = [t.to(device).requires_grad_() for t in (x, offset, mask, weight, bias) if t is not None]
     if modulated:
         fn = lambda x, o, m, w, b: modulated_deform_conv(x, o, m, w, b, (1, 2), 1, 1, 2, 2)  # noqa: E731
     else:
@@ -102,15 +111,16 @@ def test_gradcheck_float64(modulated):
 
 
 @pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 2, 2)])
-def test_zero_offsets_and_unit_mask_equal_plain_conv(stride, dilation, groups):
+def test_zero_offsets_and_unit_mask_equal_plain_conv(stride, dilation, groups, device):
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 4, 9, 8, generator=g)
-    weight = torch.randn(6, 4 // groups, 3, 3, generator=g)
-    bias = torch.randn(6, generator=g)
+    x = torch.randn(2, 4, 9, 8, generator=g).to(device)
+    weight = torch.randn(6, 4 // groups, 3, 3, generator=g).to(device)
+    bias = torch.randn(6, generator=g).to(device)
     expected = F.conv2d(x, weight, bias, stride, dilation, dilation, groups)
     ho, wo = expected.shape[-2:]
-    offset = torch.zeros(2, 18, ho, wo)
-    out = modulated_deform_conv(x, offset, torch.ones(2, 9, ho, wo), weight, bias, stride, dilation, dilation, groups)
+    offset = torch.zeros(2, 18, ho, wo, device=device)
+    out = modulated_deform_conv(x, offset, torch.ones(2, 9, ho, wo, device=device), weight, bias, stride, dilation,
+                                dilation, groups)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     out_v1 = deform_conv(x, offset, weight, stride, dilation, dilation, groups, bias=bias)
     torch.testing.assert_close(out_v1, expected, atol=1e-5, rtol=1e-5)

@@ -1,4 +1,5 @@
-"""Compiled sigmoid focal loss against a direct float64 torch formula."""
+"""Compiled sigmoid focal loss against a direct float64 torch formula and torchvision.ops,
+on every device (the `device` fixture); on CUDA also against our CPU kernel."""
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from paa_core.layers import SigmoidFocalLoss, sigmoid_focal_loss
 
@@ -31,8 +33,9 @@ def random_inputs(seed, n=40, num_classes=7, scale=3.0, dtype=torch.float64):
 
 @pytest.mark.parametrize("gamma, alpha", [(2.0, 0.25), (0.0, 0.5), (1.5, 0.75), (3.0, 0.1)])
 @pytest.mark.parametrize("scale", [3.0, 40.0])
-def test_forward_and_gradient_match_formula(gamma, alpha, scale):
+def test_forward_and_gradient_match_formula(gamma, alpha, scale, device):
     logits, targets = random_inputs(int(gamma * 10 + scale), scale=scale)
+    logits, targets = logits.to(device), targets.to(device)
     ours_in = logits.clone().requires_grad_()
     ref_in = logits.clone().requires_grad_()
     ours = sigmoid_focal_loss(ours_in, targets, gamma, alpha)
@@ -44,10 +47,37 @@ def test_forward_and_gradient_match_formula(gamma, alpha, scale):
     torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-9, atol=1e-12)
 
 
-def test_gradcheck():
+def test_gradcheck(device):
     logits, targets = random_inputs(7, n=6, num_classes=4)
+    logits, targets = logits.to(device), targets.to(device)
     logits.requires_grad_()
     assert torch.autograd.gradcheck(lambda x: sigmoid_focal_loss(x, targets, 2.0, 0.25), (logits,))
+
+
+def test_matches_torchvision_and_cpu_kernel_in_float32(device):
+    """torchvision's formula takes one-hot targets and has no ignored rows: those are zeroed."""
+    logits, targets = random_inputs(21, n=512, num_classes=80, scale=3.0, dtype=torch.float32)
+    targets[targets > 0] = torch.randint(1, 81, (int((targets > 0).sum()),), generator=torch.Generator().manual_seed(2))
+    upstream = torch.rand(logits.shape, generator=torch.Generator().manual_seed(3))
+    logits, targets, upstream = logits.to(device), targets.to(device), upstream.to(device)
+
+    def loss_and_grad(fn, x):
+        x = x.clone().requires_grad_()
+        loss = fn(x)
+        return loss.detach(), torch.autograd.grad(loss, x, upstream.to(x.device))[0]
+
+    ours = loss_and_grad(lambda x: sigmoid_focal_loss(x, targets, 2.0, 0.25), logits)
+    one_hot = (targets[:, None] == torch.arange(1, 81, device=device)).float()
+    kept = (targets >= 0).float()[:, None]
+    theirs = loss_and_grad(
+        lambda x: torchvision.ops.sigmoid_focal_loss(x, one_hot, 0.25, 2.0, reduction="none") * kept, logits)
+    for a, b in zip(ours, theirs):
+        assert a.device.type == device.type
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    if device.type != "cpu":
+        cpu = loss_and_grad(lambda x: sigmoid_focal_loss(x, targets.cpu(), 2.0, 0.25), logits.cpu())
+        for a, b in zip(ours, cpu):
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-7)
 
 
 def test_label_maps_to_column_minus_one_and_ignored_rows():

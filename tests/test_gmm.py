@@ -1,5 +1,6 @@
 """The compiled batched EM (`_C.gmm2_fit` behind `fit_gmm_2`) against scikit-learn's
-GaussianMixture, set by set, and the op's own input checks."""
+GaussianMixture, set by set, on every device (the `device` fixture; on CUDA also against
+the CPU kernel), and the op's own input checks."""
 import warnings
 
 import numpy as np
@@ -86,13 +87,39 @@ def _pad(sets):
     return x, mask
 
 
+def _to_cpu(result):
+    return type(result)(*(t.cpu() for t in result))
+
+
 @pytest.fixture(scope="module")
-def fitted():
+def sklearn_fits():
     sets = _make_sets()
+    return sets, [_sklearn_fit(s) for s in sets]
+
+
+@pytest.fixture(scope="module")
+def fitted(device, sklearn_fits):  # device first: a skipped device fits nothing
+    """All sets fitted in one batched call on `device` (results on the CPU), with sklearn's fits."""
+    sets, theirs = sklearn_fits
     x, mask = _pad(sets)
-    ours = fit_gmm_2(x, mask)  # all sets in one batched call
-    theirs = [_sklearn_fit(s) for s in sets]
+    ours = _to_cpu(fit_gmm_2(x.to(device), mask.to(device)))
     return sets, x, mask, ours, theirs
+
+
+@pytest.mark.parametrize("device", ["cuda"], indirect=True, scope="session")
+def test_cuda_fit_matches_cpu_kernel(fitted):
+    """The CUDA kernel may fuse multiply-adds (last bits only): components and n_iter must be
+    identical on >= 99.9% of the sets, the parameters equal to 1e-9 relative where they are."""
+    sets, x, mask, ours, _ = fitted
+    cpu = fit_gmm_2(x, mask)
+    same = [torch.equal(ours.components[i, : len(s)], cpu.components[i, : len(s)])
+            and ours.n_iter[i] == cpu.n_iter[i] for i, s in enumerate(sets)]
+    assert np.mean(same) >= 0.999, "only {:.4f} of sets agree".format(np.mean(same))
+    rows = torch.tensor(same)
+    for field in ("means", "variances", "weights"):
+        torch.testing.assert_close(getattr(ours, field)[rows], getattr(cpu, field)[rows], rtol=1e-9, atol=1e-15)
+    valid = mask & rows[:, None]
+    torch.testing.assert_close(ours.log_likelihood[valid], cpu.log_likelihood[valid], rtol=1e-9, atol=1e-12)
 
 
 def test_components_match_sklearn(fitted):
@@ -127,9 +154,9 @@ def test_parameters_and_likelihoods_match_sklearn(fitted):
     assert mismatched_iters <= 0.005 * len(sets)
 
 
-def test_positive_selection_matches_sklearn_loop(fitted):
+def test_positive_selection_matches_sklearn_loop(fitted, device):
     sets, x, mask, _, theirs = fitted
-    ours = select_positives_by_gmm(x, mask).tolist()
+    ours = select_positives_by_gmm(x.to(device), mask.to(device)).tolist()
     reference = [_reference_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
     agree = np.mean([a == b for a, b in zip(ours, reference)])
     assert agree >= 0.995, "only {:.4f} of sets agree".format(agree)

@@ -1,4 +1,5 @@
-"""Whole-detector forward/backward on tiny CPU inputs (R-50 and a dcnv2 R-50)."""
+"""Whole-detector forward/backward on tiny inputs (R-50 and a dcnv2 R-50 with DCN in the
+towers) on every device (the `device` fixture); on CUDA the losses also match the CPU's."""
 import os
 
 import pytest
@@ -18,10 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4  # 3 foreground classes + background
 
 
-def _cfg(dcn=False, **resnets):
+def _cfg(dcn=False, device="cpu", **resnets):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = str(device)
     cfg.MODEL.PAA.NUM_CLASSES = NUM_CLASSES
     # Untrained scores sit near the 0.01 prior: a low threshold lets eval return boxes.
     cfg.MODEL.PAA.INFERENCE_TH = 0.001
@@ -34,7 +35,7 @@ def _cfg(dcn=False, **resnets):
     return cfg
 
 
-def _batch():
+def _batch(device="cpu"):
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 96, 128, generator=gen) * 255 - 110,
               torch.rand(3, 80, 112, generator=gen) * 255 - 110]
@@ -44,13 +45,12 @@ def _batch():
     ]
     targets[0].add_field("labels", torch.tensor([1, 3]))
     targets[1].add_field("labels", torch.tensor([2]))
-    return images, targets
+    return [im.to(device) for im in images], [t.to(device) for t in targets]
 
 
-@pytest.mark.parametrize("dcn", [False, True], ids=["R-50", "dcnv2-R-50"])
-def test_train_backward_and_eval(dcn):
+def _model(dcn, device="cpu"):
     torch.manual_seed(0)
-    model = build_detection_model(_cfg(dcn=dcn))
+    model = build_detection_model(_cfg(dcn=dcn, device=device))
     if dcn:
         # Without ImageNet statistics in the FrozenBN layers, a random body's activations
         # reach the thousands, so randomly initialised offsets would sample every tap
@@ -60,7 +60,13 @@ def test_train_backward_and_eval(dcn):
             for name, module in model.backbone.body.named_modules():
                 if name.endswith("conv2.offset"):
                     module.weight.zero_()
-    images, targets = _batch()
+    return model.to(device)
+
+
+@pytest.mark.parametrize("dcn", [False, True], ids=["R-50", "dcnv2-R-50"])
+def test_train_backward_and_eval(dcn, device):
+    model = _model(dcn, device)
+    images, targets = _batch(device)
 
     # Head outputs line up with the anchors: A=1 per location, P3..P7 of a 96x128 pad.
     image_list = to_image_list(images, 32)
@@ -78,7 +84,17 @@ def test_train_backward_and_eval(dcn):
     assert set(losses) == {"loss_cls", "loss_reg", "loss_iou_pred"}
     for name, value in losses.items():
         assert value.dim() == 0 and torch.isfinite(value), name
+        assert value.device.type == device.type, name
     assert float(losses["loss_reg"].detach()) > 0 and float(losses["loss_cls"].detach()) > 0
+    if device.type != "cpu":
+        # The same weights and batch on the CPU: float32 convolutions summed in another
+        # order, the same assignment, so the losses agree closely.
+        cpu_model = _model(dcn)
+        cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+        cpu_model.train()
+        cpu_losses = cpu_model(*_batch())
+        for name, value in losses.items():
+            assert value.item() == pytest.approx(cpu_losses[name].item(), rel=1e-3), name
     sum(losses.values()).backward()
 
     named = dict(model.named_parameters())

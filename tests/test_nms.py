@@ -1,4 +1,5 @@
-"""paa_core.layers.nms / ml_nms against a plain greedy +1 NMS and torchvision."""
+"""paa_core.layers.nms / ml_nms against a plain greedy +1 NMS and torchvision, on every
+device (the `device` fixture); on CUDA also against our CPU kernel on the same inputs."""
 import numpy as np
 import pytest
 import torch
@@ -61,24 +62,26 @@ def random_case(rng, n):
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
-def test_nms_matches_greedy_oracle(threshold):
+def test_nms_matches_greedy_oracle(threshold, device):
     rng = np.random.default_rng(int(threshold * 10))
     for _ in range(120):
         boxes, scores = random_case(rng, int(rng.integers(1, 80)))
-        keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)
-        assert keep.dtype == torch.int64
-        np.testing.assert_array_equal(keep.numpy(), greedy_nms_oracle(boxes, scores, threshold))
+        keep = nms(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold)
+        assert keep.dtype == torch.int64 and keep.device.type == device.type
+        np.testing.assert_array_equal(keep.cpu().numpy(), greedy_nms_oracle(boxes, scores, threshold))
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
-def test_ml_nms_matches_per_class_oracle(threshold):
+def test_ml_nms_matches_per_class_oracle(threshold, device):
     rng = np.random.default_rng(100 + int(threshold * 10))
     for _ in range(100):
         n = int(rng.integers(1, 80))
         boxes, scores = random_case(rng, n)
         labels = rng.integers(1, 4, size=n)
-        keep = ml_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), threshold)
-        np.testing.assert_array_equal(keep.numpy(), per_class_oracle(boxes, scores, labels, threshold))
+        inputs = [torch.from_numpy(a).to(device) for a in (boxes, scores, labels)]
+        keep = ml_nms(*inputs, threshold)
+        assert keep.device.type == device.type
+        np.testing.assert_array_equal(keep.cpu().numpy(), per_class_oracle(boxes, scores, labels, threshold))
 
 
 def test_nms_iou_equal_to_threshold_is_kept_and_plus_one_is_used():
@@ -93,18 +96,27 @@ def test_nms_iou_equal_to_threshold_is_kept_and_plus_one_is_used():
     assert nms(touching, scores, 0.34).tolist() == [0, 1]
 
 
-def test_nms_matches_torchvision_with_shifted_corners():
-    # torchvision has no +1: feeding it (x1, y1, x2 + 1, y2 + 1) gives the same IoUs.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nms_matches_torchvision_with_shifted_corners(device, dtype):
+    # torchvision (on the same device) has no +1: feeding it (x1, y1, x2 + 1, y2 + 1) gives
+    # the same IoUs. Off the CPU, our CPU kernel must keep the same boxes too.
     gen = torch.Generator().manual_seed(0)
     for threshold in (0.3, 0.5, 0.7):
         xy = torch.rand(2000, 2, generator=gen, dtype=torch.float64) * 500
         wh = 5 + torch.rand(2000, 2, generator=gen, dtype=torch.float64) * 150
-        boxes = torch.cat([xy, xy + wh], dim=1)
-        scores = torch.rand(2000, generator=gen, dtype=torch.float64)
-        expected = torchvision.ops.nms(boxes + torch.tensor([0.0, 0, 1, 1], dtype=torch.float64), scores, threshold)
-        keep = nms(boxes, scores, threshold)
+        boxes = torch.cat([xy, xy + wh], dim=1).to(dtype)
+        scores = torch.rand(2000, generator=gen, dtype=torch.float64).to(dtype)
+        boxes_d, scores_d = boxes.to(device), scores.to(device)
+        shift = torch.tensor([0.0, 0, 1, 1], dtype=dtype, device=device)
+        expected = torchvision.ops.nms(boxes_d + shift, scores_d, threshold)
+        keep = nms(boxes_d, scores_d, threshold)
         assert 100 < len(keep) < 2000
         assert torch.equal(keep, expected)
+        if device.type != "cpu":
+            assert torch.equal(keep.cpu(), nms(boxes, scores, threshold))
+            labels = torch.randint(1, 4, (2000,), generator=gen)
+            assert torch.equal(ml_nms(boxes_d, scores_d, labels.to(device), threshold).cpu(),
+                               ml_nms(boxes, scores, labels, threshold))
 
 
 def test_offset_zero_is_torchvision_convention():
@@ -126,22 +138,23 @@ def test_offset_zero_is_torchvision_convention():
     assert nms(touching, torch.tensor([0.9, 0.8]), 0.0, offset=0).tolist() == [0, 1]
 
 
-def test_ml_nms_only_suppresses_same_label():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
-    scores = torch.tensor([0.5, 0.9, 0.7, 0.1])
-    labels = torch.tensor([1, 2, 2, 1])
+def test_ml_nms_only_suppresses_same_label(device):
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], device=device)
+    scores = torch.tensor([0.5, 0.9, 0.7, 0.1], device=device)
+    labels = torch.tensor([1, 2, 2, 1], device=device)
     assert ml_nms(boxes, scores, labels, 0.5).tolist() == [1, 0, 3]
     assert nms(boxes, scores, 0.5).tolist() == [1, 3]
     # Whole-number float labels, as the reference passed them, behave the same.
     assert ml_nms(boxes, scores, labels.float(), 0.5).tolist() == [1, 0, 3]
 
 
-def test_empty_input_and_half_precision():
-    empty = torch.zeros(0, 4)
-    for keep in (nms(empty, torch.zeros(0), 0.5), ml_nms(empty, torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)):
+def test_empty_input_and_half_precision(device):
+    empty = torch.zeros(0, 4, device=device)
+    for keep in (nms(empty, torch.zeros(0, device=device), 0.5),
+                 ml_nms(empty, torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device), 0.5)):
         assert keep.shape == (0,) and keep.dtype == torch.int64
-    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
-    scores = torch.tensor([0.2, 0.9, 0.5])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], device=device)
+    scores = torch.tensor([0.2, 0.9, 0.5], device=device)
     assert nms(boxes.half(), scores.half(), 0.5).tolist() == nms(boxes, scores, 0.5).tolist() == [1, 2]
 
 

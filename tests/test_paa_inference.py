@@ -1,4 +1,5 @@
-"""PAA post-processing against a plain-Python implementation of docs/DESIGN.md §6."""
+"""PAA post-processing against a plain-Python implementation of docs/DESIGN.md §6, on
+every device (the `device` fixture)."""
 import math
 
 import pytest
@@ -79,6 +80,8 @@ def _post(pre_top=20, nms_th=0.6, cap=15, voting=True):
 
 
 def _compare(ours, ref):
+    """Same detections (labels, scores to 1e-6 relative, boxes to 1e-3 px) as the loop."""
+    ours = ours.to("cpu")
     assert len(ours) == len(ref)
     order = torch.argsort(ours.get_field("scores"), descending=True, stable=True)
     ours = ours[order]
@@ -90,13 +93,16 @@ def _compare(ours, ref):
 
 @pytest.mark.parametrize("voting", [False, True])
 @pytest.mark.parametrize("with_iou", [True, False])
-def test_matches_loop_implementation(voting, with_iou):
+def test_matches_loop_implementation(voting, with_iou, device):
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=0)
     iou_pred = iou_pred if with_iou else None
-    post = _post(voting=voting)
-    results = post(box_cls, box_reg, iou_pred, anchors)
     refs = _oracle(box_cls, box_reg, iou_pred, anchors, 0.05, 20, 0.6, 15, voting)
+    post = _post(voting=voting)
+    results = post([t.to(device) for t in box_cls], [t.to(device) for t in box_reg],
+                   None if iou_pred is None else [t.to(device) for t in iou_pred],
+                   [[a.to(device) for a in per_image] for per_image in anchors])
     for ours, ref, anchors_im in zip(results, refs, anchors):
+        assert ours.bbox.device.type == device.type
         assert ours.size == anchors_im[0].size and ours.mode == "xyxy"
         assert ours.get_field("labels").dtype == torch.int64
         _compare(ours, ref)

@@ -1,4 +1,5 @@
-"""PAA targets and losses against an independent per-GT loop with scikit-learn."""
+"""PAA targets and losses against an independent per-GT loop with scikit-learn, on every
+device (the `device` fixture); on CUDA also float32 against the same evaluator on the CPU."""
 import math
 import warnings
 
@@ -159,15 +160,28 @@ def _random_targets(rng, num, w, h):
     return _targets(boxes, labels, (w, h))
 
 
-def _check_against_oracle(targets, outputs, topk=9):
-    anchors, box_cls, box_reg, iou_pred = outputs
+def _on(device, targets, outputs):
+    """targets and (anchors, box_cls, box_reg, iou_pred) moved to `device`, the head outputs
+    as new leaves there."""
+    anchors, *heads = outputs
+    anchors = [[a.to(device) for a in per_image] for per_image in anchors]
+    heads = [None if level is None else [t.detach().to(device).requires_grad_() for t in level]
+             for level in heads]
+    return [t.to(device) for t in targets], (anchors, *heads)
+
+
+def _check_against_oracle(targets, outputs, topk=9, device=torch.device("cpu")):
+    """Our evaluator on `device` against the oracle loop on the CPU."""
+    ref_labels, ref_losses = _oracle(*outputs[1:], targets, outputs[0], topk)
+    targets, (anchors, box_cls, box_reg, iou_pred) = _on(device, targets, outputs)
     evaluator = _evaluator(topk)
     losses = evaluator(box_cls, box_reg, iou_pred, targets, anchors)
     cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
     labels, _, _, _ = evaluator.compute_targets(
         cls_flat.reshape(-1, NUM_CLASSES), reg_flat.reshape(-1, 4), targets, anchors
     )
-    ref_labels, ref_losses = _oracle(box_cls, box_reg, iou_pred, targets, anchors, topk)
+    assert labels.device.type == device.type
+    labels = labels.cpu()
     assert torch.equal(labels, ref_labels)
     assert (losses[2] is None) == (ref_losses[2] is None) == (iou_pred is None)
     computed = [loss for loss in losses if loss is not None]
@@ -208,11 +222,11 @@ def test_hand_made_all_in_one_mode():
     assert sorted(pos.tolist()) == list(range(_sklearn_num_pos(scores.tolist())))
 
 
-def test_end_to_end_matches_per_gt_loop():
+def test_end_to_end_matches_per_gt_loop(device):
     rng = np.random.default_rng(0)
     sizes = [(120, 150), (128, 100)]  # (h, w); padded to 128 x 160
     targets = [_random_targets(rng, 4, 150, 120), _random_targets(rng, 3, 100, 128)]
-    labels, _ = _check_against_oracle(targets, _anchors_and_outputs(sizes, seed=0))
+    labels, _ = _check_against_oracle(targets, _anchors_and_outputs(sizes, seed=0), device=device)
     assert (labels > 0).sum() > len(targets[0]) + len(targets[1])
 
 
@@ -230,7 +244,32 @@ def test_without_iou_branch_matches_per_gt_loop():
     assert abs(loss_reg.item() - with_iou[1].item()) > 1e-3 * loss_reg.item()
 
 
-def test_edge_cases_match_per_gt_loop():
+@pytest.mark.parametrize("device", ["cuda"], indirect=True, scope="session")
+def test_cuda_float32_matches_cpu(device):
+    """The training dtype: same labels, losses within 1e-4 relative, gradients close."""
+    rng = np.random.default_rng(4)
+    sizes = [(256, 320), (240, 300)]
+    targets = [_random_targets(rng, 12, 320, 256), _random_targets(rng, 7, 300, 240)]
+    outputs = _anchors_and_outputs(sizes, seed=4, dtype=torch.float32)
+    results = []
+    for dev in (torch.device("cpu"), device):
+        t, (anchors, box_cls, box_reg, iou_pred) = _on(dev, targets, outputs)
+        ev = _evaluator()
+        losses = ev(box_cls, box_reg, iou_pred, t, anchors)
+        cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
+        labels = ev.compute_targets(cls_flat.detach().reshape(-1, NUM_CLASSES), reg_flat.detach().reshape(-1, 4),
+                                    t, anchors)[0]
+        grads = torch.autograd.grad(sum(losses), box_cls + box_reg + iou_pred)
+        results.append((labels.cpu(), [x.item() for x in losses], [g.cpu() for g in grads]))
+    (cpu_labels, cpu_losses, cpu_grads), (labels, losses, grads) = results
+    assert (cpu_labels > 0).sum() > 19
+    assert torch.equal(labels, cpu_labels)
+    assert losses == pytest.approx(cpu_losses, rel=1e-4)
+    for g, ref in zip(grads, cpu_grads):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_edge_cases_match_per_gt_loop(device):
     sizes = [(96, 128)] * 3
     w, h = 128, 96
     targets = [
@@ -252,7 +291,7 @@ def test_edge_cases_match_per_gt_loop():
         ),
         _targets([], [], (w, h)),  # an image without GT in the batch
     ]
-    labels, _ = _check_against_oracle(targets, _anchors_and_outputs(sizes, seed=1))
+    labels, _ = _check_against_oracle(targets, _anchors_and_outputs(sizes, seed=1), device=device)
     per_image = labels.reshape(3, -1)
     # A GT whose every anchor goes to another GT has no candidate and no positive.
     assert set(per_image[0][per_image[0] > 0].tolist()) == {1}

@@ -137,18 +137,19 @@ def test_quick_model_trains_and_detects():
         assert set(d.get_field("labels").tolist()) <= set(range(1, 7))
 
 
-def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_in_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_convolutions_in_half_and_losses_in_float32(dtype):
     # SOLVER.AMP: the trainer runs the forward under autocast; the PAA module hands float32
-    # head outputs to the loss, so the losses are those of float32 up to bf16 rounding.
+    # head outputs to the loss, so the losses are those of float32 up to bf16/fp16 rounding.
     _, model, targets = _tiny_quick_model_and_targets()
     model.train()
     images = torch.rand(2, 3, 128, 128) * 255
     head_dtypes = []
     model.rpn.head.cls_logits.register_forward_hook(lambda m, i, o: head_dtypes.append(o.dtype))
     reference = model(images, targets)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         losses = model(images, targets)
-    assert head_dtypes == [torch.float32] * 5 + [torch.bfloat16] * 5  # one call per level
+    assert head_dtypes == [torch.float32] * 5 + [dtype] * 5  # one call per level
     for name, value in losses.items():
         assert value.dtype == torch.float32, name
         torch.testing.assert_close(value, reference[name], rtol=0.05, atol=0.01)

@@ -5,7 +5,7 @@ from torch import nn
 
 from paa_core.config import get_cfg
 from paa_core.layers import DFConv2d
-from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_lr_scheduler, make_optimizer
+from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
 
 BASE_LR = 0.01
 
@@ -150,5 +150,21 @@ def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
         cfg.SOLVER.AMP = amp
         assert make_amp_dtype(cfg, cpu) is dtype, amp
     cfg.SOLVER.AMP = "fp16"
-    with pytest.raises(ValueError, match=r"^SOLVER.AMP: unknown value 'fp16', expected off, bf16 or auto$"):
+    assert make_amp_dtype(cfg, cpu) is torch.float16
+    cfg.SOLVER.AMP = "fp32"
+    with pytest.raises(ValueError, match=r"^SOLVER.AMP: unknown value 'fp32', expected off, bf16, fp16 or auto$"):
         make_amp_dtype(cfg, cpu)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_amp_auto_on_gpus_and_the_float16_scaler(monkeypatch, bf16):
+    # "auto" on a GPU: bf16 where it has it, else fp16 with a gradient scaler.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    cfg = get_cfg()
+    cfg.SOLVER.AMP = "auto"
+    assert make_amp_dtype(cfg, torch.device("cuda")) is (torch.bfloat16 if bf16 else torch.float16)
+    for amp, scaled in (("off", False), ("bf16", False), ("fp16", True)):
+        cfg.SOLVER.AMP = amp
+        cpu = torch.device("cpu")
+        scaler = make_grad_scaler(make_amp_dtype(cfg, cpu), cpu)
+        assert isinstance(scaler, torch.amp.GradScaler) if scaled else scaler is None, amp

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -138,6 +139,34 @@ def test_torchrun_two_processes_then_test_net(tiny, torchrun_output, tmp_path):
                       r"\| bbox \|( +([\d.]+|n/a) \|){6}", result.stdout)
     assert table, result.stdout[-2000:]
     assert os.path.isfile(tmp_path / "eval" / "inference" / "tiny_val" / "bbox.json")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_train_together(tiny, tmp_path):
+    """README's multi-node launch, with this machine playing two nodes of one process each:
+    two torchrun launchers meet at 127.0.0.1 (gloo on the CPU) and split the data."""
+    out, port = str(tmp_path / "out"), free_port()
+    nodes = [start([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                    f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}", TRAIN_NET,
+                    "--config-file", tiny["config"], "--skip-test", "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"],
+                   cwd=str(tmp_path)) for rank in (0, 1)]
+    for rank, node in enumerate(nodes):
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, (rank, stderr[-3000:])
+    assert "Using 2 process(es), device cpu" in open(os.path.join(out, "log.txt")).read()
+    rank0 = images_per_iteration(os.path.join(out, "log.txt"), 0)
+    rank1 = images_per_iteration(os.path.join(out, "log_rank1.txt"), 1)
+    assert sorted(rank0) == sorted(rank1) == [1, 2]
+    seen0 = {i for v in rank0.values() for i in v}
+    seen1 = {i for v in rank1.values() for i in v}
+    assert not seen0 & seen1 and seen0 | seen1 == set(range(8))
+    ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
+    assert ckpt["iteration"] == 2
 
 
 def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):

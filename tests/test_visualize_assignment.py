@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
@@ -127,7 +127,7 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     assert random["image_size"] == [64, 64] and random["num_levels"] == 5 and random["gts"]
 
     # A checkpoint with other weights gives other scores for the same candidates.
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(config)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
     torch.manual_seed(1)

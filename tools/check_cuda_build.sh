@@ -6,25 +6,13 @@ set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
 export FORCE_CUDA=1
-export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0}"
 export MAX_JOBS="${MAX_JOBS:-2}"
-
-for sub in include lib64 bin/nvcc; do
-  if [ ! -e "$CUDA_HOME/$sub" ]; then
-    echo "check_cuda_build: $CUDA_HOME/$sub not found; set CUDA_HOME to a CUDA toolkit" >&2
-    exit 1
-  fi
-done
-
-# ATen's CUDA headers include cuSPARSE/cuBLAS headers. A minimal toolkit (nvcc + cudart)
-# lacks them, but torch's NVIDIA wheels ship the same-version headers: use those then.
-if [ ! -e "$CUDA_HOME/include/cusparse.h" ]; then
-  wheel_includes="$("$PYTHON" -c 'import glob, os, nvidia; print(":".join(sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "include")))))' 2>/dev/null || true)"
-  if [ -n "$wheel_includes" ]; then
-    echo "check_cuda_build: $CUDA_HOME has no cusparse.h; adding NVIDIA wheel headers $wheel_includes"
-    export CPATH="$wheel_includes${CPATH:+:$CPATH}"
-  fi
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+source "$(dirname "${BASH_SOURCE[0]}")/cuda_env.sh"
+if [ ! -e "$CUDA_HOME/lib64" ]; then
+  echo "check_cuda_build: $CUDA_HOME/lib64 not found; set CUDA_HOME to a CUDA toolkit" >&2
+  exit 1
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -16,7 +16,7 @@ from paa_core.data import make_data_loader
 from paa_core.engine.cli import check_dataset_names, run_cli, run_test, setup
 from paa_core.engine.trainer import do_train
 from paa_core.modeling.detector import build_detection_model
-from paa_core.solver import make_amp_dtype, make_lr_scheduler, make_optimizer
+from paa_core.solver import make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
 from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.comm import get_rank, is_main_process
 from paa_core.utils.metrics_file import METRICS_FILE, append_evaluation
@@ -41,8 +41,9 @@ def train(cfg, distributed):
 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
                                    start_iter=arguments["iteration"])
-    do_train(model, data_loader, optimizer, scheduler, checkpointer, device,
-             cfg.SOLVER.CHECKPOINT_PERIOD, arguments, amp_dtype=make_amp_dtype(cfg, device))
+    amp_dtype = make_amp_dtype(cfg, device)
+    do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
+             arguments, amp_dtype=amp_dtype, scaler=make_grad_scaler(amp_dtype, device))
     return model, arguments["iteration"]
 
 

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.data.build import build_dataset
 from paa_core.data.transforms import build_transforms
 from paa_core.engine.cli import InputError, check_dataset_names, load_config, make_parser, resolve_device, run_cli
@@ -73,7 +73,7 @@ def main():
         pyplot()  # fail before the model is built when matplotlib is missing
     except PlottingUnavailable as e:
         raise InputError(str(e)) from None
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     load_config(cfg, args.config_file, args.opts)
     resolve_device(cfg)
     sizes = cfg.INPUT.MIN_SIZE_RANGE_TRAIN if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0 else cfg.INPUT.MIN_SIZE_TRAIN

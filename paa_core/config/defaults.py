@@ -159,8 +159,10 @@ _C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.BETAS = (0.9, 0.999)
 # Mixed precision of the training forward/backward: "off" (float32), "bf16" (convolutions in
-# bfloat16 under torch.autocast; losses stay float32) or "auto" (bf16 where the device
-# computes it natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16 support).
+# bfloat16 under torch.autocast; assignment and losses stay float32), "fp16" (float16, with a
+# gradient scaler whose state is checkpointed) or "auto" (bf16 where the device computes it
+# natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16; fp16 on a CUDA GPU without
+# bf16; float32 on other CPUs).
 _C.SOLVER.AMP = "off"
 _C.SOLVER.WEIGHT_DECAY = 0.0001
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0

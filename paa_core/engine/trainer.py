@@ -34,14 +34,29 @@ def check_losses_finite(loss_dict, iteration):
         raise FloatingPointError(f"non-finite loss at iteration {iteration}: {listed}")
 
 
+def backward_and_step(losses, optimizer, scaler=None):
+    """Backward pass and optimizer step; with a float16 `scaler` the loss is scaled first and
+    a step whose gradients overflowed is skipped (the scaler then lowers its scale)."""
+    if scaler is None:
+        losses.backward()
+        optimizer.step()
+        return
+    scaler.scale(losses).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
-             amp_dtype=None):
+             amp_dtype=None, scaler=None):
     """Train until `len(data_loader)` iterations (the sampler's total), starting after
     `arguments["iteration"]`; `arguments` is saved with every checkpoint.
 
     The scheduler is stepped at the start of each iteration, before the optimizer, so
     iteration i trains with the schedule's lr at i, as in the reference's training.
-    With `amp_dtype` (torch.bfloat16) the forward runs under autocast in that dtype.
+    With `amp_dtype` (bfloat16 or float16) the forward runs under autocast in that dtype;
+    float16 comes with a GradScaler `scaler`, whose state travels in `arguments["grad_scaler"]`
+    (saved with every checkpoint, restored from it here), so a resumed run scales as the
+    uninterrupted one would.
     """
     logger = logging.getLogger("paa_core.trainer")
     logger.info("Start training")
@@ -50,6 +65,10 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     start_iter = arguments["iteration"]
     writer = _summary_writer(checkpointer.save_dir) if checkpointer.save_dir else None
     rank, world_size = get_rank(), get_world_size()
+    if scaler is not None and "grad_scaler" in arguments:
+        scaler.load_state_dict(arguments["grad_scaler"])
+    elif scaler is None:
+        arguments.pop("grad_scaler", None)  # resumed without float16: nothing to carry on
     model.train()
     start_training_time = time.time()
     end = time.time()
@@ -77,8 +96,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
 
         optimizer.zero_grad()
-        losses.backward()
-        optimizer.step()
+        backward_and_step(losses, optimizer, scaler)
 
         batch_time = time.time() - end
         end = time.time()
@@ -103,6 +121,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             if checkpointer.save_dir and is_main_process():
                 append_metrics(checkpointer.save_dir, {"iteration": iteration, "lr": lr,
                                                        **{k: m.median for k, m in meters.meters.items()}})
+        if scaler is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
+            arguments["grad_scaler"] = scaler.state_dict()
         if iteration % checkpoint_period == 0:
             checkpointer.save(f"model_{iteration:07d}", **arguments)
         if iteration == max_iter:

@@ -40,18 +40,33 @@ def make_optimizer(cfg, model):
 def native_bf16(device):
     """True when `device` computes bfloat16 natively (so autocast speeds it up)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Pre-Ampere GPUs (V100, T4) only emulate bf16, slower than float32.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def make_amp_dtype(cfg, device):
-    """`SOLVER.AMP` -> the autocast dtype of the training forward, or None for float32."""
+    """`SOLVER.AMP` -> the autocast dtype of the training forward, or None for float32.
+
+    "auto": bfloat16 where the device computes it natively; on a GPU without it float16
+    (with a gradient scaler, see `make_grad_scaler`); float32 on other CPUs.
+    """
     amp = cfg.SOLVER.AMP
-    if amp not in ("off", "bf16", "auto"):
-        raise ValueError(f"SOLVER.AMP: unknown value {amp!r}, expected off, bf16 or auto")
+    if amp not in ("off", "bf16", "fp16", "auto"):
+        raise ValueError(f"SOLVER.AMP: unknown value {amp!r}, expected off, bf16, fp16 or auto")
     if amp == "bf16" or (amp == "auto" and native_bf16(device)):
         return torch.bfloat16
+    if amp == "fp16" or (amp == "auto" and device.type == "cuda"):
+        return torch.float16
     return None
+
+
+def make_grad_scaler(amp_dtype, device):
+    """A loss scaler for float16 training (its gradients underflow without one), else None.
+    bfloat16 has float32's exponent range and needs none."""
+    if amp_dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def make_lr_scheduler(cfg, optimizer):

@@ -1,12 +1,12 @@
 """Time PAA's loss evaluator and its GMM stage against a per-GT scikit-learn loop.
 
 COCO-like batch: 2 images padded to 800 x 1216 (P3-P7, ~20k anchors per image),
-3-20 GTs per image, 80 classes, random head outputs. The baseline is the same
+3-20 GTs per image, 80 classes, random head outputs (`--size`, `--images`, `--max-gts`). The baseline is the same
 evaluator with the candidate selection and mixture fitting done the reference's
 way: loops over GTs and levels and one `sklearn.mixture.GaussianMixture` per GT.
 
 Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository root):
-`python tools/benchmarks/assign.py [--device cuda] [--repeats 7] [--threads 1]`.
+`python tools/benchmarks/assign.py [--device cuda] [--repeats 7] [--threads 1] [--size 800 1216]`.
 Times are the best of `--repeats` runs after one warm-up call (the least disturbed by
 other load on the machine).
 """
@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import torch
+from ops import synchronize  # tools/benchmarks/ops.py, beside this script
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -77,19 +78,19 @@ class RecordingPAALossComputation(PAALossComputation):
         return super().assign_positives(*args)
 
 
-def make_batch(cfg, device, seed=0):
+def make_batch(cfg, device, height=800, width=1216, num_images=2, max_gts=20, seed=0):
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    height, width = 800, 1216
-    images = to_image_list([torch.zeros(3, height, width) for _ in range(2)], 32)
+    images = to_image_list([torch.zeros(3, height, width) for _ in range(num_images)], 32)
     strides = cfg.MODEL.PAA.ANCHOR_STRIDES
-    feats = [torch.zeros(2, 1, -(-height // s), -(-width // s)) for s in strides]
+    feats = [torch.zeros(num_images, 1, -(-height // s), -(-width // s)) for s in strides]
     anchors = [[a.to(device) for a in per_image]
                for per_image in make_anchor_generator_paa(cfg)(images, feats)]
     targets = []
-    for _ in range(2):
-        n = int(rng.integers(3, 21))
-        sizes = np.exp(rng.uniform(np.log(16), np.log(600), (n, 2)))
+    largest = min(600, 0.9 * min(height, width))
+    for _ in range(num_images):
+        n = int(rng.integers(min(3, max_gts), max_gts + 1))
+        sizes = np.exp(rng.uniform(np.log(16), np.log(largest), (n, 2)))
         x1 = rng.uniform(0, width - sizes[:, 0])
         y1 = rng.uniform(0, height - sizes[:, 1])
         boxes = np.stack([x1, y1, x1 + sizes[:, 0] - 1, y1 + sizes[:, 1] - 1], axis=1)
@@ -97,37 +98,39 @@ def make_batch(cfg, device, seed=0):
         t.add_field("labels", torch.tensor(rng.integers(1, 81, n), device=device))
         targets.append(t)
     shapes = [f.shape[-2:] for f in feats]
-    box_cls = [torch.randn(2, 80, h, w, device=device) - 4.6 for h, w in shapes]
-    box_reg = [torch.randn(2, 4, h, w, device=device) * 0.3 for h, w in shapes]
-    iou_pred = [torch.randn(2, 1, h, w, device=device) for h, w in shapes]
+    box_cls = [torch.randn(num_images, 80, h, w, device=device) - 4.6 for h, w in shapes]
+    box_reg = [torch.randn(num_images, 4, h, w, device=device) * 0.3 for h, w in shapes]
+    iou_pred = [torch.randn(num_images, 1, h, w, device=device) for h, w in shapes]
     return box_cls, box_reg, iou_pred, targets, anchors
 
 
 def timed(fn, repeats, device):
+    """Best wall time of `fn()` over `repeats` runs after one warm-up, and its output."""
     fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times), out
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args()
+    parser.add_argument("--size", type=int, nargs=2, default=(800, 1216), metavar=("H", "W"))
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--max-gts", type=int, default=20, help="GTs per image: 3 to this many")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = get_cfg()
     coder = BoxCoder(cfg.MODEL.PAA.BBOX_REG_WEIGHTS)
-    batch = make_batch(cfg, device)
+    batch = make_batch(cfg, device, *args.size, args.images, args.max_gts)
     print("anchors per image: {}, GTs per image: {}".format(
         sum(len(a) for a in batch[4][0]), [len(t) for t in batch[3]]))
 
@@ -161,8 +164,8 @@ def main():
     agree = np.mean([a == b for a, b in zip(num_pos.tolist(), num_pos_base)])
 
     print("device {}, torch threads {}, best of {} runs".format(device, args.threads, args.repeats))
-    print("(a) loss evaluator: batched {:.1f} ms, per-GT sklearn loop {:.1f} ms, speed-up {:.1f}x "
-          "(losses equal: {})".format(1e3 * t_ours, 1e3 * t_base, t_base / t_ours, same))
+    print("(a) loss evaluator: batched {:.1f} ms, per-GT sklearn loop {:.1f} ms, ratio {:.3f}, speed-up {:.1f}x "
+          "(losses equal: {})".format(1e3 * t_ours, 1e3 * t_base, t_ours / t_base, t_base / t_ours, same))
     print("    of which the shared focal loss over all anchors: {:.1f} ms; without it: "
           "{:.1f} ms vs {:.1f} ms, speed-up {:.1f}x".format(
               1e3 * t_focal, 1e3 * (t_ours - t_focal), 1e3 * (t_base - t_focal),

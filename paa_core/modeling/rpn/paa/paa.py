@@ -110,7 +110,7 @@ class PAAModule(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PAAModule: targets are required in training mode")
-            # Under mixed precision (SOLVER.AMP) only the convolutions run in bfloat16:
+            # Under mixed precision (SOLVER.AMP) only the convolutions run in bf16/fp16:
             # anchor assignment and losses are computed in float32.
             with torch.autocast(images.tensors.device.type, enabled=False):
                 loss_cls, loss_reg, loss_iou_pred = self.loss_evaluator(
