@@ -40,6 +40,57 @@ def concat_box_prediction_layers(box_cls, box_regression, iou_pred):
     return torch.cat(cls_flat, dim=1), torch.cat(reg_flat, dim=1), iou
 
 
+def _group_sort(group, score):
+    """Permutation sorting by group, then by score within a group (both stable)."""
+    by_score = torch.argsort(score, stable=True)
+    return by_score[torch.argsort(group[by_score], stable=True)]
+
+
+def _rank_in_group(sorted_group):
+    """Position of each element within its run of a sorted group vector."""
+    first = torch.searchsorted(sorted_group, sorted_group)
+    return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+
+
+def candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels, topk):
+    """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
+
+    Returns scores [G, L] ascending along each row, mask [G, L], and for every
+    selected candidate its index (into the candidate arrays), GT and column.
+    """
+    # TOPK lowest scores per (GT, level): sort by score, then stably by group.
+    group = cand_gt * num_levels + cand_level
+    order = _group_sort(group, cand_score)
+    selected = order[_rank_in_group(group[order]) < topk]
+
+    # Each GT's selected candidates in ascending score order.
+    order = selected[_group_sort(cand_gt[selected], cand_score[selected])]
+    gt_of = cand_gt[order]
+    column = _rank_in_group(gt_of)
+    width = int(column.max()) + 1
+    scores = cand_score.new_zeros((num_gt, width))
+    mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
+    scores[gt_of, column] = cand_score[order]
+    mask[gt_of, column] = True
+    return scores, mask, order, gt_of, column
+
+
+def assign_positives(cand_gt, cand_level, cand_score, num_gt, num_levels, topk):
+    """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch, on their device.
+
+    cand_gt (index into the batch's GTs), cand_level, cand_score: [K] per candidate
+    (an anchor that some GT pre-assigned). Returns the indices (into the candidate
+    arrays) of the positive candidates; each keeps its GT.
+    """
+    if cand_score.numel() == 0:
+        return cand_gt.new_zeros((0,))
+    scores, mask, order, gt_of, column = candidate_sets(
+        cand_gt, cand_level, cand_score, num_gt, num_levels, topk
+    )
+    num_pos = select_positives_by_gmm(scores, mask)
+    return order[column < num_pos[gt_of]]
+
+
 class PAALossComputation(object):
     """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
@@ -102,52 +153,12 @@ class PAALossComputation(object):
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
     def candidate_sets(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
-        """Each GT's `topk` lowest-score candidates per level (SPEC 4.3), as padded rows.
-
-        Returns scores [G, L] ascending along each row, mask [G, L], and for every
-        selected candidate its index (into the candidate arrays), GT and column.
-        """
-        # TOPK lowest scores per (GT, level): sort by score, then stably by group.
-        group = cand_gt * num_levels + cand_level
-        order = self._group_sort(group, cand_score)
-        selected = order[self._rank_in_group(group[order]) < self.topk]
-
-        # Each GT's selected candidates in ascending score order.
-        order = selected[self._group_sort(cand_gt[selected], cand_score[selected])]
-        gt_of = cand_gt[order]
-        column = self._rank_in_group(gt_of)
-        width = int(column.max()) + 1
-        scores = cand_score.new_zeros((num_gt, width))
-        mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
-        scores[gt_of, column] = cand_score[order]
-        mask[gt_of, column] = True
-        return scores, mask, order, gt_of, column
+        """`candidate_sets` with this loss's TOPK."""
+        return candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
     def assign_positives(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
-        """PAA selection (SPEC 4.3-4.4) over the candidates of a whole batch.
-
-        cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
-        (into the candidate arrays) of the positive candidates.
-        """
-        if cand_score.numel() == 0:
-            return cand_gt.new_zeros((0,))
-        scores, mask, order, gt_of, column = self.candidate_sets(
-            cand_gt, cand_level, cand_score, num_gt, num_levels
-        )
-        num_pos = select_positives_by_gmm(scores, mask)
-        return order[column < num_pos[gt_of]]
-
-    @staticmethod
-    def _group_sort(group, score):
-        """Permutation sorting by group, then by score within a group (both stable)."""
-        by_score = torch.argsort(score, stable=True)
-        return by_score[torch.argsort(group[by_score], stable=True)]
-
-    @staticmethod
-    def _rank_in_group(sorted_group):
-        """Position of each element within its run of a sorted group vector."""
-        first = torch.searchsorted(sorted_group, sorted_group)
-        return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+        """`assign_positives` with this loss's TOPK."""
+        return assign_positives(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
     def compute_targets(self, cls_flat, reg_flat, targets, anchors):
         """PAA assignment for a batch (SPEC 4.1-4.5).
