@@ -175,6 +175,7 @@ def run_test(cfg, model, distributed, output_dir):
             data_loader,
             dataset_name=dataset_name,
             iou_types=("bbox",),
+            box_only=cfg.MODEL.RPN_ONLY and not cfg.MODEL.PAA_ON,
             device=cfg.MODEL.DEVICE,
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,

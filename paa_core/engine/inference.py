@@ -48,12 +48,11 @@ def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
 def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cuda",
               expected_results=(), expected_results_sigma_tol=4, output_folder=None, bbox_aug=None):
     """Evaluate `model` on `data_loader`'s dataset; returns the results dict on the main
-    process ({"bbox": {"AP": ..., ...}}) and None on the others.
+    process ({"bbox": {"AP": ..., ...}}, or with `box_only`, for a model that outputs
+    proposals, {"box_proposal": {"AR@100": ..., ...}}) and None on the others.
 
     Writes `predictions.pth` and `bbox.json` to `output_folder` when given.
     """
-    if box_only:
-        raise ValueError("box_only (proposal recall) evaluation is not part of paa_core")
     logger = logging.getLogger("paa_core.inference")
     device = torch.device(device)
     dataset = data_loader.dataset
@@ -73,5 +72,5 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     if output_folder:
         torch.save(predictions, os.path.join(output_folder, "predictions.pth"))
     return evaluate(dataset=dataset, predictions=predictions, output_folder=output_folder,
-                    iou_types=iou_types, expected_results=expected_results,
+                    iou_types=iou_types, box_only=box_only, expected_results=expected_results,
                     expected_results_sigma_tol=expected_results_sigma_tol)
