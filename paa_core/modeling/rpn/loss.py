@@ -76,9 +76,9 @@ class RPNLossComputation(object):
         paa[cand[pos]] = 1
         return paa.view_as(labels)
 
-    def __call__(self, anchors, objectness, box_regression, iou_pred, targets):
-        """anchors: per level [T_l, 4]; objectness [N, T], box_regression [N, T, 4],
-        iou_pred [N, T] or None (see `flatten_rpn_outputs`); targets: per image BoxLists."""
+    def prepare_targets(self, anchors, objectness, box_regression, targets):
+        """-> labels [N, T] (1 positive, 0 negative, -1 ignored; PAA labels with `use_paa`),
+        the matched GT box of every anchor [N, T, 4] and its regression target [N, T, 4]."""
         anchor_levels = torch.cat([
             torch.full((len(a),), level, dtype=torch.long, device=a.device) for level, a in enumerate(anchors)
         ])
@@ -86,17 +86,24 @@ class RPNLossComputation(object):
         labels, matched, gt_boxes = self.match_targets(anchors, targets)
         num_images, num_anchors = labels.shape
         if gt_boxes.numel() == 0:
-            regression_targets = torch.zeros_like(box_regression)
-            matched_boxes = regression_targets
-        else:
-            matched_boxes = gt_boxes[matched]  # [N, T, 4]
-            regression_targets = self.box_coder.encode(
-                matched_boxes.reshape(-1, 4), anchors.repeat(num_images, 1)
-            ).view(num_images, num_anchors, 4)
+            return labels, torch.zeros_like(box_regression), torch.zeros_like(box_regression)
+        matched_boxes = gt_boxes[matched]  # [N, T, 4]
+        regression_targets = self.box_coder.encode(
+            matched_boxes.reshape(-1, 4), anchors.repeat(num_images, 1)
+        ).view(num_images, num_anchors, 4)
         if self.use_paa:
             labels = self.paa_labels(labels, matched, len(gt_boxes), anchor_levels,
                                      objectness.detach(), box_regression.detach(), regression_targets)
+        return labels, matched_boxes, regression_targets
 
+    def __call__(self, anchors, objectness, box_regression, iou_pred, targets):
+        """anchors: per level [T_l, 4]; objectness [N, T], box_regression [N, T, 4],
+        iou_pred [N, T] or None (see `flatten_rpn_outputs`); targets: per image BoxLists."""
+        labels, matched_boxes, regression_targets = self.prepare_targets(
+            anchors, objectness, box_regression, targets
+        )
+        num_images = labels.shape[0]
+        anchors = torch.cat(anchors, dim=0)
         pos_masks, neg_masks = self.fg_bg_sampler(list(labels))
         pos = torch.stack(pos_masks)
         sampled = pos | torch.stack(neg_masks)
