@@ -16,6 +16,7 @@ from paa_core.modeling.matcher import Matcher
 from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_rpn
 from paa_core.modeling.rpn.inference import RPNPostProcessor
 from paa_core.modeling.rpn.loss import RPNLossComputation
+from paa_core.modeling.rpn.utils import flatten_rpn_outputs
 from paa_core.structures.bounding_box import BoxList
 from box_oracles import d2_decode, d2_deltas, iou_continuous, iou_plus1
 
@@ -254,7 +255,6 @@ def test_proposals_match_direct_implementation():
     sizes = [(96, 128), (80, 100)]
     post = RPNPostProcessor(pre_nms_top_n=40, fpn_post_nms_top_n=60, nms_thresh=0.7, min_size=0, box_coder=CODER)
     proposals = post(anchors, objectness, deltas, ious, sizes)
-    from paa_core.modeling.rpn.utils import flatten_rpn_outputs
     obj, reg, iou = flatten_rpn_outputs(objectness, deltas, ious)
     for i, proposal in enumerate(proposals):
         expected = _direct_proposals(anchors, obj[i].tolist(), reg[i], iou[i].tolist(), sizes[i], 40, 60, 0.7)

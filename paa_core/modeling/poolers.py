@@ -56,8 +56,10 @@ class Pooler(nn.Module):
             idx = torch.nonzero(levels == level).squeeze(1)
             if idx.numel() == 0:
                 continue
+            # Box coordinates stay float32 (under bf16 autocast, torchvision's roi_align
+            # computes in float32 itself).
             result[idx] = roi_align(
-                feature, rois[idx].to(feature.dtype), self.output_size, spatial_scale=scale,
+                feature, rois[idx], self.output_size, spatial_scale=scale,
                 sampling_ratio=self.sampling_ratio, aligned=True,
             )
         return result
