@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draws a PAA model's detections on image files: boxes, class names and scores.
+"""Draws a detector's (PAA or Faster R-CNN) detections on image files: boxes, class names and scores.
 
     python demo/paa_demo.py --config-file configs/paa/paa_quick_shapes.yaml \\
         --weights output/paa_quick_shapes/model_final.pth \\
@@ -126,9 +126,12 @@ def main():
     resolve_device(cfg)
     cfg.freeze()
     names = load_category_names(args.categories or default_categories_file(cfg))
-    if len(names) != cfg.MODEL.PAA.NUM_CLASSES - 1:
-        raise InputError(f"{len(names)} category names but MODEL.PAA.NUM_CLASSES is "
-                         f"{cfg.MODEL.PAA.NUM_CLASSES} (classes + background)")
+    # The one-stage PAA head or the Faster R-CNN box head counts the classes.
+    key = "PAA.NUM_CLASSES" if cfg.MODEL.PAA_ON else "ROI_BOX_HEAD.NUM_CLASSES"
+    num_classes = cfg.MODEL.PAA.NUM_CLASSES if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    if len(names) != num_classes - 1:
+        raise InputError(f"{len(names)} category names but MODEL.{key} is "
+                         f"{num_classes} (classes + background)")
     paths = list_images(args.input)
     predictor = Predictor(cfg, args.weights)
     os.makedirs(args.output, exist_ok=True)

@@ -20,6 +20,7 @@ from paa_core.config.reference import check_reference_switches
 from paa_core.engine.cli import InputError, load_config
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
+from paa_core.modeling.registry import BACKBONES
 from test_model_state_dict import MANIFESTS, REFERENCE_TOTALS, _numbers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -188,26 +189,31 @@ def test_every_reference_key_at_its_default_loads():
     defaults = _flatten(_reference_defaults())
     assert len(defaults) == 228  # as many as the reference tree has
     cfg = get_cfg()
-    cfg.merge_from_file(DEFAULTS_FILE)
+    # The reference's bare defaults describe a Faster R-CNN R-50-C4: every key loads (its
+    # whole-number WEIGHT_DECAY_BIAS 0 too), then the C4 body is refused in one line.
+    with pytest.raises(InputError) as e:
+        load_config(cfg, DEFAULTS_FILE, [])
     assert {k: _plain(_get(cfg, k)) for k in defaults} == defaults
-    # The reference's bare defaults describe a Faster R-CNN R-50-C4: refused, in one line
-    # naming each key that asks for it.
-    with pytest.raises(ValueError) as e:
-        check_reference_switches(cfg)
     message = str(e.value)
     assert "\n" not in message
-    assert message.startswith("MODEL.PAA_ON False asks for a detector other than PAA")
-    assert "MODEL.RPN_ONLY False asks for ROI heads after the PAA stage" in message
-    assert "MODEL.BACKBONE.CONV_BODY 'R-50-C4' is a body paa_core does not have" in message
+    assert message == ("MODEL.BACKBONE.CONV_BODY 'R-50-C4' is a body paa_core does not have "
+                       f"(it has {', '.join(sorted(BACKBONES))})")
+    cfg.MODEL.PAA_ON = True
+    with pytest.raises(ValueError, match="^MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads"):
+        check_reference_switches(cfg)
 
 
 def test_our_defaults_differ_from_the_reference_only_where_its_configs_set_the_key():
-    """So a file written for the reference means the same here, key for key."""
+    """So a file written for the reference means the same here, key for key. The one
+    exception: the Faster R-CNN's keys default to its R-50-FPN model (the reference's to a
+    C4 one), and they are inert in every PAA model."""
     set_by_configs = set().union(*ROWS.values())
     defaults = _flatten(_reference_defaults())
     assert set_by_configs <= set(defaults)
     differ = {k for k, v in defaults.items() if _plain(_get(get_cfg(), k)) != v}
-    assert differ <= set_by_configs
+    faster_rcnn = {k for k in differ if k.split(".")[1] in ("RPN", "ROI_HEADS", "ROI_BOX_HEAD")}
+    assert differ - faster_rcnn <= set_by_configs
+    assert {"MODEL.RPN.ANCHOR_STRIDE", "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR"} <= faster_rcnn
     assert {"MODEL.PAA_ON", "MODEL.RPN_ONLY", "MODEL.RETINANET.USE_C5"} <= differ
 
 
@@ -258,13 +264,15 @@ SWITCHED_ON = [
     _refused("MODEL.RETINANET_ON", "True", "the RetinaNet detector", "False"),
     _refused("MODEL.FCOS_ON", "True", "the FCOS detector", "False"),
     _refused("MODEL.ATSS_ON", "True", "the ATSS detector", "False"),
-    _refused("MODEL.PAA_ON", "False", "a detector other than PAA", "True"),
-    _refused("MODEL.RPN_ONLY", "False", "ROI heads after the PAA stage", "True"),
+    ("MODEL.RPN_ONLY", "False", re.escape(
+        "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after the one-stage PAA "
+        "detector, which paa_core does not have (set RPN_ONLY True, or PAA_ON False for Faster R-CNN)")),
     _refused("MODEL.BACKBONE.USE_GN", "True", "a GroupNorm ResNet body", "False"),
     _refused("MODEL.PAA.REG_LOSS_TYPE", "'smoothl1'", "a box loss other than GIoU", "'iou' or 'giou'"),
     ("MODEL.BACKBONE.CONV_BODY", "FBNet", re.escape(
-        "MODEL.BACKBONE.CONV_BODY 'FBNet' is a body paa_core does not have (it has R-101-FPN-RETINANET, "
-        "R-152-FPN-RETINANET, R-18-GN-FPN-RETINANET, R-50-FPN-RETINANET)")),
+        "MODEL.BACKBONE.CONV_BODY 'FBNet' is a body paa_core does not have (it has R-101-FPN, "
+        "R-101-FPN-RETINANET, R-152-FPN-RETINANET, R-18-GN-FPN, R-18-GN-FPN-RETINANET, R-50-FPN, "
+        "R-50-FPN-RETINANET)")),
 ]
 
 

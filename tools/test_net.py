@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a PAA checkpoint (or every checkpoint of a folder) on DATASETS.TEST.
+"""Evaluate a detector checkpoint (or every checkpoint of a folder) on DATASETS.TEST.
 
     python tools/test_net.py --config-file F [--ckpt W.pth] [OPTS]
     python tools/test_net.py --config-file F MODEL.WEIGHT W.pth TEST.IMS_PER_BATCH 4
@@ -49,6 +49,13 @@ def evaluate_checkpoint(cfg, model, distributed, output_dir, weight=None, metric
     return results
 
 
+def _headline(results):
+    """Box AP, or the proposal recall AR@100 of an RPN-only model."""
+    if "bbox" in results:
+        return f"AP {100 * results['bbox']['AP']:.2f}"
+    return f"AR@100 {100 * results['box_proposal']['AR@100']:.2f}"
+
+
 def main():
     def add_arguments(parser):
         parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate")
@@ -82,7 +89,7 @@ def main():
         results = evaluate_checkpoint(cfg, model, distributed, os.path.join(args.eval_dir, "inference", name), path,
                                       args.eval_dir)
         if is_main_process():
-            summary.extend(f"{name}  {dataset}  AP {100 * r['bbox']['AP']:.2f}" for dataset, r in results.items())
+            summary.extend(f"{name}  {dataset}  {_headline(r)}" for dataset, r in results.items())
     if is_main_process():
         logger.info("AP per checkpoint:\n%s", "\n".join(summary))
 

@@ -29,9 +29,12 @@ _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 _C.MODEL.DEVICE = "cuda"
 # Initial weights: a local path, a URL or a "catalog://" name.
 _C.MODEL.WEIGHT = ""
-# paa_core builds the reference's PAA detector: the PAA stage (PAA_ON) and no ROI heads
-# after it (RPN_ONLY). Both default to False in the reference's tree, whose PAA configs
-# set them True; a file that turns either off asks for a detector paa_core does not have.
+# PAA_ON True: the one-stage PAA detector (MODEL.PAA). False: Faster R-CNN, an RPN
+# (MODEL.RPN, with PAA labels when MODEL.RPN.USE_PAA) followed by the ROI box head
+# (MODEL.ROI_HEADS, MODEL.ROI_BOX_HEAD) unless RPN_ONLY, which outputs the proposals.
+# The reference's tree defaults both to False; its PAA configs set both True (a PAA model
+# has no ROI heads), so ours default to the PAA detector and the Faster R-CNN configs
+# set them False.
 _C.MODEL.PAA_ON = True
 _C.MODEL.RPN_ONLY = True
 
@@ -90,6 +93,9 @@ _C.MODEL.GROUP_NORM.EPSILON = 1e-5
 # when False. PAA uses P5; the reference's tree defaults to True, its PAA configs set False.
 _C.MODEL.RETINANET = CN()
 _C.MODEL.RETINANET.USE_C5 = False
+# Biases in the lateral and output convs of the P2-P6 FPN (Faster R-CNN). The PAA
+# Faster R-CNN authors' FPN had none; stock detectron2 weights have them.
+_C.MODEL.FPN.USE_BIAS = True
 
 _C.MODEL.RESNETS = CN()
 # 1 for ResNet, 32 or 64 for ResNeXt.
@@ -146,6 +152,62 @@ _C.MODEL.PAA.NMS_TH = 0.6
 _C.MODEL.PAA.INFERENCE_SCORE_VOTING = True
 
 # -----------------------------------------------------------------------------
+# Faster R-CNN (MODEL.PAA_ON False): RPN over P2..P6, then the ROI box head on P2..P5.
+# Boxes on this path use detectron2's convention (width x2 - x1, no +1).
+# -----------------------------------------------------------------------------
+_C.MODEL.RPN = CN()
+_C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"
+# One anchor size and one stride per level P2..P6; ratios are height / width.
+_C.MODEL.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+_C.MODEL.RPN.ANCHOR_STRIDE = (4, 8, 16, 32, 64)
+_C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+# IoU labels (standard RPN): >= FG positive, < BG negative, in between ignored; every
+# anchor that is some GT's best match is positive. With USE_PAA these thresholds (0.1,
+# 0.1) choose the PAA candidates.
+_C.MODEL.RPN.FG_IOU_THRESHOLD = 0.7
+_C.MODEL.RPN.BG_IOU_THRESHOLD = 0.3
+# Anchors sampled per image for the losses, and the largest positive share of them.
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+# Proposals: top-k per level before NMS, NMS per level, then top-k per image.
+_C.MODEL.RPN.PRE_NMS_TOP_N_TRAIN = 2000
+_C.MODEL.RPN.PRE_NMS_TOP_N_TEST = 1000
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 1000
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 1000
+_C.MODEL.RPN.NMS_THRESH = 0.7
+# Proposals narrower or lower than this are dropped (0: only empty ones).
+_C.MODEL.RPN.MIN_SIZE = 0
+# PAA in the RPN: labels from the GMM split of each GT's PAA_TOPK lowest-cost candidates
+# per level; USE_IOU_PRED adds the IoU branch that weights the regression loss and
+# ranks proposals by sqrt(objectness * IoU).
+_C.MODEL.RPN.USE_PAA = False
+_C.MODEL.RPN.USE_IOU_PRED = False
+_C.MODEL.RPN.PAA_TOPK = 9
+
+_C.MODEL.ROI_HEADS = CN()
+# Proposal-GT IoU >= FG is foreground, < BG background.
+_C.MODEL.ROI_HEADS.FG_IOU_THRESHOLD = 0.5
+_C.MODEL.ROI_HEADS.BG_IOU_THRESHOLD = 0.5
+_C.MODEL.ROI_HEADS.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+# Inference: class score threshold, per-class NMS, detections kept per image.
+_C.MODEL.ROI_HEADS.SCORE_THRESH = 0.05
+_C.MODEL.ROI_HEADS.NMS = 0.5
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "FPN2MLPFeatureExtractor"
+_C.MODEL.ROI_BOX_HEAD.PREDICTOR = "FPNPredictor"
+# Aligned ROIAlign (half-pixel offset) over P2..P5; sampling ratio 0 is adaptive.
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_BOX_HEAD.POOLER_SCALES = (0.25, 0.125, 0.0625, 0.03125)
+# Number of classes including the background (COCO: 80 + 1).
+_C.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 81
+_C.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = 1024
+
+# -----------------------------------------------------------------------------
 # Solver
 # -----------------------------------------------------------------------------
 _C.SOLVER = CN()
@@ -165,7 +227,7 @@ _C.SOLVER.BETAS = (0.9, 0.999)
 # bf16; float32 on other CPUs).
 _C.SOLVER.AMP = "off"
 _C.SOLVER.WEIGHT_DECAY = 0.0001
-_C.SOLVER.WEIGHT_DECAY_BIAS = 0
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.STEPS = (60000, 80000)
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 3

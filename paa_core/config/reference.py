@@ -4,7 +4,7 @@ Files written for the reference (its `configs/paa/*.yaml`, or the merged `config
 it saved beside every checkpoint, which holds every key of its tree) must load
 unchanged. Keys of parts paa_core has live in `defaults.py`, under the reference's
 names, and take effect. The keys below configure parts that paa_core does not have
-(the standard RPN, ROI box/mask/keypoint heads, the RetinaNet, FCOS and ATSS detectors,
+(C4 RPN/ROI box head options, mask/keypoint heads, the RetinaNet, FCOS and ATSS detectors,
 FBNet bodies): they load with the reference's defaults and stay inert while their part
 is off. `check_reference_switches` refuses, in one line, a config that switches one of
 those parts on, so that nothing a file asks for is ignored silently.
@@ -29,47 +29,18 @@ _INERT = {
         "USE_SYNCBN": False,
     },
     "MODEL.BACKBONE": {"USE_GN": False},
-    # maskrcnn-benchmark's standard RPN (MODEL.PAA_ON replaces it).
+    # The rest of the RPN's and ROI heads' keys (the Faster R-CNN's own are in defaults.py):
+    # C4 models and options the Faster R-CNN path does not have.
     "MODEL.RPN": {
         "USE_FPN": False,
-        "ANCHOR_SIZES": (32, 64, 128, 256, 512),
-        "ANCHOR_STRIDE": (16,),
-        "ASPECT_RATIOS": (0.5, 1.0, 2.0),
         "STRADDLE_THRESH": 0,
-        "FG_IOU_THRESHOLD": 0.7,
-        "BG_IOU_THRESHOLD": 0.3,
-        "BATCH_SIZE_PER_IMAGE": 256,
-        "POSITIVE_FRACTION": 0.5,
-        "PRE_NMS_TOP_N_TRAIN": 12000,
-        "PRE_NMS_TOP_N_TEST": 6000,
         "POST_NMS_TOP_N_TRAIN": 2000,
         "POST_NMS_TOP_N_TEST": 1000,
-        "NMS_THRESH": 0.7,
-        "MIN_SIZE": 0,
-        "FPN_POST_NMS_TOP_N_TRAIN": 2000,
-        "FPN_POST_NMS_TOP_N_TEST": 2000,
-        "RPN_HEAD": "SingleConvRPNHead",
     },
-    # ROI heads (MODEL.RPN_ONLY False, MODEL.MASK_ON, MODEL.KEYPOINT_ON).
     "MODEL.ROI_HEADS": {
         "USE_FPN": False,
-        "FG_IOU_THRESHOLD": 0.5,
-        "BG_IOU_THRESHOLD": 0.5,
-        "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0),
-        "BATCH_SIZE_PER_IMAGE": 512,
-        "POSITIVE_FRACTION": 0.25,
-        "SCORE_THRESH": 0.05,
-        "NMS": 0.5,
-        "DETECTIONS_PER_IMG": 100,
     },
     "MODEL.ROI_BOX_HEAD": {
-        "FEATURE_EXTRACTOR": "ResNet50Conv5ROIFeatureExtractor",
-        "PREDICTOR": "FastRCNNPredictor",
-        "POOLER_RESOLUTION": 14,
-        "POOLER_SAMPLING_RATIO": 0,
-        "POOLER_SCALES": (1.0 / 16,),
-        "NUM_CLASSES": 81,
-        "MLP_HEAD_DIM": 1024,
         "USE_GN": False,
         "DILATION": 1,
         "CONV_HEAD_DIM": 256,
@@ -189,8 +160,6 @@ _INERT = {
 # Keys whose other values switch on a part paa_core leaves out:
 # key -> (the values paa_core builds, what any other value asks for).
 SWITCHES = {
-    "MODEL.PAA_ON": ((True,), "a detector other than PAA"),
-    "MODEL.RPN_ONLY": ((True,), "ROI heads after the PAA stage"),
     "MODEL.MASK_ON": ((False,), "mask heads"),
     "MODEL.KEYPOINT_ON": ((False,), "keypoint heads"),
     "MODEL.RETINANET_ON": ((False,), "the RetinaNet detector"),
@@ -232,6 +201,10 @@ def check_reference_switches(cfg):
     from paa_core.modeling.registry import BACKBONES
 
     problems = []
+    if cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
+        problems.append("MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after "
+                        "the one-stage PAA detector, which paa_core does not have (set RPN_ONLY "
+                        "True, or PAA_ON False for Faster R-CNN)")
     for key, (accepted, part) in SWITCHES.items():
         value = _get(cfg, key)
         if value not in accepted:

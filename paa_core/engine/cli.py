@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import torch
 import torch.distributed as dist
+from yacs.config import CfgNode as CN
 
 from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
@@ -59,6 +60,30 @@ def _rephrase_yacs_error(error, where):
     return f"{where}: {text}"
 
 
+def _ints_as_floats(defaults, loaded):
+    """`loaded` with whole numbers given for float keys made floats (the reference's tree
+    has `WEIGHT_DECAY_BIAS: 0`, ours 0.0; yacs would refuse either in the other)."""
+    for key, value in loaded.items():
+        default = defaults.get(key) if isinstance(defaults, CN) else None
+        if isinstance(value, CN):
+            _ints_as_floats(default, value)
+        elif isinstance(default, float) and type(value) is int:
+            loaded[key] = float(value)
+    return loaded
+
+
+def _ints_as_floats_in_opts(defaults, opts):
+    """Command-line KEY VALUE pairs, whole numbers for float keys written as floats."""
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        node = defaults
+        for name in str(opts[i]).split("."):
+            node = node.get(name) if isinstance(node, CN) else None
+        if isinstance(node, float) and str(opts[i + 1]).lstrip("-").isdigit():
+            opts[i + 1] = str(float(opts[i + 1]))
+    return opts
+
+
 def load_config(cfg, config_file, opts):
     """Merge `config_file` and then `opts` into `cfg` (not frozen), as one-line InputErrors.
 
@@ -67,13 +92,16 @@ def load_config(cfg, config_file, opts):
     if not os.path.isfile(config_file):
         raise InputError(f"config file not found: {config_file}")
     try:
-        cfg.merge_from_file(config_file)
-    except (KeyError, AssertionError, ValueError, TypeError) as e:
-        raise InputError(_rephrase_yacs_error(e, config_file)) from None
+        with open(config_file) as f:
+            loaded = cfg.load_cfg(f)
     except Exception as e:  # a YAML syntax error, whatever its class
         raise InputError(f"{config_file}: cannot parse: {str(e).splitlines()[0]}") from None
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_other_cfg(_ints_as_floats(cfg, loaded))
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        raise InputError(_rephrase_yacs_error(e, config_file)) from None
+    try:
+        cfg.merge_from_list(_ints_as_floats_in_opts(cfg, opts))
     except (KeyError, AssertionError, ValueError, TypeError) as e:
         raise InputError(_rephrase_yacs_error(e, "command line")) from None
     try:
@@ -183,6 +211,7 @@ def run_test(cfg, model, distributed, output_dir):
             data_loader,
             dataset_name=dataset_name,
             iou_types=("bbox",),
+            box_only=cfg.MODEL.RPN_ONLY and not cfg.MODEL.PAA_ON,
             device=cfg.MODEL.DEVICE,
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,

@@ -45,10 +45,11 @@ def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
     return [predictions[i] for i in range(num_images)]
 
 
-def inference(model, data_loader, dataset_name, iou_types=("bbox",), device="cuda",
+def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cuda",
               expected_results=(), expected_results_sigma_tol=4, output_folder=None, bbox_aug=None):
     """Evaluate `model` on `data_loader`'s dataset; returns the results dict on the main
-    process ({"bbox": {"AP": ..., ...}}) and None on the others.
+    process ({"bbox": {"AP": ..., ...}}, or with `box_only`, for a model that outputs
+    proposals, {"box_proposal": {"AR@100": ..., ...}}) and None on the others.
 
     Writes `predictions.pth` and `bbox.json` to `output_folder` when given.
     """
@@ -71,5 +72,5 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), device="cud
     if output_folder:
         torch.save(predictions, os.path.join(output_folder, "predictions.pth"))
     return evaluate(dataset=dataset, predictions=predictions, output_folder=output_folder,
-                    iou_types=iou_types, expected_results=expected_results,
+                    iou_types=iou_types, box_only=box_only, expected_results=expected_results,
                     expected_results_sigma_tol=expected_results_sigma_tol)

@@ -1,8 +1,9 @@
-"""Box <-> regression-target coding used by PAA (the reference's "BOX" regression).
+"""Box <-> regression-target coding (the reference's "BOX" regression).
 
-Widths use the +1 convention (`x2 - x1 + 1`), centres are the midpoints
-`(x1 + x2) / 2`, and decoding returns `ctr +- 0.5 * (w - 1)`, so decoding an
-encoding gives back the original box exactly.
+Widths are `x2 - x1 + offset` (`offset` 1: the PAA reference's +1 convention, the
+default; 0: detectron2's, used by the Faster R-CNN path; see `structures.box_ops`),
+centres are the midpoints `(x1 + x2) / 2`, and decoding returns
+`ctr +- 0.5 * (w - offset)`, so decoding an encoding gives back the original box exactly.
 """
 import math
 
@@ -12,16 +13,16 @@ import torch
 class BoxCoder(object):
     """Encodes boxes as (dx, dy, dw, dh) relative to reference boxes (anchors)."""
 
-    def __init__(self, weights, bbox_xform_clip=math.log(1000.0 / 16)):
+    def __init__(self, weights, bbox_xform_clip=math.log(1000.0 / 16), offset=1):
         if len(weights) != 4:
             raise ValueError("BoxCoder weights must be 4 numbers, got {!r}".format(weights))
         self.weights = tuple(float(w) for w in weights)
         self.bbox_xform_clip = bbox_xform_clip
+        self.offset = offset
 
-    @staticmethod
-    def _centre_size(boxes):
-        widths = boxes[:, 2] - boxes[:, 0] + 1
-        heights = boxes[:, 3] - boxes[:, 1] + 1
+    def _centre_size(self, boxes):
+        widths = boxes[:, 2] - boxes[:, 0] + self.offset
+        heights = boxes[:, 3] - boxes[:, 1] + self.offset
         ctr_x = (boxes[:, 2] + boxes[:, 0]) / 2
         ctr_y = (boxes[:, 3] + boxes[:, 1]) / 2
         return ctr_x, ctr_y, widths, heights
@@ -54,8 +55,8 @@ class BoxCoder(object):
 
         pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
         pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
-        half_w = 0.5 * (torch.exp(dw) * widths[:, None] - 1)
-        half_h = 0.5 * (torch.exp(dh) * heights[:, None] - 1)
+        half_w = 0.5 * (torch.exp(dw) * widths[:, None] - self.offset)
+        half_h = 0.5 * (torch.exp(dh) * heights[:, None] - self.offset)
 
         pred = torch.stack(
             (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h),

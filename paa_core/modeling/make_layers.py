@@ -15,19 +15,20 @@ def group_norm(channels, dim_per_group=-1, num_groups=32, eps=1e-5):
     return nn.GroupNorm(groups, channels, eps=eps)
 
 
-def conv_with_kaiming_uniform(use_gn=False, use_relu=False, gn_args=None):
+def conv_with_kaiming_uniform(use_gn=False, use_relu=False, gn_args=None, use_bias=True):
     """Return `make_conv(in, out, kernel_size, stride=1)`: a conv with "same" padding,
-    kaiming_uniform(a=1) weights and zero bias (the FPN's init); with `use_gn` the conv
-    has no bias and is followed by `group_norm(out, **gn_args)`, with `use_relu` by a ReLU
-    (then the result is a Sequential: `<name>.0` is the conv, as in the reference)."""
+    kaiming_uniform(a=1) weights and zero bias (the FPN's init); `use_bias=False` drops the
+    bias (the PAA Faster R-CNN authors' FPN); with `use_gn` the conv has no bias either and
+    is followed by `group_norm(out, **gn_args)`, with `use_relu` by a ReLU (then the result
+    is a Sequential: `<name>.0` is the conv, as in the reference)."""
 
     def make_conv(in_channels, out_channels, kernel_size, stride=1):
         conv = nn.Conv2d(
             in_channels, out_channels, kernel_size,
-            stride=stride, padding=kernel_size // 2, bias=not use_gn,
+            stride=stride, padding=kernel_size // 2, bias=use_bias and not use_gn,
         )
         nn.init.kaiming_uniform_(conv.weight, a=1)
-        if not use_gn:
+        if conv.bias is not None:
             nn.init.constant_(conv.bias, 0)
         layers = [conv]
         if use_gn:

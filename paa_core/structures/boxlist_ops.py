@@ -92,3 +92,17 @@ def cat_boxlist(bboxes: Sequence[BoxList]) -> BoxList:
     for field in first.fields():
         out.add_field(field, torch.cat([b.get_field(field) for b in bboxes], dim=0))
     return out
+
+
+def convert_box_offset(boxlist, from_offset, to_offset):
+    """The same boxes in another pixel convention (`structures.box_ops`): x2 and y2 move by
+    from_offset - to_offset (a +1 box [x1, x2] covers the continuous [x1, x2 + 1]).
+    Fields are kept; the BoxList is returned unchanged when the offsets agree."""
+    if from_offset == to_offset:
+        return boxlist
+    mode = boxlist.mode
+    boxlist = boxlist.convert("xyxy")
+    shift = boxlist.bbox.new_tensor([0, 0, from_offset - to_offset, from_offset - to_offset])
+    out = BoxList(boxlist.bbox + shift, boxlist.size, mode="xyxy")
+    out._copy_extra_fields(boxlist)
+    return out.convert(mode)

@@ -11,6 +11,8 @@ import re
 import numpy as np
 import torch
 
+from .d2_model_loading import convert_detectron2_weights, is_detectron2_state_dict
+
 # res<stage>_<block>_branch<...>: stage 2..5 is layer 1..4.
 _BLOCK = re.compile(r"^res(\d+)_(\d+)_(branch1|branch2a|branch2b|branch2c)_(w|b|bn_s|bn_b)$")
 _BRANCH = {"branch1": ("downsample.0", "downsample.1"),
@@ -70,10 +72,13 @@ def convert_c2_weights(blobs):
 
 
 def load_c2_format(path):
-    """Load a Detectron `.pkl` (with or without the "blobs" wrapper) as {"model": state dict}."""
+    """Load a Detectron `.pkl` (with or without the "blobs" wrapper), or a detectron2
+    model-zoo `.pkl` (its weights under "model"), as {"model": state dict}."""
     with open(path, "rb") as f:
         data = _ArrayUnpickler(f, encoding="latin1").load()
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict of weight arrays, found {type(data).__name__}")
+    if isinstance(data.get("model"), dict) and is_detectron2_state_dict(data["model"]):
+        return {"model": convert_detectron2_weights(data["model"])}
     blobs = data.get("blobs", data)
     return {"model": convert_c2_weights(blobs)}

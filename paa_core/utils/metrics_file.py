@@ -21,9 +21,11 @@ def append_metrics(output_dir, record):
 
 
 def append_evaluation(output_dir, iteration, results):
-    """One evaluation line per dataset of `results` ({dataset: {"bbox": {"AP": ...}}})."""
+    """One evaluation line per dataset of `results` ({dataset: {"bbox": {"AP": ...}}}, or
+    {"box_proposal": {"AR@100": ...}} for a proposal-only model)."""
     for dataset, result in results.items():
-        append_metrics(output_dir, {"iteration": iteration, "dataset": dataset.split(":")[0], **result["bbox"]})
+        metrics = {k: v for task in result.values() for k, v in task.items()}
+        append_metrics(output_dir, {"iteration": iteration, "dataset": dataset.split(":")[0], **metrics})
 
 
 def read_metrics(path):

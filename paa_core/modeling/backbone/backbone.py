@@ -1,4 +1,5 @@
-"""Backbone builders: ResNet body + RetinaNet-style FPN giving P3..P7."""
+"""Backbone builders: ResNet body + RetinaNet-style FPN giving P3..P7 (PAA), or + the
+Faster R-CNN FPN giving P2..P6."""
 from collections import OrderedDict
 
 from torch import nn
@@ -45,6 +46,37 @@ def build_resnet_fpn_p3p7_backbone(cfg):
 def build_resnet18_gn_fpn_p3p7_backbone(cfg):
     """GroupNorm ResNet-18 body for training from scratch (the CPU quick start) + FPN."""
     return with_fpn_p3p7(cfg, resnet_light.build_resnet18_gn(cfg))
+
+
+def with_fpn_p2p6(cfg, body):
+    """`Sequential(body=body, fpn=FPN)` giving P2..P6 (P6 = max-pool of P5); the body
+    returns C2..C5 with 1, 2, 4 and 8 times RES2_OUT_CHANNELS channels. The FPN convs
+    have biases unless MODEL.FPN.USE_BIAS is False."""
+    res2_out = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
+    out_channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
+    fpn = fpn_module.FPN(
+        in_channels_list=[res2_out, res2_out * 2, res2_out * 4, res2_out * 8],
+        out_channels=out_channels,
+        conv_block=conv_with_kaiming_uniform(use_bias=cfg.MODEL.FPN.USE_BIAS),
+        top_blocks=fpn_module.LastLevelMaxPool(),
+        first_index=1,
+    )
+    model = nn.Sequential(OrderedDict([("body", body), ("fpn", fpn)]))
+    model.out_channels = out_channels
+    return model
+
+
+@registry.BACKBONES.register("R-50-FPN")
+@registry.BACKBONES.register("R-101-FPN")
+def build_resnet_fpn_p2p6_backbone(cfg):
+    """ResNet body + the Faster R-CNN FPN (maskrcnn-benchmark's names fpn_inner1..4)."""
+    return with_fpn_p2p6(cfg, resnet.build_resnet(cfg))
+
+
+@registry.BACKBONES.register("R-18-GN-FPN")
+def build_resnet18_gn_fpn_p2p6_backbone(cfg):
+    """GroupNorm ResNet-18 body + the Faster R-CNN FPN (the CPU quick start's two-stage model)."""
+    return with_fpn_p2p6(cfg, resnet_light.build_resnet18_gn(cfg, return_c2=True))
 
 
 def build_backbone(cfg):

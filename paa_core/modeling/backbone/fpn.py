@@ -1,4 +1,4 @@
-"""Feature pyramid (RetinaNet variant): C3..C5 -> P3..P7."""
+"""Feature pyramids: C3..C5 -> P3..P7 (RetinaNet variant, PAA) and C2..C5 -> P2..P6 (Faster R-CNN)."""
 import torch.nn.functional as F
 from torch import nn
 
@@ -55,3 +55,10 @@ class LastLevelP6P7(nn.Module):
         p6 = self.p6(p5 if self.use_p5 else c5)
         p7 = self.p7(F.relu(p6))
         return [p6, p7]
+
+
+class LastLevelMaxPool(nn.Module):
+    """P6 = max_pool(kernel 1, stride 2) of P5 (the Faster R-CNN FPN's extra level)."""
+
+    def forward(self, c5, p5):
+        return [F.max_pool2d(p5, kernel_size=1, stride=2, padding=0)]

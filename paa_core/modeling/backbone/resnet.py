@@ -27,7 +27,17 @@ def _fpn_p3p7_stages(block_counts):
     )
 
 
+def _fpn_p2p6_stages(block_counts):
+    """res2..res5 with the given depths; the Faster R-CNN FPN takes C2..C5."""
+    return tuple(
+        StageSpec(index=i + 1, block_count=n, return_features=True)
+        for i, n in enumerate(block_counts)
+    )
+
+
 _STAGE_SPECS = Registry("STAGE_SPECS", {
+    "R-50-FPN": _fpn_p2p6_stages((3, 4, 6, 3)),
+    "R-101-FPN": _fpn_p2p6_stages((3, 4, 23, 3)),
     "R-50-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 6, 3)),
     "R-101-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 23, 3)),
     "R-152-FPN-RETINANET": _fpn_p3p7_stages((3, 8, 36, 3)),

@@ -64,10 +64,12 @@ class BasicBlockWithGN(nn.Module):
 
 
 class ResNetLight(nn.Module):
-    """BasicBlock ResNet body (stem, layer1..layer4); forward returns [C3, C4, C5] at strides 8, 16, 32."""
+    """BasicBlock ResNet body (stem, layer1..layer4); forward returns [C3, C4, C5] at strides
+    8, 16, 32, or [C2, C3, C4, C5] (strides 4..32) with `return_c2` (the Faster R-CNN FPN)."""
 
-    def __init__(self, stage_blocks, stem_channels, res2_channels, freeze_at):
+    def __init__(self, stage_blocks, stem_channels, res2_channels, freeze_at, return_c2=False):
         super().__init__()
+        self.first_returned = 0 if return_c2 else 1
         self.stem = StemWithGN(stem_channels)
         in_channels = stem_channels
         self.stages = []
@@ -99,13 +101,14 @@ class ResNetLight(nn.Module):
         for name in self.stages:
             x = getattr(self, name)(x)
             outputs.append(x)
-        return outputs[1:]
+        return outputs[self.first_returned:]
 
 
-def build_resnet18_gn(cfg):
-    """The ResNet-18-GN body with the widths of MODEL.RESNETS; returns [C3, C4, C5]."""
+def build_resnet18_gn(cfg, return_c2=False):
+    """The ResNet-18-GN body with the widths of MODEL.RESNETS; returns [C3, C4, C5]
+    (or [C2, ..., C5] with `return_c2`)."""
     resnets = cfg.MODEL.RESNETS
     return ResNetLight(
         R18_STAGE_BLOCKS, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS,
-        cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+        cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, return_c2,
     )

@@ -1,14 +1,18 @@
-"""The detector: backbone (ResNet + FPN) followed by the PAA stage."""
+"""The detector: backbone (ResNet + FPN), then the PAA stage, or an RPN and ROI heads."""
 from torch import nn
 
+from paa_core.structures.bounding_box import TO_REMOVE
+from paa_core.structures.boxlist_ops import convert_box_offset
 from paa_core.structures.image_list import to_image_list
 
 from ..backbone import build_backbone
-from ..rpn.paa.paa import build_paa
+from ..roi_heads.roi_heads import build_roi_heads
+from ..rpn.rpn import FASTER_RCNN_BOX_OFFSET, build_rpn
 
 
 class GeneralizedRCNN(nn.Module):
-    """`backbone` -> P3..P7 -> `rpn` (the PAA module).
+    """`backbone` -> FPN levels -> `rpn` (the one-stage PAA module, or the Faster R-CNN
+    RPN) -> `roi_heads` (Faster R-CNN only, absent with MODEL.RPN_ONLY).
 
     forward(images, targets=None): images are an ImageList, a tensor or a list of
     [3, H, W] tensors; training returns the loss dict, eval a BoxList per image.
@@ -18,18 +22,32 @@ class GeneralizedRCNN(nn.Module):
     name `rpn`: the reference built PAA this way, so its checkpoints store the head as
     `rpn.head.*` and its configs name this class. Renaming either would break loading
     released weights and config files.
+
+    Targets come in and boxes go out in the datasets' +1 convention; the Faster R-CNN
+    path computes in detectron2's (no +1) and converts at this boundary.
     """
 
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg)
-        self.rpn = build_paa(cfg, self.backbone.out_channels)
+        self.rpn = build_rpn(cfg, self.backbone.out_channels)
+        self.box_offset = TO_REMOVE if cfg.MODEL.PAA_ON else FASTER_RCNN_BOX_OFFSET
+        self.roi_heads = None
+        if not cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
+            self.roi_heads = build_roi_heads(cfg, self.backbone.out_channels, self.box_offset)
         self.size_divisible = cfg.DATALOADER.SIZE_DIVISIBILITY
 
     def forward(self, images, targets=None):
         if self.training and targets is None:
             raise ValueError("GeneralizedRCNN: targets are required in training mode")
         images = to_image_list(images, self.size_divisible)
+        if targets is not None:
+            targets = [convert_box_offset(t, TO_REMOVE, self.box_offset) for t in targets]
         features = self.backbone(images.tensors)
-        detections, losses = self.rpn(images, features, targets)
-        return losses if self.training else detections
+        result, losses = self.rpn(images, features, targets)
+        if self.roi_heads is not None:
+            _, result, detector_losses = self.roi_heads(features, result, targets)
+            losses = {**losses, **detector_losses}
+        if self.training:
+            return losses
+        return [convert_box_offset(r, self.box_offset, TO_REMOVE) for r in result]

@@ -49,15 +49,28 @@ def generate_anchors(stride: int, sizes: Sequence[float], aspect_ratios: Sequenc
     return anchors.float()
 
 
+def generate_centred_anchors(sizes, aspect_ratios):
+    """Cell anchors [len(sizes) * len(aspect_ratios), 4] in detectron2's geometry (no +1,
+    no rounding): for size s and ratio r (height / width), w = sqrt(s*s / r), h = r * w,
+    box (-w/2, -h/2, w/2, h/2) centred on the grid point. Sizes are the outer loop."""
+    sizes = torch.as_tensor(sizes, dtype=torch.float64)
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)
+    ws = torch.sqrt(sizes[:, None] ** 2 / ratios[None, :]).reshape(-1)
+    hs = (ws.view(len(sizes), -1) * ratios[None, :]).reshape(-1)
+    return torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1).float()
+
+
 class AnchorGenerator(nn.Module):
     """For each image, one BoxList of anchors per feature map.
 
     `sizes[l]` are level l's anchor sizes, `anchor_strides[l]` its stride. Anchors are
-    ordered row-major over (y, x) with the A anchors of one location innermost.
+    ordered row-major over (y, x) with the A anchors of one location innermost. Cell
+    anchors follow Detectron (`generate_anchors`), or detectron2 with `centred`
+    (`generate_centred_anchors`, the Faster R-CNN path).
     """
 
     def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float],
-                 anchor_strides: Sequence[int]):
+                 anchor_strides: Sequence[int], centred: bool = False):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
@@ -66,7 +79,8 @@ class AnchorGenerator(nn.Module):
             )
         self.strides = tuple(anchor_strides)
         self.cell_anchors = BufferList(
-            generate_anchors(stride, level_sizes, aspect_ratios)
+            generate_centred_anchors(level_sizes, aspect_ratios) if centred
+            else generate_anchors(stride, level_sizes, aspect_ratios)
             for stride, level_sizes in zip(anchor_strides, sizes)
         )
 
@@ -104,3 +118,10 @@ def make_anchor_generator_paa(cfg) -> AnchorGenerator:
         for size in p.ANCHOR_SIZES
     )
     return AnchorGenerator(sizes, p.ASPECT_RATIOS, p.ANCHOR_STRIDES)
+
+
+def make_anchor_generator_rpn(cfg) -> AnchorGenerator:
+    """Faster R-CNN RPN anchors: one size per level (MODEL.RPN.ANCHOR_SIZES), detectron2 geometry."""
+    r = cfg.MODEL.RPN
+    return AnchorGenerator(tuple((s,) for s in r.ANCHOR_SIZES), r.ASPECT_RATIOS, r.ANCHOR_STRIDE,
+                           centred=True)

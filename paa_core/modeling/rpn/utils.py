@@ -1,4 +1,5 @@
-"""Head outputs in the anchor generator's order, shared by the loss and the post-processing."""
+"""Head outputs in the anchor generator's order (shared by the losses and the post-processing),
+and the PAA RPN's ranking score."""
 from typing import List, Optional, Tuple
 
 import torch
@@ -27,3 +28,20 @@ def concat_box_prediction_layers(
             iou_flat.append(permute_and_flatten(iou_pred[level], n, num_anchors, 1, h, w))
     iou = torch.cat(iou_flat, dim=1).squeeze(2) if iou_pred is not None else None
     return torch.cat(cls_flat, dim=1), torch.cat(reg_flat, dim=1), iou
+
+
+def flatten_rpn_outputs(objectness, box_regression, iou_pred=None):
+    """Per level objectness [N, A, H, W], deltas [N, 4A, H, W] (4 consecutive channels per
+    anchor) and IoU logits [N, A, H, W] or None -> objectness [N, T], deltas [N, T, 4],
+    IoU [N, T] or None, with T = sum_l H_l * W_l * A in the anchors' (level, y, x, a) order."""
+    obj, reg, iou = concat_box_prediction_layers(objectness, box_regression, iou_pred)
+    return obj.squeeze(2), reg, iou
+
+
+def combined_objectness(objectness, iou_pred):
+    """The PAA RPN's ranking logit: logit(sqrt(sigmoid(o) * sigmoid(q))) (may be +-inf;
+    only the order is used); plain `objectness` without the IoU branch."""
+    if iou_pred is None:
+        return objectness
+    p = torch.sqrt(torch.sigmoid(objectness) * torch.sigmoid(iou_pred))
+    return torch.log(p) - torch.log1p(-p)

@@ -45,6 +45,64 @@ class CandidateSets(NamedTuple):
     column: Tensor  # [S] its column
 
 
+def _group_sort(group: Tensor, score: Tensor) -> Tensor:
+    """Permutation sorting by group, then by score within a group (both stable)."""
+    by_score = torch.argsort(score, stable=True)
+    return by_score[torch.argsort(group[by_score], stable=True)]
+
+
+def _rank_in_group(sorted_group: Tensor) -> Tensor:
+    """Position of each element within its run of a sorted group vector."""
+    first = torch.searchsorted(sorted_group, sorted_group)
+    return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+
+
+def candidate_sets(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
+                   num_levels: int, topk: int) -> CandidateSets:
+    """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
+
+    Returns scores [G, L] ascending along each row, mask [G, L], and for every
+    selected candidate its index (into the candidate arrays), GT and column.
+    """
+    # TOPK lowest scores per (GT, level): sort by score, then stably by group.
+    group = cand_gt * num_levels + cand_level
+    order = _group_sort(group, cand_score)
+    selected = order[_rank_in_group(group[order]) < topk]
+
+    # Each GT's selected candidates in ascending score order.
+    order = selected[_group_sort(cand_gt[selected], cand_score[selected])]
+    gt_of = cand_gt[order]
+    column = _rank_in_group(gt_of)
+    width = int(column.max()) + 1
+    scores = cand_score.new_zeros((num_gt, width))
+    mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
+    scores[gt_of, column] = cand_score[order]
+    mask[gt_of, column] = True
+    return CandidateSets(scores, mask, order, gt_of, column)
+
+
+def assign_positives(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
+                     num_levels: int, topk: int) -> Tensor:
+    """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch, on
+    their device; shared by the one-stage loss and the PAA RPN.
+
+    cand_gt (index into the batch's GTs), cand_level, cand_score: [K] per candidate
+    (an anchor that some GT pre-assigned). Returns the indices (into the candidate
+    arrays) of the positive candidates; each keeps its GT.
+    """
+    if cand_score.numel() == 0:
+        return cand_gt.new_zeros((0,))
+    scores, mask, order, gt_of, column = candidate_sets(
+        cand_gt, cand_level, cand_score, num_gt, num_levels, topk
+    )
+    num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask, return_fit=True)
+    if listening():
+        # The selected candidates (indices into the candidate arrays, by GT then
+        # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
+        publish("paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm})
+    return order[column < num_pos[gt_of]]
+
+
 class PAALossComputation(object):
     """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
@@ -111,57 +169,13 @@ class PAALossComputation(object):
 
     def candidate_sets(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
                        num_levels: int) -> CandidateSets:
-        """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
-
-        Returns scores [G, L] ascending along each row, mask [G, L], and for every
-        selected candidate its index (into the candidate arrays), GT and column.
-        """
-        # TOPK lowest scores per (GT, level): sort by score, then stably by group.
-        group = cand_gt * num_levels + cand_level
-        order = self._group_sort(group, cand_score)
-        selected = order[self._rank_in_group(group[order]) < self.topk]
-
-        # Each GT's selected candidates in ascending score order.
-        order = selected[self._group_sort(cand_gt[selected], cand_score[selected])]
-        gt_of = cand_gt[order]
-        column = self._rank_in_group(gt_of)
-        width = int(column.max()) + 1
-        scores = cand_score.new_zeros((num_gt, width))
-        mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
-        scores[gt_of, column] = cand_score[order]
-        mask[gt_of, column] = True
-        return CandidateSets(scores, mask, order, gt_of, column)
+        """`candidate_sets` with this loss's TOPK."""
+        return candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
     def assign_positives(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor,
                          num_gt: int, num_levels: int) -> Tensor:
-        """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch.
-
-        cand_gt, cand_level, cand_score: [K] per candidate. Returns the indices
-        (into the candidate arrays) of the positive candidates.
-        """
-        if cand_score.numel() == 0:
-            return cand_gt.new_zeros((0,))
-        scores, mask, order, gt_of, column = self.candidate_sets(
-            cand_gt, cand_level, cand_score, num_gt, num_levels
-        )
-        num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask, return_fit=True)
-        if listening():
-            # The selected candidates (indices into the candidate arrays, by GT then
-            # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
-            publish("paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm})
-        return order[column < num_pos[gt_of]]
-
-    @staticmethod
-    def _group_sort(group, score):
-        """Permutation sorting by group, then by score within a group (both stable)."""
-        by_score = torch.argsort(score, stable=True)
-        return by_score[torch.argsort(group[by_score], stable=True)]
-
-    @staticmethod
-    def _rank_in_group(sorted_group):
-        """Position of each element within its run of a sorted group vector."""
-        first = torch.searchsorted(sorted_group, sorted_group)
-        return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+        """`assign_positives` with this loss's TOPK."""
+        return assign_positives(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
     def compute_targets(self, cls_flat: Tensor, reg_flat: Tensor, targets: List[BoxList],
                         anchors: List[List[BoxList]]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -5,9 +5,12 @@ import os
 from collections import OrderedDict
 
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from paa_core.structures.bounding_box import TO_REMOVE, BoxList
+from paa_core.structures.box_ops import box_iou
 from .analysis import report_analysis
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -101,10 +104,72 @@ def check_expected_results(results, expected_results, sigma_tol):
     return all_ok
 
 
+# COCO object-size ranges (on the annotation's "area") for proposal recall.
+PROPOSAL_AREAS = {"all": (0, 1e10), "small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, 1e10)}
+PROPOSAL_LIMITS = (100, 1000)
+
+
+def _match_overlaps(iou):
+    """Greedy one-to-one cover of GTs by proposals: repeatedly take the GT whose best
+    remaining proposal overlaps it most, record that IoU and remove both. iou [G, P] -> [G]."""
+    iou = iou.clone()
+    overlaps = iou.new_zeros(iou.shape[0])
+    for _ in range(min(iou.shape)):
+        best_per_gt, best_proposal = iou.max(dim=1)
+        gt = int(best_per_gt.argmax())
+        overlaps[gt] = best_per_gt[gt]
+        iou[:, best_proposal[gt]] = -1
+        iou[gt, :] = -1
+    return overlaps
+
+
+def evaluate_box_proposals(predictions, dataset, area="all", limit=None):
+    """Average recall of the proposals ("objectness" field, best first) over IoU
+    thresholds 0.5:0.95:0.05, for the non-crowd GTs whose annotation area is in
+    PROPOSAL_AREAS[area]; each image contributes its best `limit` proposals."""
+    low, high = PROPOSAL_AREAS[area]
+    overlaps = []
+    for image_idx, prediction in enumerate(predictions):
+        img_info = dataset.get_img_info(image_idx)
+        prediction = prediction.resize((img_info["width"], img_info["height"])).convert("xyxy")
+        order = prediction.get_field("objectness").argsort(descending=True)
+        boxes = prediction.bbox[order][:limit]
+        anns = dataset.coco.imgToAnns.get(int(dataset.id_to_img_map[image_idx]), [])
+        anns = [a for a in anns if a.get("iscrowd", 0) == 0 and low <= a["area"] <= high]
+        if not anns:
+            continue
+        gt = BoxList(torch.as_tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4),
+                     (img_info["width"], img_info["height"]), mode="xywh").convert("xyxy").bbox
+        if len(boxes) == 0:
+            overlaps.append(gt.new_zeros(len(gt)))
+            continue
+        overlaps.append(_match_overlaps(box_iou(gt, boxes, offset=TO_REMOVE)))
+    overlaps = torch.cat(overlaps) if overlaps else torch.zeros(0)
+    thresholds = torch.arange(0.5, 0.95 + 1e-5, 0.05)
+    recalls = (overlaps[None, :] >= thresholds[:, None]).float().mean(dim=1)
+    return {"ar": float(recalls.mean()) if len(overlaps) else 0.0, "recalls": recalls,
+            "num_pos": len(overlaps)}
+
+
+def proposal_recall_results(predictions, dataset):
+    """{"AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000", ...} for PROPOSAL_LIMITS."""
+    results = OrderedDict()
+    for limit in PROPOSAL_LIMITS:
+        for area, suffix in (("all", ""), ("small", "s"), ("medium", "m"), ("large", "l")):
+            results[f"AR{suffix}@{limit}"] = evaluate_box_proposals(predictions, dataset, area, limit)["ar"]
+    return results
+
+
 def do_coco_evaluation(dataset, predictions, output_folder, iou_types, expected_results,
-                       expected_results_sigma_tol):
-    """Evaluate the predictions (one BoxList per dataset index) and return the results dict."""
+                       expected_results_sigma_tol, box_only=False):
+    """Evaluate the predictions (one BoxList per dataset index) and return the results dict:
+    {"bbox": {AP...}}, or with `box_only` (proposals) {"box_proposal": {AR...}}."""
     logger = logging.getLogger("paa_core.inference")
+    if box_only:
+        results = {"box_proposal": proposal_recall_results(predictions, dataset)}
+        logger.info("Proposal recall:\n%s", "\n".join(f"{k:>8}: {100 * v:6.2f}" for k, v in results["box_proposal"].items()))
+        check_expected_results(results, expected_results, expected_results_sigma_tol)
+        return results
     if tuple(iou_types) != ("bbox",):
         raise ValueError(f"paa_core evaluates boxes only; iou_types must be ('bbox',), got {iou_types}")
     coco_results = prepare_for_coco_detection(predictions, dataset)

@@ -1,0 +1,54 @@
+"""The ROI box head: features of the proposals -> class scores and refined boxes."""
+import torch
+from torch import nn
+
+from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
+from paa_core.modeling.box_coder import BoxCoder
+from paa_core.modeling.matcher import Matcher
+
+from .inference import PostProcessor
+from .loss import FastRCNNLossComputation
+from .roi_box_feature_extractors import make_roi_box_feature_extractor
+from .roi_box_predictors import make_roi_box_predictor
+
+
+class ROIBoxHead(nn.Module):
+    """Training: samples the proposals, -> (features, sampled proposals,
+    {"loss_classifier", "loss_box_reg"}); eval: -> (features, detections, {})."""
+
+    def __init__(self, feature_extractor, predictor, post_processor, loss_evaluator):
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.predictor = predictor
+        self.post_processor = post_processor
+        self.loss_evaluator = loss_evaluator
+
+    def forward(self, features, proposals, targets=None):
+        if self.training:
+            proposals = self.loss_evaluator.subsample(proposals, targets)
+        x = self.feature_extractor(features, proposals)
+        class_logits, box_regression = self.predictor(x)
+        if not self.training:
+            return x, self.post_processor(class_logits, box_regression, proposals), {}
+        with torch.autocast(x.device.type, enabled=False):
+            loss_classifier, loss_box_reg = self.loss_evaluator(
+                proposals, class_logits.float(), box_regression.float()
+            )
+        return x, proposals, {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+
+def build_roi_box_head(cfg, in_channels, box_offset):
+    r = cfg.MODEL.ROI_HEADS
+    box_coder = BoxCoder(r.BBOX_REG_WEIGHTS, offset=box_offset)
+    feature_extractor = make_roi_box_feature_extractor(cfg, in_channels, box_offset)
+    return ROIBoxHead(
+        feature_extractor,
+        make_roi_box_predictor(cfg, feature_extractor.out_channels),
+        PostProcessor(r.SCORE_THRESH, r.NMS, r.DETECTIONS_PER_IMG, box_coder),
+        FastRCNNLossComputation(
+            Matcher(r.FG_IOU_THRESHOLD, r.BG_IOU_THRESHOLD, allow_low_quality_matches=False),
+            BalancedPositiveNegativeSampler(r.BATCH_SIZE_PER_IMAGE, r.POSITIVE_FRACTION),
+            box_coder,
+            box_offset=box_offset,
+        ),
+    )

@@ -1,0 +1,48 @@
+"""Fast R-CNN inference: class-specific boxes, score threshold, per-class NMS, top detections."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms
+
+from paa_core.structures.bounding_box import BoxList
+
+
+class PostProcessor(nn.Module):
+    """Softmax over classes (background, column 0, dropped); each class's decoded box is
+    clipped to [0, w] x [0, h]; (box, class) pairs scoring > `score_thresh` go through
+    NMS at `nms` within their class and the best `detections_per_img` are kept.
+    Returns BoxLists with "scores" and "labels" (1..C)."""
+
+    def __init__(self, score_thresh, nms, detections_per_img, box_coder):
+        super().__init__()
+        self.score_thresh = score_thresh
+        self.nms = nms
+        self.detections_per_img = detections_per_img
+        self.box_coder = box_coder
+
+    def forward(self, class_logits, box_regression, proposals):
+        """class_logits [K, C+1], box_regression [K, 4 (C+1)] for the proposals' K boxes."""
+        probs = F.softmax(class_logits, dim=-1)
+        boxes = self.box_coder.decode(box_regression, torch.cat([p.bbox for p in proposals], dim=0))
+        num_classes = probs.shape[1]
+        results = []
+        start = 0
+        for proposal in proposals:
+            end = start + len(proposal)
+            width, height = proposal.size
+            scores = probs[start:end, 1:]
+            boxes_i = boxes[start:end].view(-1, num_classes, 4)[:, 1:]
+            boxes_i = torch.stack([
+                boxes_i[..., 0].clamp(0, width), boxes_i[..., 1].clamp(0, height),
+                boxes_i[..., 2].clamp(0, width), boxes_i[..., 3].clamp(0, height),
+            ], dim=-1)
+            keep = (scores > self.score_thresh) & torch.isfinite(boxes_i).all(dim=-1)
+            rows, cols = keep.nonzero(as_tuple=True)
+            boxes_k, scores_k = boxes_i[rows, cols], scores[rows, cols]
+            keep = batched_nms(boxes_k, scores_k, cols, self.nms)[: self.detections_per_img]
+            result = BoxList(boxes_k[keep], proposal.size, mode="xyxy")
+            result.add_field("scores", scores_k[keep])
+            result.add_field("labels", cols[keep] + 1)
+            results.append(result)
+            start = end
+        return results

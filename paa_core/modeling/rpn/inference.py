@@ -1,0 +1,75 @@
+"""RPN proposals: per-level top-k, decoding, clipping, per-level NMS, per-image top-k."""
+import torch
+from torchvision.ops import batched_nms
+
+from paa_core.structures.bounding_box import BoxList
+
+from .utils import combined_objectness, flatten_rpn_outputs
+
+
+class RPNPostProcessor(torch.nn.Module):
+    """Turns head outputs into at most `fpn_post_nms_top_n` proposals per image.
+
+    For each image: the `pre_nms_top_n` best anchors of each level by score (the
+    objectness logit, or with the IoU branch logit(sqrt(sigmoid(o) * sigmoid(q)))) are
+    decoded, clipped to the image ([0, w] x [0, h]), boxes with a side <= `min_size` are
+    dropped, NMS at `nms_thresh` runs within each level, and the best
+    `fpn_post_nms_top_n` survivors of all levels are kept, best first. Returns BoxLists
+    (xyxy, detectron2 convention) with the score in the field "objectness".
+    """
+
+    def __init__(self, pre_nms_top_n, fpn_post_nms_top_n, nms_thresh, min_size, box_coder):
+        super().__init__()
+        self.pre_nms_top_n = pre_nms_top_n
+        self.fpn_post_nms_top_n = fpn_post_nms_top_n
+        self.nms_thresh = nms_thresh
+        self.min_size = min_size
+        self.box_coder = box_coder
+
+    def select_top_per_level(self, anchors, scores, box_regression):
+        """anchors: per level [T_l, 4]; scores [N, T], box_regression [N, T, 4].
+        -> decoded boxes [N, K, 4], scores [N, K], level ids [K] of the per-level top-k."""
+        boxes, top_scores, levels = [], [], []
+        start = 0
+        for level, anchors_l in enumerate(anchors):
+            end = start + len(anchors_l)
+            k = min(self.pre_nms_top_n, len(anchors_l))
+            s, idx = scores[:, start:end].topk(k, dim=1, sorted=True)
+            deltas = torch.gather(box_regression[:, start:end], 1, idx[..., None].expand(-1, -1, 4))
+            decoded = self.box_coder.decode(deltas.reshape(-1, 4), anchors_l[idx.reshape(-1)])
+            boxes.append(decoded.view(idx.shape[0], k, 4))
+            top_scores.append(s)
+            levels.append(torch.full((k,), level, dtype=torch.long, device=s.device))
+            start = end
+        return torch.cat(boxes, dim=1), torch.cat(top_scores, dim=1), torch.cat(levels)
+
+    def forward(self, anchors, objectness, box_regression, iou_pred, image_sizes):
+        """anchors: per level [T_l, 4]; head outputs per level; image_sizes: (h, w) per image."""
+        objectness, box_regression, iou_pred = flatten_rpn_outputs(objectness, box_regression, iou_pred)
+        scores = combined_objectness(objectness, iou_pred)
+        boxes, scores, levels = self.select_top_per_level(anchors, scores, box_regression)
+        proposals = []
+        for boxes_i, scores_i, (height, width) in zip(boxes, scores, image_sizes):
+            boxes_i = torch.stack([
+                boxes_i[:, 0].clamp(0, width), boxes_i[:, 1].clamp(0, height),
+                boxes_i[:, 2].clamp(0, width), boxes_i[:, 3].clamp(0, height),
+            ], dim=1)
+            size = boxes_i[:, 2:] - boxes_i[:, :2]
+            keep = ((size > self.min_size).all(dim=1) & torch.isfinite(boxes_i).all(dim=1)).nonzero().squeeze(1)
+            boxes_i, scores_i, levels_i = boxes_i[keep], scores_i[keep], levels[keep]
+            keep = batched_nms(boxes_i, scores_i, levels_i, self.nms_thresh)[: self.fpn_post_nms_top_n]
+            proposal = BoxList(boxes_i[keep], (width, height), mode="xyxy")
+            proposal.add_field("objectness", scores_i[keep])
+            proposals.append(proposal)
+        return proposals
+
+
+def make_rpn_postprocessor(cfg, box_coder, is_train):
+    r = cfg.MODEL.RPN
+    return RPNPostProcessor(
+        pre_nms_top_n=r.PRE_NMS_TOP_N_TRAIN if is_train else r.PRE_NMS_TOP_N_TEST,
+        fpn_post_nms_top_n=r.FPN_POST_NMS_TOP_N_TRAIN if is_train else r.FPN_POST_NMS_TOP_N_TEST,
+        nms_thresh=r.NMS_THRESH,
+        min_size=r.MIN_SIZE,
+        box_coder=box_coder,
+    )

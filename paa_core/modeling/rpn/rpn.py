@@ -1,0 +1,105 @@
+"""The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch),
+and `build_rpn`, which picks it or the one-stage PAA module from the config."""
+import torch
+from torch import nn
+
+from paa_core.modeling import registry
+from paa_core.modeling.box_coder import BoxCoder
+
+from .anchor_generator import make_anchor_generator_rpn
+from .inference import make_rpn_postprocessor
+from .loss import make_rpn_loss_evaluator
+from .paa.paa import build_paa
+from .utils import flatten_rpn_outputs
+
+# Boxes on the Faster R-CNN path use detectron2's convention: width x2 - x1.
+FASTER_RCNN_BOX_OFFSET = 0
+
+
+@registry.RPN_HEADS.register("SingleConvRPNHead")
+class RPNHead(nn.Module):
+    """Shared over levels: t = ReLU(conv3x3(x)); objectness conv1x1 -> [N, A, H, W], deltas
+    conv1x1 -> [N, 4A, H, W]; with `use_iou_pred`, IoU logits conv3x3(t) -> [N, A, H, W]
+    (kept at PyTorch's default init, as in the PAA authors' RPN; the others are N(0, 0.01))."""
+
+    def __init__(self, in_channels, num_anchors, use_iou_pred=False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, stride=1, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for conv in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.constant_(conv.bias, 0)
+        self.iou_pred = nn.Conv2d(in_channels, num_anchors, 3, padding=1) if use_iou_pred else None
+
+    def forward(self, features):
+        """-> per-level lists (objectness, deltas, IoU logits or None)."""
+        objectness, deltas, iou = [], [], []
+        for feature in features:
+            t = torch.relu(self.conv(feature))
+            objectness.append(self.cls_logits(t))
+            deltas.append(self.bbox_pred(t))
+            if self.iou_pred is not None:
+                iou.append(self.iou_pred(t))
+        return objectness, deltas, (iou if self.iou_pred is not None else None)
+
+
+class RPNModule(nn.Module):
+    """Head + anchors; training -> (proposals or None, RPN losses), eval -> (proposals, {}).
+
+    Proposals (detached, BoxLists with "objectness") are only made in training when the
+    ROI heads need them (not `rpn_only`)."""
+
+    def __init__(self, head, anchor_generator, loss_evaluator, box_selector_train,
+                 box_selector_test, rpn_only=False):
+        super().__init__()
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.loss_evaluator = loss_evaluator
+        self.box_selector_train = box_selector_train
+        self.box_selector_test = box_selector_test
+        self.rpn_only = rpn_only
+
+    def forward(self, images, features, targets=None):
+        objectness, box_regression, iou_pred = self.head(features)
+        anchors = self.anchor_generator.grid_anchors([tuple(f.shape[-2:]) for f in features])
+        if not self.training:
+            return self.box_selector_test(anchors, objectness, box_regression, iou_pred,
+                                          images.image_sizes), {}
+        if targets is None:
+            raise ValueError("RPNModule: targets are required in training mode")
+        # Under mixed precision only the convolutions run in bfloat16: targets, losses and
+        # proposals in float32.
+        with torch.autocast(images.tensors.device.type, enabled=False):
+            objectness = [o.float() for o in objectness]
+            box_regression = [r.float() for r in box_regression]
+            iou_pred = None if iou_pred is None else [q.float() for q in iou_pred]
+            losses = self.loss_evaluator(
+                anchors, *flatten_rpn_outputs(objectness, box_regression, iou_pred), targets
+            )
+            proposals = None
+            if not self.rpn_only:
+                with torch.no_grad():
+                    proposals = self.box_selector_train(anchors, objectness, box_regression,
+                                                        iou_pred, images.image_sizes)
+        return proposals, losses
+
+
+def build_rpn(cfg, in_channels):
+    """The one-stage PAA module (MODEL.PAA_ON) or the Faster R-CNN RPN."""
+    if cfg.MODEL.PAA_ON:
+        return build_paa(cfg, in_channels)
+    r = cfg.MODEL.RPN
+    anchor_generator = make_anchor_generator_rpn(cfg)
+    head = registry.RPN_HEADS[r.RPN_HEAD](
+        in_channels, anchor_generator.num_anchors_per_location()[0], use_iou_pred=r.USE_IOU_PRED
+    )
+    box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), offset=FASTER_RCNN_BOX_OFFSET)
+    return RPNModule(
+        head,
+        anchor_generator,
+        make_rpn_loss_evaluator(cfg, box_coder),
+        make_rpn_postprocessor(cfg, box_coder, is_train=True),
+        make_rpn_postprocessor(cfg, box_coder, is_train=False),
+        rpn_only=cfg.MODEL.RPN_ONLY,
+    )
