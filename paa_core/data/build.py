@@ -51,11 +51,10 @@ def check_num_classes(dataset, name, num_classes):
                          f"set it to {needed} (categories + background)")
 
 
-def _ignore_stop_signals(worker_id):
-    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which saves a
-    checkpoint and then shuts them down."""
+def _ignore_ctrl_c(worker_id):
+    """DataLoader workers leave Ctrl-C (sent to the whole foreground process group) to
+    the main process, which saves a checkpoint and then shuts them down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_data_sampler(dataset, shuffle, distributed):
@@ -140,7 +139,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
                 batch_sampler=batch_sampler,
                 collate_fn=collator,
-                worker_init_fn=_ignore_stop_signals,
+                worker_init_fn=_ignore_ctrl_c,
                 # Its own generator, so that starting the loader leaves the global RNG alone.
                 generator=torch.Generator().manual_seed(cfg.SEED),
             )

@@ -1,6 +1,7 @@
 """The iteration-based training loop."""
 import datetime
 import logging
+import os
 import re
 import signal
 import threading
@@ -68,6 +69,21 @@ class StopSignals:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
+    def batches(self, data_loader):
+        """The loader's batches; they end early when a signal sent to the whole process
+        group (e.g. by a scheduler) also ended the loader's workers."""
+        iterator = iter(data_loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if self.received is None:
+                    raise
+                return
+            yield batch
+
     def requested(self):
         """The signal number that asked to stop (any process's), or 0."""
         flag = torch.tensor([self.received or 0])
@@ -104,7 +120,7 @@ def _train(model, data_loader, optimizer, scheduler, checkpointer, device, check
     model.train()
     start_training_time = time.time()
     end = time.time()
-    for iteration, (images, targets, idxs) in enumerate(data_loader, start_iter + 1):
+    for iteration, (images, targets, idxs) in enumerate(stop.batches(data_loader), start_iter + 1):
         data_time = time.time() - end
         arguments["iteration"] = iteration
         logger.debug("iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs))
@@ -150,15 +166,20 @@ def _train(model, data_loader, optimizer, scheduler, checkpointer, device, check
                     writer.add_scalar(f"train/{name}", meter.median, iteration)
                 writer.add_scalar("train/lr", lr, iteration)
         if iteration % checkpoint_period == 0:
-            saved = checkpointer.save(f"model_{iteration:07d}", **arguments)
+            checkpointer.save(f"model_{iteration:07d}", **arguments)
         if iteration == max_iter:
-            saved = checkpointer.save("model_final", **arguments)
-        signum = stop.requested()
-        if signum and iteration < max_iter:
-            if iteration % checkpoint_period != 0:
-                saved = checkpointer.save(f"model_{iteration:07d}", **arguments)
-            raise InputError(f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
-                             f"saved {saved}; run the same command to resume")
+            checkpointer.save("model_final", **arguments)
+        if iteration < max_iter and stop.requested():
+            break
+    iteration = arguments["iteration"]
+    signum = stop.requested() if iteration < max_iter else 0
+    if signum:
+        name = f"model_{iteration:07d}"
+        if iteration % checkpoint_period or iteration == start_iter:
+            checkpointer.save(name, **arguments)
+        saved = os.path.join(checkpointer.save_dir, name + ".pth")
+        raise InputError(f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
+                         f"saved {saved}; run the same command to resume")
 
     total_training_time = time.time() - start_training_time
     done = max(max_iter - start_iter, 1)

@@ -1,4 +1,5 @@
 """Save and restore training state; initialise a model from local files, URLs or catalog names."""
+import io
 import logging
 import os
 
@@ -72,7 +73,11 @@ class Checkpointer:
         data.update(extra)
         mkdir(self.save_dir)
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda f: torch.save(data, f))
+        # Serialised in memory first: torch.save's zip writer reports a failed file write
+        # (e.g. a full disk) without its cause, a plain write names it.
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(f"{name}.pth"), mode="w")
         return path
 
