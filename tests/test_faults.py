@@ -68,18 +68,23 @@ def server():
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "fork_server.py")], env=ENV,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     yield proc
+    for run in STARTED:  # left running by a failed test
+        if run.poll() is None:
+            run.kill()
     proc.stdin.close()
     proc.wait(timeout=60)
 
 
 _counter = iter(range(10**6))
+STARTED = []
 
 
 def start(server, args, cwd):
     prefix = os.path.join(cwd, f".run{next(_counter)}")
     server.stdin.write(json.dumps({"argv": args, "cwd": cwd, "out": prefix}) + "\n")
     server.stdin.flush()
-    return ToolRun(int(server.stdout.readline()), prefix)
+    STARTED.append(ToolRun(int(server.stdout.readline()), prefix))
+    return STARTED[-1]
 
 
 def finish(run, timeout=180):
@@ -305,8 +310,8 @@ def case_changed_run(data, ref, tmp):
     out = os.path.join(tmp, "finished")
     shutil.copytree(ref, out)
     argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS + ["SOLVER.BASE_LR", "0.02"]
-    return (argv, r"error: OUTPUT_DIR .*/finished holds a run with other settings: SOLVER\.BASE_LR 0\.01 \(now 0\.02\); "
-            r"to start afresh choose another OUTPUT_DIR, to continue that run with the new settings add "
+    return (argv, r"error: OUTPUT_DIR .*/finished holds a run with other settings: SOLVER\.BASE_LR 0\.01 "
+            r"\(now 0\.02\); to start afresh choose another OUTPUT_DIR, to continue that run with the new settings add "
             r"--resume-changed", [out])
 
 
@@ -513,3 +518,22 @@ def test_resume_restores_every_random_state(tmp_path):
     assert resuming.load() == {"iteration": 1}
     drawn = (random.random(), np.random.rand(), torch.rand(3))
     assert drawn[:2] == expected[:2] and torch.equal(drawn[2], expected[2])
+
+
+def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
+    """Under torchrun (2 processes, a DataLoader worker each) every image is truncated: each
+    process stops with the one line naming its image; torchrun then reports the failure."""
+    def corrupt(image_dir, coco):
+        for name in os.listdir(image_dir):
+            _truncate(os.path.join(image_dir, name), 60)
+    dataset = copy_split(data, "all_truncated", corrupt)
+    before = snapshot(dataset.split(":")[1], dataset.split(":")[2])
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             TRAIN_NET, "--config-file", data["config"], "--skip-test", "OUTPUT_DIR",
+                             str(tmp_path / "out"), "DATASETS.TRAIN", f"('{dataset}',)", "DATALOADER.NUM_WORKERS", "1"],
+                            cwd=str(tmp_path), env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert 1 <= len(errors) <= 2 and not re.search(r"\[rank\d\]: Traceback", result.stderr), result.stderr[-3000:]
+    assert all(re.fullmatch(r"error: cannot read image .*/all_truncated/00\d\.png: .+", e) for e in errors), errors
+    assert snapshot(dataset.split(":")[1], dataset.split(":")[2]) == before
