@@ -28,6 +28,7 @@ from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
 
 from paa_core.engine.trainer import do_train
 from paa_core.utils.errors import InputError
+from paa_core.utils.rng import ProcessRNG
 
 DEMO = os.path.join(REPO, "demo", "paa_demo.py")
 MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
@@ -475,17 +476,24 @@ def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(data
     assert_identical(out, reference)
 
 
-def test_kill_9_at_random_moments_then_resume_identically(data, reference, server, tmp_path):
-    """Three kill -9s, the first and last as soon as a checkpoint is being written, the
-    middle one at a random moment; each restart cleans the partial file and resumes."""
+@pytest.mark.parametrize("seed", [11, 23])
+def test_kill_9_at_random_moments_then_resume_identically(data, reference, server, tmp_path, seed):
+    """Three kill -9s in a row: the first as soon as a checkpoint is being written, the
+    second at a random moment, the third either way; each restart cleans up the partial
+    file and resumes, and the run ends with the uninterrupted run's weights."""
     out = str(tmp_path / "out")
     argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS
-    rng = random.Random(11)
+    rng = random.Random(seed)
     kills = mid_write = 0
-    for attempt in range(3):
+    log = os.path.join(out, "log.txt")
+    for when in ["writing", "random", rng.choice(["writing", "random"])]:
+        logged = os.path.getsize(log) if os.path.exists(log) else 0
         proc = start(server, argv, str(tmp_path))
-        if attempt == 1:
-            time.sleep(rng.uniform(0.5, 3.0))
+        if when == "random":  # 0-0.2 s into the first or second iteration this run logs
+            started = rng.randint(1, 2)
+            while proc.poll() is None and open(log).read()[logged:].count(" rank 0/1 images ") < started:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.2))
         else:
             while proc.poll() is None and not glob.glob(os.path.join(out, ".model_*.tmp")):
                 time.sleep(0.001)
@@ -507,8 +515,6 @@ def test_kill_9_at_random_moments_then_resume_identically(data, reference, serve
 
 def test_resume_restores_every_random_state(tmp_path):
     """Python's, NumPy's and torch's global generators continue where the checkpoint left them."""
-    from paa_core.utils.rng import ProcessRNG
-
     _, _, _, saving = make_run(str(tmp_path))
     _, _, _, resuming = make_run(str(tmp_path))
     saving.states["rng"] = resuming.states["rng"] = ProcessRNG()
