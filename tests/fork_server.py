@@ -2,8 +2,9 @@
 already: the fault suite starts dozens of short tool runs, and importing torchvision
 alone takes seconds of CPU each time.
 
-Each child is a real process with its own exit code, stdout and stderr, signals and
-DataLoader workers; only the imports are shared. Protocol: one JSON line per run on
+Each child is a real process, leading its own process group as a shell job would, with
+its own exit code, stdout and stderr, signals and DataLoader workers; only the imports
+are shared. Protocol: one JSON line per run on
 stdin, {"argv": [script, args...], "cwd": dir, "out": prefix}; the server answers with
 the child's pid on a line of stdout. The child writes its stdout and stderr to
 `prefix.out` / `prefix.err` and, when it exits by itself, its exit code to `prefix.code`.
@@ -37,6 +38,7 @@ def exit_code(e):
 def run_child(argv, cwd, prefix):
     code = 1
     try:
+        os.setpgrp()  # a job of its own, as a shell would start it
         os.chdir(cwd)
         for fd, suffix in ((1, ".out"), (2, ".err")):
             os.dup2(os.open(prefix + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)

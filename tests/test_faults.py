@@ -57,11 +57,13 @@ class ToolRun:
             return -9
         return None
 
-    def send_signal(self, signum):
-        os.kill(self.pid, signum)
+    def send_signal_to_group(self, signum):
+        """As Ctrl-C in a terminal or a scheduler's `kill -- -PGID` do: to every process of the job."""
+        os.killpg(self.pid, signum)
 
     def kill(self):
-        self.send_signal(signal.SIGKILL)
+        """kill -9 of the training process."""
+        os.kill(self.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +465,7 @@ def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(data
     argv[argv.index("SOLVER.CHECKPOINT_PERIOD") + 1] = "100"  # the stop itself must save
     proc = start(server, argv, str(tmp_path))
     wait_for_iteration(out, 2, proc)
-    proc.send_signal(signum)
+    proc.send_signal_to_group(signum)
     code, _, stderr = finish(proc)
     line = one_error_line(stderr)
     m = re.fullmatch(rf"error: stopped by {signal.Signals(signum).name} after iteration (\d) of 8; saved "

@@ -1,6 +1,6 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
 import bisect
-import signal
+import os
 
 import torch
 from torch.utils.data import DataLoader
@@ -51,10 +51,12 @@ def check_num_classes(dataset, name, num_classes):
                          f"set it to {needed} (categories + background)")
 
 
-def _ignore_ctrl_c(worker_id):
-    """DataLoader workers leave Ctrl-C (sent to the whole foreground process group) to
-    the main process, which saves a checkpoint and then shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _leave_stop_signals_to_main(worker_id):
+    """DataLoader workers move to a process group of their own, so that Ctrl-C and a
+    SIGTERM sent to the training's process group (by a terminal, `kill -- -PGID`, a
+    launcher) reach only the main process, which saves a checkpoint and then shuts the
+    workers down; they also exit by themselves when the main process is gone."""
+    os.setpgrp()
 
 
 def make_data_sampler(dataset, shuffle, distributed):
@@ -139,7 +141,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
                 batch_sampler=batch_sampler,
                 collate_fn=collator,
-                worker_init_fn=_ignore_ctrl_c,
+                worker_init_fn=_leave_stop_signals_to_main,
                 # Its own generator, so that starting the loader leaves the global RNG alone.
                 generator=torch.Generator().manual_seed(cfg.SEED),
             )
