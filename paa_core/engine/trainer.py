@@ -70,8 +70,9 @@ class StopSignals:
             signal.signal(s, handler)
 
     def batches(self, data_loader):
-        """The loader's batches; they end early when a signal sent to the whole process
-        group (e.g. by a scheduler) also ended the loader's workers."""
+        """The loader's batches; they end early when the stop signal also ended the
+        loader's workers (a scheduler that signals every process of a job by pid) while
+        this process waited for a batch."""
         iterator = iter(data_loader)
         while True:
             try:
