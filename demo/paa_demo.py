@@ -6,7 +6,9 @@
         --input datasets/shapes/val --output output/demo [--threshold 0.5] [KEY VALUE ...]
 
 `--input` takes image files and/or folders (every image in a folder). Each picture is
-written to `--output` under its own name. Class names come from `--categories` (a COCO
+written to `--output` under its own name (`name_2.png`, ... when two inputs share a
+name); an `--output` that would overwrite an input, or cannot be written, is refused
+before any work. Class names come from `--categories` (a COCO
 annotation json, whose categories in id order are labels 1..K, or a json list of
 names) or, by default, from the annotation file of the config's first DATASETS.TEST.
 """
@@ -19,12 +21,12 @@ import sys
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paa_core.config import get_cfg  # noqa: E402
 from paa_core.config.paths_catalog import DatasetCatalog  # noqa: E402
+from paa_core.data.datasets.coco import read_rgb_image  # noqa: E402
 from paa_core.data.transforms import build_transforms  # noqa: E402
 from paa_core.engine.cli import InputError, load_config, resolve_device, run_cli  # noqa: E402
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
@@ -36,8 +38,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def load_category_names(path):
     """Names of labels 1..K from a COCO annotation json or a json list of names."""
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read categories: {e}") from None
     if isinstance(data, list) and all(isinstance(n, str) for n in data):
         return list(data)
     if isinstance(data, dict) and "categories" in data:
@@ -64,6 +69,33 @@ def list_images(inputs):
     if not paths:
         raise InputError(f"--input: no images found in {', '.join(inputs)}")
     return paths
+
+
+def output_paths(paths, output):
+    """Where each picture goes: `output/<name>`, numbered when names repeat. Refuses an
+    `output` that is not a writable folder or where a picture would replace an input."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise InputError(f"--output {output}: exists and is not a folder")
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--output {output}: cannot create it: {e.strerror}") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise InputError(f"--output {output}: the folder cannot be written")
+    inputs = {os.path.realpath(p) for p in paths}
+    targets, taken = [], set()
+    for path in paths:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        name, n = stem + ext, 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}{ext}"
+        taken.add(name)
+        target = os.path.join(output, name)
+        if os.path.realpath(target) in inputs:
+            raise InputError(f"--output {output}: writing {target} would overwrite an input image")
+        targets.append(target)
+    return targets
 
 
 class Predictor:
@@ -123,7 +155,9 @@ def main():
 
     cfg = get_cfg()
     load_config(cfg, args.config_file, args.opts)
-    resolve_device(cfg)
+    device_warning = resolve_device(cfg)
+    if device_warning:
+        print(f"warning: {device_warning}", file=sys.stderr)
     cfg.freeze()
     names = load_category_names(args.categories or default_categories_file(cfg))
     # The one-stage PAA head or the Faster R-CNN box head counts the classes.
@@ -133,14 +167,14 @@ def main():
         raise InputError(f"{len(names)} category names but MODEL.{key} is "
                          f"{num_classes} (classes + background)")
     paths = list_images(args.input)
+    targets = output_paths(paths, args.output)
     predictor = Predictor(cfg, args.weights)
-    os.makedirs(args.output, exist_ok=True)
-    for path in paths:
-        image = Image.open(path).convert("RGB")
+    for path, target in zip(paths, targets):
+        image = read_rgb_image(path)
         picture, count = draw_detections(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]), predictor(image),
                                          names, args.threshold)
-        target = os.path.join(args.output, os.path.basename(path))
-        cv2.imwrite(target, picture)
+        if not cv2.imwrite(target, picture):
+            raise InputError(f"cannot write {target}")
         print(f"{path}: {count} detections >= {args.threshold} -> {target}")
 
 

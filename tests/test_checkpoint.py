@@ -17,6 +17,7 @@ from paa_core.layers import FrozenBatchNorm2d
 from paa_core.solver import WarmupMultiStepLR
 from paa_core.structures.image_list import to_image_list
 from paa_core.utils.checkpoint import Checkpointer, DetectronCheckpointer
+from paa_core.utils.errors import InputError
 from paa_core.utils.model_serialization import WeightMismatchError
 
 
@@ -138,7 +139,7 @@ def test_non_finite_loss_names_iteration_and_loss(tmp_path):
     model, opt, sched, ckpt = make_run(str(tmp_path))
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match=r"iteration 1: loss_a=nan, loss_b=nan"):
+    with pytest.raises(InputError, match=r"iteration 1: loss_a=nan, loss_b=nan; no checkpoint was saved"):
         do_train(model, ToyLoader(2), opt, sched, ckpt, torch.device("cpu"), 10, {"iteration": 0})
 
 
@@ -240,7 +241,7 @@ def test_caffe2_pickle_cannot_run_code(tmp_path):
 
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil()}}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+    with pytest.raises(InputError, match=r"evil\.pkl: not a readable Caffe2 .* refusing to load"):
         DetectronCheckpointer(get_cfg(), Detector()).load(str(path))
     assert not (tmp_path / "pwned").exists()
 
@@ -306,7 +307,7 @@ def test_mismatching_weights_give_one_clear_error(tmp_path):
 
 def test_pth_is_loaded_without_unpickling_code(tmp_path):
     torch.save({"model": Detector().state_dict(), "note": functools.partial(print, "hi")}, tmp_path / "x.pth")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(InputError, match=r"x\.pth: not a readable PyTorch weight file .*Weights only load failed"):
         Checkpointer(Detector()).load(str(tmp_path / "x.pth"))
 
 

@@ -31,6 +31,7 @@ from paa_core.data.transforms import (
 )
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import ImageList
+from paa_core.utils.errors import InputError
 
 # (image id, file, width, height, annotations as (category id, xywh, iscrowd))
 IMAGES = [
@@ -130,21 +131,21 @@ def test_missing_paths_and_bad_images(coco, tmp_path):
         COCODataset(ann_file, str(tmp_path / "no_images"), True)
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(InputError, match="bad.json"):
         COCODataset(str(bad_json), img_dir, True)
 
     ds = COCODataset(ann_file, img_dir, remove_images_without_annotations=True)
     with open(os.path.join(img_dir, "a.png"), "wb") as f:
         f.write(b"this is not an image")
-    with pytest.raises(RuntimeError, match=r"a\.png"):
+    with pytest.raises(InputError, match=r"a\.png"):
         ds[1]
     ok, buf = cv2.imencode(".jpg", _image_pixels(20, 50, 2))
     with open(os.path.join(img_dir, "b.png"), "wb") as f:
         f.write(buf.tobytes()[: len(buf) // 2])  # truncated
-    with pytest.raises(RuntimeError, match=r"b\.png"):
+    with pytest.raises(InputError, match=r"b\.png"):
         ds[0]
     os.remove(os.path.join(img_dir, "f.png"))
-    with pytest.raises(RuntimeError, match=r"f\.png"):
+    with pytest.raises(InputError, match=r"f\.png"):
         ds[2]
 
 
@@ -410,7 +411,7 @@ def test_test_loader_for_bbox_aug_yields_raw_images(coco):
 def test_loader_config_errors(coco):
     img_dir, ann_file = coco
     cfg = _loader_cfg(img_dir, ann_file, **{"SOLVER.IMS_PER_BATCH": 0})
-    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH"):
+    with pytest.raises(InputError, match="SOLVER.IMS_PER_BATCH"):
         make_data_loader(cfg, is_train=True)
     cfg = _loader_cfg(img_dir, ann_file, **{"DATASETS.TRAIN": ()})
     with pytest.raises(ValueError, match="DATASETS.TRAIN"):
@@ -436,7 +437,7 @@ def _distributed_worker(rank, world, init_file, img_dir, ann_file, out_dir):
         try:
             make_data_loader(cfg, is_train=True, is_distributed=True)
             error = ""
-        except ValueError as e:
+        except InputError as e:
             error = str(e)
         cfg = _loader_cfg(img_dir, ann_file, **{"SOLVER.IMS_PER_BATCH": 2})
         train = [list(b[2]) for b in make_data_loader(cfg, is_train=True, is_distributed=True)]

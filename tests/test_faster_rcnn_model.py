@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from paa_core.config import cfg as default_cfg
+from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
 from paa_core.utils.checkpoint import DetectronCheckpointer
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(name, *opts):
-    cfg = default_cfg.clone()
+    cfg = get_cfg()
     cfg.merge_from_file(os.path.join(CONFIGS, name))
     cfg.merge_from_list(list(opts))
     return cfg

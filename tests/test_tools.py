@@ -170,14 +170,16 @@ def test_two_nodes_train_together(tiny, tmp_path):
 
 
 def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
-    """The 2-iteration run counts as stopped; a restart with MAX_ITER 4 (on one process) continues it."""
+    """The 2-iteration run counts as stopped; a restart with MAX_ITER 4 (on one process) continues it
+    when asked to with --resume-changed."""
     out = str(tmp_path / "out")
     shutil.copytree(torchrun_output[0], out)
     # lr at iteration 2: linear warm-up 1/3 + 2/3 * 2/10 of 0.01.
     assert re.search(r"iter: 2 .*lr: 0\.004667", torchrun_output[1].stdout)
     second = run([sys.executable, TRAIN_NET, "--config-file", tiny["config"], "--skip-test", "OUTPUT_DIR", out,
-                  "SOLVER.MAX_ITER", "4"], cwd=str(tmp_path))
+                  "SOLVER.MAX_ITER", "4", "--resume-changed"], cwd=str(tmp_path))
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "with changed settings (--resume-changed): SOLVER.MAX_ITER 2 (now 4)" in second.stdout
     assert "Resuming from " + os.path.join(out, "model_final.pth") in second.stdout
     # Iterations 3 and 4 follow the schedule: at 4, warm-up 1/3 + 2/3 * 4/10, times 0.1 (step at 3).
     assert re.search(r"iter: 4 .*lr: 0\.000600", second.stdout)

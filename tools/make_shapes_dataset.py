@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from multiprocessing import Pool
 
 import cv2
@@ -324,8 +325,10 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--force", action="store_true", help="rewrite splits that already exist")
     args = parser.parse_args(argv)
-    if args.size < 64:
-        raise ValueError(f"--size must be at least 64, got {args.size}")
+    for flag, value, least in (("--size", args.size, 64), ("--num-train", args.num_train, 0),
+                               ("--num-val", args.num_val, 0), ("--workers", args.workers, 1)):
+        if value < least:
+            sys.exit(f"error: {flag} must be at least {least}, got {value}")
     for split, count in (("train", args.num_train), ("val", args.num_val)):
         if not args.force and is_complete(args.output, split, count, args.size, args.seed):
             print(f"shapes/{split}: up to date in {args.output}")

@@ -5,7 +5,9 @@
     torchrun --nproc_per_node=8 tools/train_net.py --config-file ... [OPTS]
     python -m torch.distributed.launch --nproc_per_node=8 tools/train_net.py --config-file ...
 
-A run resumes from OUTPUT_DIR/last_checkpoint when there is one.
+A run resumes from OUTPUT_DIR/last_checkpoint when there is one, if its settings are
+those of OUTPUT_DIR/config.yml (--resume-changed: continue it with new ones).
+Ctrl-C or SIGTERM saves a checkpoint at the current iteration; the same command resumes.
 """
 import os
 
@@ -13,18 +15,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from paa_core.data import make_data_loader
-from paa_core.engine.cli import check_dataset_names, run_cli, run_test, setup
+from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
 from paa_core.engine.trainer import do_train
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
 from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.comm import get_rank, is_main_process
+from paa_core.utils.miscellaneous import remove_temporaries
 from paa_core.utils.metrics_file import METRICS_FILE, append_evaluation
 from paa_core.utils.plotting import INSTALL_HINT, have_matplotlib
 from paa_core.utils.training_plot import plot_training
+from paa_core.utils.rng import ProcessRNG
 
 
-def train(cfg, distributed):
+def train(cfg, distributed, logger):
     model = build_detection_model(cfg)
     device = torch.device(cfg.MODEL.DEVICE)
     model.to(device)
@@ -32,9 +36,17 @@ def train(cfg, distributed):
     scheduler = make_lr_scheduler(cfg, optimizer)
 
     # Weights are loaded before wrapping, so every rank holds the same ones from the start.
-    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0)
+    # The random states are saved too, so that a resumed run computes what an uninterrupted one would.
+    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, cfg.OUTPUT_DIR, get_rank() == 0,
+                                         states={"rng": ProcessRNG()})
+    if cfg.OUTPUT_DIR and get_rank() == 0:
+        for path in remove_temporaries(cfg.OUTPUT_DIR):
+            logger.info("Removed %s, left by a run killed while saving", path)
     arguments = {"iteration": 0}
     arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    if arguments["iteration"] > cfg.SOLVER.MAX_ITER:
+        raise InputError(f"SOLVER.MAX_ITER is {cfg.SOLVER.MAX_ITER} but the run in {cfg.OUTPUT_DIR} is already "
+                         f"at iteration {arguments['iteration']}")
     if distributed:
         device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
@@ -52,9 +64,9 @@ def main():
         parser.add_argument("--skip-test", dest="skip_test", action="store_true",
                             help="do not evaluate the final model")
 
-    args, cfg, distributed, logger = setup("PAA training", add_arguments)
+    args, cfg, distributed, logger = setup("PAA training", add_arguments, training=True)
     check_dataset_names(cfg, ("TRAIN",) if args.skip_test else ("TRAIN", "TEST"))
-    model, iteration = train(cfg, distributed)
+    model, iteration = train(cfg, distributed, logger)
     if not args.skip_test:
         results = run_test(cfg, model, distributed, os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else "")
         if cfg.OUTPUT_DIR and is_main_process():

@@ -1,10 +1,13 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
 import bisect
+import os
 
+import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.sampler import BatchSampler
 
 from paa_core.utils.comm import get_rank, get_world_size
+from paa_core.utils.errors import InputError
 from paa_core.utils.imports import import_file
 
 from . import datasets as D
@@ -29,11 +32,32 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
             raise ValueError(f"dataset {name!r}: the catalog names {data['factory']!r}, but "
                              f"paa_core reads COCO-format json only (COCODataset)")
         # training skips images without a usable box; testing keeps every image
-        datasets.append(D.COCODataset(**data["args"], remove_images_without_annotations=is_train,
-                                      transforms=transforms))
+        dataset = D.COCODataset(**data["args"], remove_images_without_annotations=is_train,
+                                transforms=transforms)
+        if is_train and len(dataset) == 0:
+            raise InputError(f"DATASETS.TRAIN: {name}: no image has a usable box "
+                             "(non-crowd, wider and taller than 1 pixel): nothing to train on")
+        datasets.append(dataset)
     if not is_train:
         return datasets
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
+
+
+def check_num_classes(dataset, name, num_classes):
+    """MODEL.PAA.NUM_CLASSES must leave a label for every category (plus background)."""
+    parts = getattr(dataset, "datasets", [dataset])
+    needed = max(len(d.categories) for d in parts) + 1
+    if num_classes < needed:
+        raise InputError(f"MODEL.PAA.NUM_CLASSES is {num_classes} but {name} has {needed - 1} categories: "
+                         f"set it to {needed} (categories + background)")
+
+
+def _leave_stop_signals_to_main(worker_id):
+    """DataLoader workers move to a process group of their own, so that Ctrl-C and a
+    SIGTERM sent to the training's process group (by a terminal, `kill -- -PGID`, a
+    launcher) reach only the main process, which saves a checkpoint and then shuts the
+    workers down; they also exit by themselves when the main process is gone."""
+    os.setpgrp()
 
 
 def make_data_sampler(dataset, shuffle, distributed):
@@ -85,7 +109,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
         key, images_per_batch = "TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH
         shuffle, num_iters, start_iter = False, None, 0
     if images_per_batch <= 0 or images_per_batch % num_gpus != 0:
-        raise ValueError(
+        raise InputError(
             "{} ({}) must be a positive multiple of the number of processes ({})".format(
                 key, images_per_batch, num_gpus
             )
@@ -102,17 +126,25 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
 
     collator = BBoxAugCollator() if bbox_aug else BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
     loaders = []
-    for dataset in datasets:
+    for name, dataset in zip(dataset_list, datasets):
+        check_num_classes(dataset, name, cfg.MODEL.PAA.NUM_CLASSES)
         sampler = make_data_sampler(dataset, shuffle, is_distributed)
         batch_sampler = make_batch_data_sampler(
             dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter
         )
+        if is_train:
+            # Augmentation seeded per sample, so a resumed run sees the same images.
+            dataset = samplers.SeededDataset(dataset)
+            batch_sampler = samplers.SeededBatchSampler(batch_sampler, cfg.SEED, get_rank(), start_iter)
         loaders.append(
             DataLoader(
                 dataset,
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
                 batch_sampler=batch_sampler,
                 collate_fn=collator,
+                worker_init_fn=_leave_stop_signals_to_main,
+                # Its own generator, so that starting the loader leaves the global RNG alone.
+                generator=torch.Generator().manual_seed(cfg.SEED),
             )
         )
     return loaders[0] if is_train else loaders

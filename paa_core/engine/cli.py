@@ -1,7 +1,6 @@
 """What `tools/train_net.py` and `tools/test_net.py` share: arguments, config, processes, logging,
 and turning bad input into one clear line instead of a traceback."""
 import argparse
-import logging
 import os
 import random
 import re
@@ -10,12 +9,14 @@ import sys
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from yacs.config import CfgNode as CN
 
 from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
 from paa_core.data import make_data_loader
 from paa_core.utils.comm import get_rank, synchronize
+from paa_core.utils.errors import InputError
 from paa_core.utils.imports import import_file
 from paa_core.utils.logger import setup_logger
 from paa_core.utils.miscellaneous import mkdir, save_config
@@ -24,13 +25,12 @@ from paa_core.utils.model_serialization import WeightMismatchError
 from .bbox_aug import make_bbox_aug
 from .inference import inference
 
-
-class InputError(Exception):
-    """Bad user input (config, dataset, weights): reported in one line, exit code 1."""
-
-
 # Errors that mean "the input is wrong", not "the program is wrong".
 USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
+
+# Settings that do not change what a training run computes: a run in OUTPUT_DIR may be
+# resumed with other values of these (all of TEST.*, and the keys below).
+NOT_RUN_DEFINITION = ("OUTPUT_DIR", "DATALOADER.NUM_WORKERS")
 
 
 def run_cli(main):
@@ -40,6 +40,9 @@ def run_cli(main):
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(1)
 
 
 def make_parser(description):
@@ -47,7 +50,8 @@ def make_parser(description):
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
     # torch.distributed.launch passes --local-rank (or --local_rank); torchrun sets LOCAL_RANK.
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    # Parsed with parse_intermixed_args, so flags may also follow the overrides.
+    parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
     return parser
 
 
@@ -94,7 +98,11 @@ def load_config(cfg, config_file, opts):
     try:
         with open(config_file) as f:
             loaded = cfg.load_cfg(f)
-    except Exception as e:  # a YAML syntax error, whatever its class
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise InputError(f"{config_file}: cannot parse: {where}{e.problem or e.context}") from None
+    except Exception as e:  # another YAML or file error, whatever its class
         raise InputError(f"{config_file}: cannot parse: {str(e).splitlines()[0]}") from None
     try:
         cfg.merge_from_other_cfg(_ints_as_floats(cfg, loaded))
@@ -111,11 +119,70 @@ def load_config(cfg, config_file, opts):
 
 
 def resolve_device(cfg):
-    """MODEL.DEVICE "cuda" without a visible GPU falls back to "cpu" (with a warning)."""
+    """Check MODEL.DEVICE; "cuda" without a visible GPU falls back to "cpu".
+
+    Returns the warning to log about the fallback, or None.
+    """
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
+        raise InputError(f"MODEL.DEVICE: unknown device {cfg.MODEL.DEVICE!r}, expected cpu, cuda or cuda:N")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("paa_core").warning("MODEL.DEVICE is %s but no GPU is visible: using the CPU",
-                                              cfg.MODEL.DEVICE)
+        warning = f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but no GPU is visible: using the CPU"
         cfg.MODEL.DEVICE = "cpu"
+        return warning
+    return None
+
+
+def check_schedule(cfg):
+    for key in ("MAX_ITER", "CHECKPOINT_PERIOD", "IMS_PER_BATCH"):
+        if cfg.SOLVER[key] <= 0:
+            raise InputError(f"SOLVER.{key} must be positive, got {cfg.SOLVER[key]}")
+
+
+def _flatten(node, prefix=""):
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def run_definition_changes(cfg, saved_config):
+    """["KEY saved (now new)", ...] for the settings that define a training run and differ
+    between `cfg` and the config.yml of a run; keys that one of them lacks are skipped."""
+    with open(saved_config) as f:
+        try:
+            saved = _flatten(CN.load_cfg(f))
+        except Exception as e:
+            raise InputError(f"{saved_config}: cannot parse: {str(e).splitlines()[0]}") from None
+    current = _flatten(cfg)
+    changes = []
+    for key, value in current.items():
+        if key.startswith("TEST.") or key in NOT_RUN_DEFINITION or key not in saved:
+            continue
+        old = saved[key]
+        if isinstance(value, tuple) and isinstance(old, list):
+            old = tuple(old)
+        if old != value:
+            changes.append(f"{key} {old!r} (now {value!r})")
+    return changes
+
+
+def check_run_definition(cfg, resume_changed):
+    """Refuse to continue the run in OUTPUT_DIR under settings other than its own, before
+    anything in the folder is touched; `--resume-changed` continues it on purpose.
+    Returns the changes that `--resume-changed` accepted."""
+    saved_config = os.path.join(cfg.OUTPUT_DIR, "config.yml")
+    if not cfg.OUTPUT_DIR or not os.path.isfile(saved_config):
+        return []
+    changes = run_definition_changes(cfg, saved_config)
+    if changes and not resume_changed:
+        listed = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
+        raise InputError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run with other settings: {listed}; "
+                         "to start afresh choose another OUTPUT_DIR, to continue that run with the new "
+                         "settings add --resume-changed")
+    return changes
 
 
 def init_distributed(cfg, local_rank):
@@ -156,20 +223,27 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def setup(description, add_arguments=None):
+def setup(description, add_arguments=None, training=False):
     """Parse arguments, build the config, start the process group, logging and seeds.
 
-    Returns (args, cfg, distributed, logger); cfg is frozen, saved to OUTPUT_DIR/config.yml.
+    Returns (args, cfg, distributed, logger); cfg is frozen. For `training`, the config
+    must match the run already in OUTPUT_DIR (if any), unless `--resume-changed` is
+    given, and is saved as OUTPUT_DIR/config.yml, the run's definition.
     """
     cfg = get_cfg()
     parser = make_parser(description)
+    if training:
+        parser.add_argument("--resume-changed", dest="resume_changed", action="store_true",
+                            help="continue the run in OUTPUT_DIR although its settings changed")
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     load_config(cfg, args.config_file, args.opts)
-    # Logging to the console first, so the device warning is visible before the file exists.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    resolve_device(cfg)
+    device_warning = resolve_device(cfg)
+    accepted_changes = []
+    if training:
+        check_schedule(cfg)
+        accepted_changes = check_run_definition(cfg, args.resume_changed)
     distributed = init_distributed(cfg, args.local_rank)
     cfg.freeze()
 
@@ -178,12 +252,17 @@ def setup(description, add_arguments=None):
         mkdir(output_dir)
     rank = get_rank()
     logger = setup_logger("paa_core", output_dir, rank)
+    if device_warning:
+        logger.warning(device_warning)
+    if accepted_changes:
+        logger.warning("Continuing the run in %s with changed settings (--resume-changed): %s", output_dir,
+                       ", ".join(accepted_changes))
     logger.info("Using %d process(es), device %s", int(os.environ.get("WORLD_SIZE", 1)), cfg.MODEL.DEVICE)
     logger.info("Arguments: %s", args)
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     logger.info("Loaded configuration file %s", args.config_file)
     logger.debug("Running with config:\n%s", cfg)
-    if output_dir and rank == 0:
+    if training and output_dir and rank == 0:
         path = os.path.join(output_dir, "config.yml")
         save_config(cfg, path)
         logger.info("Saved the merged config to %s", path)

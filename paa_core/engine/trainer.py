@@ -1,13 +1,18 @@
 """The iteration-based training loop."""
 import datetime
 import logging
+import os
 import re
+import signal
+import threading
 import time
 import warnings
 
 import torch
+import torch.distributed as dist
 
 from paa_core.utils.comm import get_rank, get_world_size, is_main_process, reduce_dict
+from paa_core.utils.errors import InputError
 from paa_core.utils.events import listen
 from paa_core.utils.metric_logger import MetricLogger
 from paa_core.utils.metrics_file import append_metrics
@@ -26,12 +31,68 @@ def _summary_writer(log_dir):
     return SummaryWriter(log_dir=log_dir)
 
 
-def check_losses_finite(loss_dict, iteration):
-    """Stop with the iteration and the offending loss names instead of training on NaN/inf."""
+def check_losses_finite(loss_dict, iteration, last_checkpoint):
+    """Stop with the iteration, the offending losses and the checkpoint to go back to
+    instead of training on NaN/inf."""
     bad = {k: v.item() for k, v in loss_dict.items() if not torch.isfinite(v).all()}
     if bad:
         listed = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise FloatingPointError(f"non-finite loss at iteration {iteration}: {listed}")
+        where = (f"the last checkpoint is {last_checkpoint}, but resuming from it with the same settings "
+                 "will likely diverge again (lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)"
+                 if last_checkpoint else "no checkpoint was saved")
+        raise InputError(f"non-finite loss at iteration {iteration}: {listed}; {where}")
+
+
+class StopSignals:
+    """Turns SIGINT (Ctrl-C) and SIGTERM (a scheduler's notice) into a request to stop
+    after the current iteration; a second Ctrl-C stops at once.
+
+    `requested()` is collective in a process group, so all processes stop at the same
+    iteration even when the signal reached them at different moments.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def batches(self, data_loader):
+        """The loader's batches; they end early when the stop signal also ended the
+        loader's workers (a scheduler that signals every process of a job by pid) while
+        this process waited for a batch."""
+        iterator = iter(data_loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if self.received is None:
+                    raise
+                return
+            yield batch
+
+    def requested(self):
+        """The signal number that asked to stop (any process's), or 0."""
+        flag = torch.tensor([self.received or 0])
+        if get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag)
 
 
 def backward_and_step(losses, optimizer, scaler=None):
@@ -56,8 +117,16 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     With `amp_dtype` (bfloat16 or float16) the forward runs under autocast in that dtype;
     float16 comes with a GradScaler `scaler`, whose state travels in `arguments["grad_scaler"]`
     (saved with every checkpoint, restored from it here), so a resumed run scales as the
-    uninterrupted one would.
+    uninterrupted one would. SIGINT/SIGTERM save a checkpoint at the current iteration and
+    raise an InputError that says where it is; the same command then resumes.
     """
+    with StopSignals() as stop:
+        _train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
+               amp_dtype, scaler, stop)
+
+
+def _train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
+           amp_dtype, scaler, stop):
     logger = logging.getLogger("paa_core.trainer")
     logger.info("Start training")
     meters = MetricLogger(delimiter="  ")
@@ -72,7 +141,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     model.train()
     start_training_time = time.time()
     end = time.time()
-    for iteration, (images, targets, idxs) in enumerate(data_loader, start_iter + 1):
+    for iteration, (images, targets, idxs) in enumerate(stop.batches(data_loader), start_iter + 1):
         data_time = time.time() - end
         arguments["iteration"] = iteration
         logger.debug("iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs))
@@ -87,7 +156,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         targets = [target.to(device) for target in targets]
         with listen() as published, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss_dict = model(images, targets)
-        check_losses_finite(loss_dict, iteration)
+        check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
         losses = sum(loss_dict.values())
 
         loss_dict_reduced = reduce_dict(loss_dict)
@@ -127,6 +196,19 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             checkpointer.save(f"model_{iteration:07d}", **arguments)
         if iteration == max_iter:
             checkpointer.save("model_final", **arguments)
+        if iteration < max_iter and stop.requested():
+            break
+    iteration = arguments["iteration"]
+    signum = stop.requested() if iteration < max_iter else 0
+    if signum:
+        name = f"model_{iteration:07d}"
+        if iteration % checkpoint_period or iteration == start_iter:
+            if scaler is not None:
+                arguments["grad_scaler"] = scaler.state_dict()
+            checkpointer.save(name, **arguments)
+        saved = os.path.join(checkpointer.save_dir, name + ".pth")
+        raise InputError(f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
+                         f"saved {saved}; run the same command to resume")
 
     total_training_time = time.time() - start_training_time
     done = max(max_iter - start_iter, 1)

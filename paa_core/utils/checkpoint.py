@@ -1,10 +1,12 @@
 """Save and restore training state; initialise a model from local files, URLs or catalog names."""
+import io
 import logging
 import os
 
 import torch
 
 from .c2_model_loading import load_c2_format
+from .errors import InputError
 from .imports import import_file
 from .miscellaneous import atomic_write, mkdir
 from .model_serialization import load_state_dict
@@ -31,34 +33,53 @@ def rename_torchvision_resnet(state_dict):
     return renamed
 
 
+def _unreadable(path, kind, error):
+    """The one-line error for a weight file that cannot be decoded (text, truncated, ...)."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return InputError(f"{path}: not a readable {kind} weight file (truncated or another format?): {reason}")
+
+
 class Checkpointer:
     """Writes `<save_dir>/<name>.pth` (model, optimizer, scheduler, extra state) and
-    `<save_dir>/last_checkpoint`; `load` resumes from the latter when it exists."""
+    `<save_dir>/last_checkpoint`; `load` resumes from the latter when it exists.
 
-    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None):
+    `states` names further objects with `state_dict`/`load_state_dict` (e.g. the
+    random-number generators) that are saved and, on resume, restored with the model.
+    Their `state_dict` may be collective, so `save` is called on every process.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
+                 states=None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger(__name__)
+        self.states = dict(states or {})
 
     def save(self, name, **extra):
+        """Write `<name>.pth` atomically, then point `last_checkpoint` at it; returns its path."""
+        data = {key: obj.state_dict() for key, obj in self.states.items()}
+        path = os.path.join(self.save_dir, f"{name}.pth")
         if not self.save_dir or not self.save_to_disk:
-            return
+            return path
         model = self.model.module if hasattr(self.model, "module") else self.model
-        data = {"model": model.state_dict()}
+        data["model"] = model.state_dict()
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
             data["scheduler"] = self.scheduler.state_dict()
         data.update(extra)
         mkdir(self.save_dir)
-        filename = f"{name}.pth"
-        path = os.path.join(self.save_dir, filename)
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda f: torch.save(data, f))
-        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename), mode="w")
+        # Serialised in memory first: torch.save's zip writer reports a failed file write
+        # (e.g. a full disk) without its cause, a plain write names it.
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(f"{name}.pth"), mode="w")
+        return path
 
     def load(self, f=None, use_latest=True):
         """Resume from `last_checkpoint` if present (returns the saved extra state, e.g.
@@ -74,6 +95,9 @@ class Checkpointer:
                 self.optimizer.load_state_dict(optimizer_state)
             if scheduler_state is not None and self.scheduler is not None:
                 self.scheduler.load_state_dict(scheduler_state)
+            for key, obj in self.states.items():
+                if key in checkpoint:
+                    obj.load_state_dict(checkpoint.pop(key))
             return checkpoint
         if not f:
             self.logger.info("No checkpoint found and no weights given: the model keeps its initialisation")
@@ -87,6 +111,10 @@ class Checkpointer:
 
     def has_checkpoint(self):
         return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT))
+
+    def last_checkpoint(self):
+        """The file a restart would resume from, or None."""
+        return self.get_checkpoint_file() if self.has_checkpoint() else None
 
     def get_checkpoint_file(self):
         """Path recorded in `last_checkpoint` (a name relative to save_dir, or an absolute path)."""
@@ -103,9 +131,12 @@ class Checkpointer:
         """
         if not os.path.isfile(f):
             raise FileNotFoundError(f"weight file not found: {f}")
-        loaded = torch.load(f, map_location="cpu", weights_only=True)
+        try:
+            loaded = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # whatever the unpickler or zip reader trips over
+            raise _unreadable(f, "PyTorch", e) from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{f}: expected a state dict or a checkpoint dict, found {type(loaded).__name__}")
+            raise InputError(f"{f}: expected a state dict or a checkpoint dict, found {type(loaded).__name__}")
         if "model" in loaded:
             return loaded, True
         if _is_torchvision_resnet(loaded):
@@ -116,8 +147,9 @@ class Checkpointer:
 class DetectronCheckpointer(Checkpointer):
     """Checkpointer that also reads `catalog://` names, URLs and Caffe2 `.pkl` backbones."""
 
-    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None):
-        super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger)
+    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
+                 states=None):
+        super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger, states)
         self.paths_catalog = cfg.PATHS_CATALOG
 
     def _load_file(self, f):
@@ -131,5 +163,8 @@ class DetectronCheckpointer(Checkpointer):
         if f.endswith(".pkl"):
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"weight file not found: {f}")
-            return load_c2_format(f), False
+            try:
+                return load_c2_format(f), False
+            except Exception as e:
+                raise _unreadable(f, "Caffe2 .pkl", e) from None
         return super()._load_file(f)

@@ -8,6 +8,18 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from paa_core.structures.bounding_box import BoxList
+from paa_core.utils.errors import InputError
+
+
+def read_rgb_image(path):
+    """The image file at `path` as a PIL RGB image; an unreadable file is an InputError."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # missing, empty, truncated, not an image, or too many pixels to decode safely
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError("cannot read image {}: {}".format(path, reason)) from None
 
 
 def _is_usable(obj):
@@ -39,10 +51,14 @@ class COCODataset(torch.utils.data.Dataset):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 self.coco = COCO(ann_file)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                "COCODataset: cannot parse annotation file {}: {}".format(ann_file, e)
+        except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
+            raise InputError(
+                "COCODataset: cannot parse annotation file {}: {}".format(ann_file, str(e).splitlines()[0])
             ) from None
+        unknown = [a for a in self.coco.anns.values() if a.get("category_id") not in self.coco.cats]
+        if unknown:
+            raise InputError("{}: annotation {} has category_id {}, which is not in its categories".format(
+                ann_file, unknown[0].get("id"), unknown[0].get("category_id")))
         self.root = root
         self.ann_file = ann_file
 
@@ -72,12 +88,15 @@ class COCODataset(torch.utils.data.Dataset):
         return self.coco.imgs[self.id_to_img_map[idx]]
 
     def _load_image(self, img_id):
-        path = os.path.join(self.root, self.coco.imgs[img_id]["file_name"])
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, SyntaxError) as e:  # missing, unreadable or truncated file
-            raise RuntimeError("cannot read image {}: {}".format(path, e)) from None
+        """The image, which must have the size its json record gives: evaluation maps
+        detections back to that size."""
+        info = self.coco.imgs[img_id]
+        path = os.path.join(self.root, info["file_name"])
+        img = read_rgb_image(path)
+        if "width" in info and img.size != (info["width"], info["height"]):
+            raise InputError("{} is {}x{} but {} says {}x{} (width x height)".format(
+                path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]))
+        return img
 
     def __getitem__(self, idx):
         img_id = self.id_to_img_map[idx]
