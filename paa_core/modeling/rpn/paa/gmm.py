@@ -1,4 +1,4 @@
-"""Batched two-component 1-D Gaussian mixture fitted by EM (compiled op `_C.gmm2_fit`).
+"""Batched two-component 1-D Gaussian mixture fitted by EM (op `torch.ops.paa_core.gmm2_fit`).
 
 PAA fits one mixture per GT box to the scores of its candidate anchors (SPEC 4.4).
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
@@ -11,14 +11,15 @@ from collections import namedtuple
 
 import torch
 
-from paa_core import _C
+from paa_core._ops import ops
 
 GMMResult = namedtuple(
     "GMMResult", ["components", "log_likelihood", "means", "variances", "weights", "n_iter"]
 )
 
 
-def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def fit_gmm_2(x: torch.Tensor, mask: torch.Tensor, tol: float = 1e-3, reg_covar: float = 1e-6,
+              max_iter: int = 100) -> GMMResult:
     """Fit B independent two-component mixtures to the valid entries of each row.
 
     x: [B, L] samples, mask: [B, L] bool (at least 2 valid entries per row).
@@ -26,21 +27,14 @@ def fit_gmm_2(x, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
     Returns a `GMMResult` in float64: `components` [B, L] int64 (argmax of the
     posterior, scikit-learn's `predict`), `log_likelihood` [B, L] (`score_samples`),
     `means`, `variances`, `weights` [B, 2] and `n_iter` [B]; padded entries of the
-    per-sample outputs are meaningless.
+    per-sample outputs are meaningless. The op checks its arguments (`RuntimeError`).
     """
-    if x.dim() != 2 or mask.shape != x.shape:
-        raise ValueError(
-            "fit_gmm_2: x and mask must both be [B, L], got {} and {}".format(
-                tuple(x.shape), tuple(mask.shape)
-            )
-        )
-    mask = mask.bool()
-    if bool((mask.sum(dim=1) < 2).any()):
-        raise ValueError("fit_gmm_2: every row needs at least 2 valid samples (got a row with fewer)")
-    return GMMResult(*_C.gmm2_fit(x.double(), mask, float(tol), float(reg_covar), int(max_iter)))
+    fit = ops.gmm2_fit(x.double(), mask.bool(), float(tol), float(reg_covar), int(max_iter))
+    return GMMResult(*fit)
 
 
-def select_positives_by_gmm(scores, mask, tol=1e-3, reg_covar=1e-6, max_iter=100):
+def select_positives_by_gmm(scores: torch.Tensor, mask: torch.Tensor, tol: float = 1e-3,
+                            reg_covar: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
     """Number of positives per row under PAA's rule (SPEC 4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
