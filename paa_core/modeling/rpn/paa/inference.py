@@ -74,9 +74,10 @@ class PAAPostProcessor(nn.Module):
     def select_over_all_levels(self, boxlist):
         """Class-wise NMS, keep the `fpn_post_nms_top_n` best, then optional score voting."""
         result = boxlist_ml_nms(boxlist, self.nms_thresh)
-        if len(result) > self.fpn_post_nms_top_n > 0:
-            keep = result.get_field("scores").topk(self.fpn_post_nms_top_n).indices
-            result = result[keep]
+        if self.fpn_post_nms_top_n > 0:
+            # NMS returns its boxes by descending score, so the best n are the first n; a
+            # slice, unlike a branch on the count, is traced by torch.export.
+            result = result[: self.fpn_post_nms_top_n]
         if self.score_voting:
             result = score_voting(result, boxlist)
         return result

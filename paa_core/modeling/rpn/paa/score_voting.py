@@ -13,8 +13,6 @@ def score_voting(detections, candidates, sigma=0.025, iou_floor=0.01):
     Both BoxLists carry "scores" and "labels". A detection that is itself a candidate
     always votes for itself; one left without voters keeps its box.
     """
-    if len(detections) == 0 or len(candidates) == 0:
-        return detections
     ious = boxlist_iou(detections, candidates)  # [K, M]
     same_class = detections.get_field("labels")[:, None] == candidates.get_field("labels")[None, :]
     weights = torch.exp(-((1 - ious) ** 2) / sigma) * candidates.get_field("scores")[None, :]
