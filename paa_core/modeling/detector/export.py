@@ -12,7 +12,8 @@ class DetectionsAsTensors(nn.Module):
 
     def __init__(self, detector: nn.Module):
         super().__init__()
-        self.detector = detector.eval()
+        self.detector = detector
+        self.eval()
 
     def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         outputs = []
