@@ -10,7 +10,7 @@
 // weights [B, 2], n_iter [B] int64): components is the argmax of the weighted log
 // probabilities (first index on ties, scikit-learn's predict), log_likelihood their logsumexp
 // (score_samples). Padded entries get the same formulas applied to whatever x holds there,
-// so they are meaningless. Rows need at least 2 valid entries for a meaningful fit.
+// so they are meaningless. Every row needs at least 2 valid entries (checked: RuntimeError).
 //
 // A row is one sequential loop (PAA's rows hold ~100 entries at most), shared below by the
 // CPU backend (rows in parallel) and the CUDA backend (one thread per row). Formulas and
