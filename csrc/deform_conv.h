@@ -5,13 +5,15 @@
 // d*2K + 2k + 1 the horizontal (x) displacement of tap k; mask channel d*K + k scales
 // the value sampled for tap k. Sampling is bilinear; a corner outside the image reads 0.
 //
+// Ops paa_core::deform_conv_forward and paa_core::deform_conv_backward.
 // Shapes: input [N, C, H, W], weight [O, C/groups, kh, kw], offset [N, 2*dg*K, Ho, Wo],
 // mask [N, dg*K, Ho, Wo], bias [O], output [N, O, Ho, Wo] with
 // Ho = (H + 2*pad_h - dil_h*(kh-1) - 1) / stride_h + 1 (likewise Wo).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
 #include <vector>
 
 namespace deform_conv_detail {
@@ -76,55 +78,8 @@ inline std::vector<int64_t> check_deform_conv_inputs(
   return {out_h, out_w};
 }
 
-at::Tensor deform_conv_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                   const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-                                   const std::optional<at::Tensor>& bias, int64_t stride_h,
-                                   int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
-                                   int64_t dil_w, int64_t groups, int64_t deformable_groups);
-std::vector<at::Tensor> deform_conv_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-    const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-    int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t deformable_groups);
-#ifdef WITH_CUDA
-at::Tensor deform_conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
-                                    const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-                                    const std::optional<at::Tensor>& bias, int64_t stride_h,
-                                    int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
-                                    int64_t dil_w, int64_t groups, int64_t deformable_groups);
-std::vector<at::Tensor> deform_conv_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-    const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-    int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t deformable_groups);
-#endif
-
-// Output [N, O, Ho, Wo]. mask absent = DCN v1, present = DCN v2; bias optional.
-inline at::Tensor deform_conv_forward(const at::Tensor& input, const at::Tensor& weight,
-                                      const at::Tensor& offset,
-                                      const std::optional<at::Tensor>& mask,
-                                      const std::optional<at::Tensor>& bias, int64_t stride_h,
-                                      int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                                      int64_t dil_h, int64_t dil_w, int64_t groups,
-                                      int64_t deformable_groups) {
-  check_deform_conv_inputs(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
-                           dil_h, dil_w, groups, deformable_groups);
-  if (input.is_cuda()) {
-#ifdef WITH_CUDA
-    return deform_conv_forward_cuda(input, weight, offset, mask, bias, stride_h, stride_w, pad_h,
-                                    pad_w, dil_h, dil_w, groups, deformable_groups);
-#else
-    TORCH_CHECK(false, "deform_conv: paa_core._C was built without CUDA support");
-#endif
-  }
-  TORCH_CHECK(input.is_cpu(), "deform_conv: unsupported device ", input.device());
-  return deform_conv_forward_cpu(input, weight, offset, mask, bias, stride_h, stride_w, pad_h,
-                                 pad_w, dil_h, dil_w, groups, deformable_groups);
-}
-
-// Returns {grad_input, grad_weight, grad_offset, grad_mask, grad_bias}; grad_mask and
-// grad_bias are undefined (None in Python) when mask / bias are absent.
-inline std::vector<at::Tensor> deform_conv_backward(
+// Checks the backward's arguments too (grad_output [N, O, Ho, Wo]).
+inline void check_deform_conv_backward_inputs(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& offset, const std::optional<at::Tensor>& mask,
     const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
@@ -136,17 +91,10 @@ inline std::vector<at::Tensor> deform_conv_backward(
   deform_conv_detail::check_shape("grad_output", grad_output,
                                   {input.size(0), weight.size(0), out_hw[0], out_hw[1]},
                                   "(N, out_channels, H_out, W_out)");
-  if (input.is_cuda()) {
-#ifdef WITH_CUDA
-    return deform_conv_backward_cuda(grad_output, input, weight, offset, mask, bias, stride_h,
-                                     stride_w, pad_h, pad_w, dil_h, dil_w, groups,
-                                     deformable_groups);
-#else
-    TORCH_CHECK(false, "deform_conv: paa_core._C was built without CUDA support");
-#endif
-  }
-  TORCH_CHECK(input.is_cpu(), "deform_conv: unsupported device ", input.device());
-  return deform_conv_backward_cpu(grad_output, input, weight, offset, mask, bias, stride_h,
-                                  stride_w, pad_h, pad_w, dil_h, dil_w, groups,
-                                  deformable_groups);
 }
+
+// paa_core::deform_conv_backward returns (grad_input, grad_weight, grad_offset, grad_mask,
+// grad_bias); the gradient of an absent mask or bias is an empty tensor (a dispatcher op
+// returns a fixed number of tensors).
+using DeformConvGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+inline at::Tensor absent_grad(const at::Tensor& like) { return at::empty({0}, like.options()); }

@@ -10,7 +10,7 @@
 // weights [B, 2], n_iter [B] int64): components is the argmax of the weighted log
 // probabilities (first index on ties, scikit-learn's predict), log_likelihood their logsumexp
 // (score_samples). Padded entries get the same formulas applied to whatever x holds there,
-// so they are meaningless. Rows need at least 2 valid entries for a meaningful fit.
+// so they are meaningless. Every row needs at least 2 valid entries (checked: RuntimeError).
 //
 // A row is one sequential loop (PAA's rows hold ~100 entries at most), shared below by the
 // CPU backend (rows in parallel) and the CUDA backend (one thread per row). Formulas and
@@ -147,14 +147,10 @@ PAA_HOST_DEVICE inline void gmm2_fit_row(const Gmm2Rows& a, int64_t row) {
   }
 }
 
-void gmm2_fit_rows_cpu(const Gmm2Rows& rows, int64_t num_rows);
-#ifdef WITH_CUDA
-void gmm2_fit_rows_cuda(const Gmm2Rows& rows, int64_t num_rows, const at::Device& device);
-#endif
+using Gmm2Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Validates the arguments, allocates the outputs and runs the backend of x's device.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm2_fit(
-    const at::Tensor& x, const at::Tensor& mask, double tol, double reg_covar, int64_t max_iter) {
+// Argument checks of paa_core::gmm2_fit that need no data (the Meta kernel runs them too).
+inline void check_gmm2_inputs(const at::Tensor& x, const at::Tensor& mask, int64_t max_iter) {
   TORCH_CHECK(x.dim() == 2, "gmm2_fit: x must be [B, L], got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kDouble, "gmm2_fit: x must be float64, got ", x.scalar_type());
   TORCH_CHECK(mask.sizes() == x.sizes(), "gmm2_fit: mask must have x's shape ", x.sizes(), ", got ",
@@ -162,31 +158,35 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at
   TORCH_CHECK(mask.scalar_type() == at::kBool, "gmm2_fit: mask must be bool, got ", mask.scalar_type());
   TORCH_CHECK(mask.device() == x.device(), "gmm2_fit: mask is on ", mask.device(), ", x on ", x.device());
   TORCH_CHECK(max_iter >= 0, "gmm2_fit: max_iter must be >= 0, got ", max_iter);
-  const at::Tensor xc = x.contiguous(), mc = mask.contiguous();
+}
+
+// Uninitialised outputs for x [B, L].
+inline Gmm2Outputs gmm2_empty_outputs(const at::Tensor& x) {
   const int64_t batch = x.size(0), length = x.size(1);
   const auto ints = x.options().dtype(at::kLong);
+  return {at::empty({batch, length}, ints), at::empty({batch, length}, x.options()),
+          at::empty({batch, 2}, x.options()), at::empty({batch, 2}, x.options()),
+          at::empty({batch, 2}, x.options()), at::empty({batch}, ints)};
+}
+
+// Checks the arguments, allocates the outputs and fits every row with `fit_rows(rows, B)`,
+// the CPU or CUDA backend.
+template <typename FitRows>
+Gmm2Outputs gmm2_fit_with(const at::Tensor& x, const at::Tensor& mask, double tol,
+                          double reg_covar, int64_t max_iter, const FitRows& fit_rows) {
+  check_gmm2_inputs(x, mask, max_iter);
+  const at::Tensor xc = x.contiguous(), mc = mask.contiguous();
+  const int64_t batch = x.size(0), length = x.size(1);
+  TORCH_CHECK(batch == 0 || (length >= 2 && mc.sum(1).min().item<int64_t>() >= 2),
+              "gmm2_fit: every row needs at least 2 valid samples (got a row with fewer)");
+  Gmm2Outputs out = gmm2_empty_outputs(x);
+  auto& [components, log_likelihood, means, variances, weights, n_iter] = out;
   at::Tensor resp = at::empty({batch, length, 2}, x.options());
-  at::Tensor components = at::empty({batch, length}, ints);
-  at::Tensor log_likelihood = at::empty({batch, length}, x.options());
-  at::Tensor means = at::empty({batch, 2}, x.options());
-  at::Tensor variances = at::empty({batch, 2}, x.options());
-  at::Tensor weights = at::empty({batch, 2}, x.options());
-  at::Tensor n_iter = at::empty({batch}, ints);
   const Gmm2Rows rows{xc.data_ptr<double>(), mc.data_ptr<bool>(), length, tol, reg_covar, max_iter,
                       resp.data_ptr<double>(), components.data_ptr<int64_t>(),
                       log_likelihood.data_ptr<double>(), means.data_ptr<double>(),
                       variances.data_ptr<double>(), weights.data_ptr<double>(),
                       n_iter.data_ptr<int64_t>()};
-  if (batch > 0) {
-    if (x.is_cuda()) {
-#ifdef WITH_CUDA
-      gmm2_fit_rows_cuda(rows, batch, x.device());
-#else
-      TORCH_CHECK(false, "gmm2_fit: paa_core._C was built without CUDA support");
-#endif
-    } else {
-      gmm2_fit_rows_cpu(rows, batch);
-    }
-  }
-  return {components, log_likelihood, means, variances, weights, n_iter};
+  if (batch > 0) fit_rows(rows, batch);
+  return out;
 }

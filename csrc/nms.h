@@ -1,6 +1,7 @@
 // Greedy non-maximum suppression. Widths are x2 - x1 + offset: offset 1 is the legacy
 // "+1" convention of the PAA reference, 0 the continuous one of detectron2/torchvision.
-// Both ops return the int64 indices of the kept boxes, ordered by descending score
+// Both ops (paa_core::nms and paa_core::ml_nms, whose labels [N] restrict suppression to
+// boxes of the same label) return the int64 indices of the kept boxes, ordered by descending score
 // (ties keep the lower index first). A box is suppressed when its IoU with a kept,
 // higher-scoring box is strictly greater than `threshold`.
 #pragma once
@@ -19,43 +20,17 @@ inline void check_nms_inputs(const at::Tensor& dets, const at::Tensor& scores,
   if (labels.defined()) {
     TORCH_CHECK(labels.dim() == 1 && labels.size(0) == dets.size(0),
                 "ml_nms: labels must be [N] with N=", dets.size(0), ", got ", labels.sizes());
-    TORCH_CHECK(!at::isFloatingType(labels.scalar_type()),
+    TORCH_CHECK(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
                 "ml_nms: labels must be an integer tensor, got ", labels.scalar_type());
     TORCH_CHECK(labels.device() == dets.device(), "ml_nms: labels are on ", labels.device(),
                 ", dets on ", dets.device());
   }
 }
 
-at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset);
-at::Tensor ml_nms_cpu(const at::Tensor& dets, const at::Tensor& scores,
-                      const at::Tensor& labels, double threshold, double offset);
-#ifdef WITH_CUDA
-at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset);
-at::Tensor ml_nms_cuda(const at::Tensor& dets, const at::Tensor& scores,
-                       const at::Tensor& labels, double threshold, double offset);
-#endif
-
-// dets [N, 4] xyxy, scores [N].
-inline at::Tensor nms(const at::Tensor& dets, const at::Tensor& scores, double threshold, double offset) {
-  if (dets.is_cuda()) {
-#ifdef WITH_CUDA
-    return nms_cuda(dets, scores, threshold, offset);
-#else
-    TORCH_CHECK(false, "nms: paa_core._C was built without CUDA support");
-#endif
-  }
-  return nms_cpu(dets, scores, threshold, offset);
+// The kernels compute in float32 or float64: half and bfloat16 boxes are widened (the result
+// is indices, so there is nothing to cast back and no autocast rule is needed).
+inline at::Tensor nms_kernel_boxes(const at::Tensor& dets) {
+  const bool reduced = dets.scalar_type() == at::kHalf || dets.scalar_type() == at::kBFloat16;
+  return (reduced ? dets.to(at::kFloat) : dets).contiguous();
 }
 
-// Label-aware NMS: a box only suppresses boxes with the same label. labels [N] integer.
-inline at::Tensor ml_nms(const at::Tensor& dets, const at::Tensor& scores,
-                         const at::Tensor& labels, double threshold, double offset) {
-  if (dets.is_cuda()) {
-#ifdef WITH_CUDA
-    return ml_nms_cuda(dets, scores, labels, threshold, offset);
-#else
-    TORCH_CHECK(false, "ml_nms: paa_core._C was built without CUDA support");
-#endif
-  }
-  return ml_nms_cpu(dets, scores, labels, threshold, offset);
-}

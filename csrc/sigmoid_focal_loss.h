@@ -77,56 +77,24 @@ PAA_HOST_DEVICE inline T focal_loss_grad(T x, int64_t target, int64_t c, T gamma
   return T(0);
 }
 
-// Shape checks shared by both backends; returns targets as contiguous int64.
-inline at::Tensor check_focal_inputs(const at::Tensor& logits, const at::Tensor& targets,
-                                     int64_t num_classes) {
-  TORCH_CHECK(logits.dim() == 2, "sigmoid_focalloss: logits must be [N, C], got ", logits.sizes());
-  TORCH_CHECK(logits.size(1) == num_classes, "sigmoid_focalloss: logits have ", logits.size(1),
-              " columns but num_classes=", num_classes);
+// Checks shared by both backends of paa_core::sigmoid_focal_loss_forward/_backward; returns
+// targets as contiguous int64. Lower-precision logits reach the kernels only outside autocast
+// (its rule casts them to float32), so they are rejected here rather than silently widened.
+inline at::Tensor check_focal_inputs(const at::Tensor& logits, const at::Tensor& targets) {
+  TORCH_CHECK(logits.dim() == 2, "sigmoid_focal_loss: logits must be [N, C], got ", logits.sizes());
+  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
+              "sigmoid_focal_loss: logits must be float32 or float64, got ", logits.scalar_type());
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0),
-              "sigmoid_focalloss: targets must be [N] with N=", logits.size(0), ", got ",
+              "sigmoid_focal_loss: targets must be [N] with N=", logits.size(0), ", got ",
               targets.sizes());
-  TORCH_CHECK(!at::isFloatingType(targets.scalar_type()),
-              "sigmoid_focalloss: targets must be an integer tensor, got ", targets.scalar_type());
+  TORCH_CHECK(at::isIntegralType(targets.scalar_type(), /*includeBool=*/false),
+              "sigmoid_focal_loss: targets must be an integer tensor, got ", targets.scalar_type());
   TORCH_CHECK(targets.device() == logits.device(),
-              "sigmoid_focalloss: targets are on ", targets.device(), ", logits on ", logits.device());
+              "sigmoid_focal_loss: targets are on ", targets.device(), ", logits on ", logits.device());
   return targets.to(at::kLong).contiguous();
 }
 
-at::Tensor sigmoid_focalloss_forward_cpu(const at::Tensor& logits, const at::Tensor& targets,
-                                         int64_t num_classes, double gamma, double alpha);
-at::Tensor sigmoid_focalloss_backward_cpu(const at::Tensor& logits, const at::Tensor& targets,
-                                          const at::Tensor& d_losses, int64_t num_classes,
-                                          double gamma, double alpha);
-#ifdef WITH_CUDA
-at::Tensor sigmoid_focalloss_forward_cuda(const at::Tensor& logits, const at::Tensor& targets,
-                                          int64_t num_classes, double gamma, double alpha);
-at::Tensor sigmoid_focalloss_backward_cuda(const at::Tensor& logits, const at::Tensor& targets,
-                                           const at::Tensor& d_losses, int64_t num_classes,
-                                           double gamma, double alpha);
-#endif
-
-inline at::Tensor sigmoid_focalloss_forward(const at::Tensor& logits, const at::Tensor& targets,
-                                            int64_t num_classes, double gamma, double alpha) {
-  if (logits.is_cuda()) {
-#ifdef WITH_CUDA
-    return sigmoid_focalloss_forward_cuda(logits, targets, num_classes, gamma, alpha);
-#else
-    TORCH_CHECK(false, "sigmoid_focalloss_forward: paa_core._C was built without CUDA support");
-#endif
-  }
-  return sigmoid_focalloss_forward_cpu(logits, targets, num_classes, gamma, alpha);
-}
-
-inline at::Tensor sigmoid_focalloss_backward(const at::Tensor& logits, const at::Tensor& targets,
-                                             const at::Tensor& d_losses, int64_t num_classes,
-                                             double gamma, double alpha) {
-  if (logits.is_cuda()) {
-#ifdef WITH_CUDA
-    return sigmoid_focalloss_backward_cuda(logits, targets, d_losses, num_classes, gamma, alpha);
-#else
-    TORCH_CHECK(false, "sigmoid_focalloss_backward: paa_core._C was built without CUDA support");
-#endif
-  }
-  return sigmoid_focalloss_backward_cpu(logits, targets, d_losses, num_classes, gamma, alpha);
+inline void check_focal_grad(const at::Tensor& d_losses, const at::Tensor& logits) {
+  TORCH_CHECK(d_losses.sizes() == logits.sizes(), "sigmoid_focal_loss_backward: d_losses ",
+              d_losses.sizes(), " do not match logits ", logits.sizes());
 }

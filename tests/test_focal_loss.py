@@ -114,9 +114,9 @@ def test_module_returns_sum():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match="logits must be"):
+    with pytest.raises(RuntimeError, match="logits must be"):
         sigmoid_focal_loss(torch.zeros(5), torch.zeros(5, dtype=torch.long), 2.0, 0.25)
-    with pytest.raises(ValueError, match="targets must be"):
+    with pytest.raises(RuntimeError, match="targets must be"):
         sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long), 2.0, 0.25)
     with pytest.raises(RuntimeError, match="integer"):
         sigmoid_focal_loss(torch.zeros(5, 3), torch.zeros(5), 2.0, 0.25)

@@ -1,4 +1,4 @@
-"""The compiled batched EM (`_C.gmm2_fit` behind `fit_gmm_2`) against scikit-learn's
+"""The compiled batched EM (op `gmm2_fit` behind `fit_gmm_2`) against scikit-learn's
 GaussianMixture, set by set, on every device (the `device` fixture; on CUDA also against
 the CPU kernel), and the op's own input checks."""
 import warnings
@@ -9,7 +9,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from paa_core import _C
+from paa_core._ops import ops
 from paa_core.modeling.rpn.paa.gmm import fit_gmm_2, select_positives_by_gmm
 
 NUM_SETS = 1050
@@ -198,9 +198,9 @@ def test_converged_rows_stop_updating():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(RuntimeError, match="at least 2"):
         fit_gmm_2(torch.zeros(2, 3), torch.tensor([[True, True, False], [True, False, False]]))
-    with pytest.raises(ValueError, match=r"\[B, L\]"):
+    with pytest.raises(RuntimeError, match=r"\[B, L\]"):
         fit_gmm_2(torch.zeros(3), torch.ones(3, dtype=torch.bool))
 
 
@@ -245,5 +245,5 @@ _MASK = torch.ones(2, 3, dtype=torch.bool)
 )
 def test_op_rejects_bad_input_in_one_line(x, mask, max_iter, message):
     with pytest.raises(RuntimeError, match="^gmm2_fit: " + message) as info:
-        _C.gmm2_fit(x, mask, 1e-3, 1e-6, max_iter)
+        ops.gmm2_fit(x, mask, 1e-3, 1e-6, max_iter)
     assert "\n" not in str(info.value)

@@ -37,5 +37,11 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 spec = importlib.util.spec_from_file_location("paa_core._C", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-print("check_cuda_build: OK, ops:", ", ".join(sorted(n for n in dir(module) if not n.startswith("_"))))
+# Loading the library registered its ops; each must have a CUDA kernel.
+ops = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("paa_core::"))
+missing = [name for name in ops
+           if not torch._C._dispatch_has_kernel_for_dispatch_key(f"paa_core::{name}", "CUDA")]
+if not ops or missing:
+    sys.exit(f"check_cuda_build: ops without a CUDA kernel: {missing or 'no ops registered'}")
+print("check_cuda_build: OK, CUDA kernels of:", ", ".join(ops))
 PY

@@ -15,6 +15,7 @@
 #include <cmath>
 
 #include "deform_conv.h"
+#include <torch/library.h>
 
 namespace {
 
@@ -221,6 +222,8 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& w
                                    const std::optional<at::Tensor>& bias, int64_t stride_h,
                                    int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
                                    int64_t dil_w, int64_t groups, int64_t deformable_groups) {
+  check_deform_conv_inputs(input_, weight_, offset_, mask_, bias, stride_h, stride_w, pad_h, pad_w,
+                           dil_h, dil_w, groups, deformable_groups);
   const Geometry g = make_geometry(input_, weight_, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                                    groups, deformable_groups);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
@@ -256,11 +259,14 @@ at::Tensor deform_conv_forward_cpu(const at::Tensor& input_, const at::Tensor& w
   return output;
 }
 
-std::vector<at::Tensor> deform_conv_backward_cpu(
+DeformConvGrads deform_conv_backward_cpu(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     const at::Tensor& offset_, const std::optional<at::Tensor>& mask_,
     const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t deformable_groups) {
+  check_deform_conv_backward_inputs(grad_output_, input_, weight_, offset_, mask_, bias, stride_h,
+                                    stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+                                    deformable_groups);
   const Geometry g = make_geometry(input_, weight_, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                                    groups, deformable_groups);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
@@ -273,7 +279,7 @@ std::vector<at::Tensor> deform_conv_backward_cpu(
   at::Tensor grad_input = at::empty_like(input);
   at::Tensor grad_weight = at::zeros({groups, out_channels / groups, rows_per_group}, input.options());
   at::Tensor grad_offset = at::empty_like(offset);
-  at::Tensor grad_mask = mask.defined() ? at::empty_like(mask) : at::Tensor();
+  at::Tensor grad_mask = mask.defined() ? at::empty_like(mask) : absent_grad(input);
   const int64_t chunk = chunk_size(g);
   at::Tensor columns = at::empty({g.channels * g.taps() * chunk}, input.options());
   at::Tensor grad_columns = at::empty_like(columns);
@@ -301,7 +307,7 @@ std::vector<at::Tensor> deform_conv_backward_cpu(
         col2im_coord(g, table, planes.data_ptr<scalar_t>(), grad_columns.data_ptr<scalar_t>(),
                      first, count, columns.data_ptr<scalar_t>(),
                      grad_offset[n].data_ptr<scalar_t>(),
-                     grad_mask.defined() ? grad_mask[n].data_ptr<scalar_t>() : nullptr);
+                     mask.defined() ? grad_mask[n].data_ptr<scalar_t>() : nullptr);
         col2im(g, table, grad_columns.data_ptr<scalar_t>(), count,
                grad_planes.data_ptr<scalar_t>());
         for (int64_t grp = 0; grp < groups; ++grp) {
@@ -312,6 +318,11 @@ std::vector<at::Tensor> deform_conv_backward_cpu(
     }
   });
   at::Tensor grad_bias =
-      bias.has_value() ? grad_output.sum(at::IntArrayRef{0, 2, 3}) : at::Tensor();
+      bias.has_value() ? grad_output.sum(at::IntArrayRef{0, 2, 3}) : absent_grad(input);
   return {grad_input, grad_weight.view(weight_.sizes()), grad_offset, grad_mask, grad_bias};
+}
+
+TORCH_LIBRARY_IMPL(paa_core, CPU, m) {
+  m.impl("deform_conv_forward", &deform_conv_forward_cpu);
+  m.impl("deform_conv_backward", &deform_conv_backward_cpu);
 }

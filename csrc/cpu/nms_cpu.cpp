@@ -2,6 +2,7 @@
 // arrays, so the inner loop reads memory sequentially and has no branches (the
 // compiler vectorises it); only boxes that survive become the reference box.
 #include "nms.h"
+#include <torch/library.h>
 #include <algorithm>
 #include <vector>
 
@@ -57,7 +58,7 @@ at::Tensor nms_dispatch(const at::Tensor& dets, const at::Tensor& scores, const 
                         double threshold, double offset) {
   check_nms_inputs(dets, scores, labels);
   if (dets.size(0) == 0) return at::empty({0}, dets.options().dtype(at::kLong));
-  const at::Tensor boxes = dets.contiguous();
+  const at::Tensor boxes = nms_kernel_boxes(dets);
   const at::Tensor lab = kWithLabels ? labels.to(at::kLong).contiguous() : at::Tensor();
   at::Tensor keep;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "nms_cpu", [&] {
@@ -65,8 +66,6 @@ at::Tensor nms_dispatch(const at::Tensor& dets, const at::Tensor& scores, const 
   });
   return keep;
 }
-
-}  // namespace
 
 at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double threshold,
                    double offset) {
@@ -76,4 +75,11 @@ at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double thre
 at::Tensor ml_nms_cpu(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
                       double threshold, double offset) {
   return nms_dispatch<true>(dets, scores, labels, threshold, offset);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(paa_core, CPU, m) {
+  m.impl("nms", &nms_cpu);
+  m.impl("ml_nms", &ml_nms_cpu);
 }

@@ -6,6 +6,7 @@
 // their ~1e-10 error stays far below float rounding. double logits use std::exp/std::log1p.
 #include "sigmoid_focal_loss.h"
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 #include <ATen/Version.h>
 #include <algorithm>
 #include <cstdint>
@@ -166,7 +167,7 @@ template <bool kBackward>
 void run_focal_rows(const at::Tensor& x, const at::Tensor& labels, const at::Tensor* d_losses,
                     at::Tensor& out, double gamma, double alpha) {
   const int64_t num_classes = x.size(1);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focalloss_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focal_loss_cpu", [&] {
     const RowArgs<scalar_t> a{x.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
                               kBackward ? d_losses->data_ptr<scalar_t>() : nullptr,
                               out.data_ptr<scalar_t>(), num_classes, gamma, alpha};
@@ -180,26 +181,30 @@ void run_focal_rows(const at::Tensor& x, const at::Tensor& labels, const at::Ten
   });
 }
 
-}  // namespace
-
-at::Tensor sigmoid_focalloss_forward_cpu(const at::Tensor& logits, const at::Tensor& targets,
-                                         int64_t num_classes, double gamma, double alpha) {
-  const at::Tensor labels = check_focal_inputs(logits, targets, num_classes);
+at::Tensor sigmoid_focal_loss_forward_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                          double gamma, double alpha) {
+  const at::Tensor labels = check_focal_inputs(logits, targets);
   const at::Tensor x = logits.contiguous();
   at::Tensor losses = at::empty_like(x);
   run_focal_rows<false>(x, labels, nullptr, losses, gamma, alpha);
   return losses;
 }
 
-at::Tensor sigmoid_focalloss_backward_cpu(const at::Tensor& logits, const at::Tensor& targets,
-                                          const at::Tensor& d_losses, int64_t num_classes,
-                                          double gamma, double alpha) {
-  const at::Tensor labels = check_focal_inputs(logits, targets, num_classes);
-  TORCH_CHECK(d_losses.sizes() == logits.sizes(), "sigmoid_focalloss_backward: d_losses ",
-              d_losses.sizes(), " do not match logits ", logits.sizes());
+at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                           const at::Tensor& d_losses, double gamma,
+                                           double alpha) {
+  const at::Tensor labels = check_focal_inputs(logits, targets);
+  check_focal_grad(d_losses, logits);
   const at::Tensor x = logits.contiguous();
   const at::Tensor dl = d_losses.to(x.scalar_type()).contiguous();
   at::Tensor d_logits = at::empty_like(x);
   run_focal_rows<true>(x, labels, &dl, d_logits, gamma, alpha);
   return d_logits;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(paa_core, CPU, m) {
+  m.impl("sigmoid_focal_loss_forward", &sigmoid_focal_loss_forward_cpu);
+  m.impl("sigmoid_focal_loss_backward", &sigmoid_focal_loss_backward_cpu);
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "deform_conv.h"
+#include <torch/library.h>
 
 namespace {
 
@@ -169,6 +170,8 @@ at::Tensor deform_conv_forward_cuda(const at::Tensor& input_, const at::Tensor& 
                                     const std::optional<at::Tensor>& bias, int64_t stride_h,
                                     int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
                                     int64_t dil_w, int64_t groups, int64_t deformable_groups) {
+  check_deform_conv_inputs(input_, weight_, offset_, mask_, bias, stride_h, stride_w, pad_h, pad_w,
+                           dil_h, dil_w, groups, deformable_groups);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Geometry g = make_geometry(input_, weight_, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                                    deformable_groups);
@@ -204,11 +207,14 @@ at::Tensor deform_conv_forward_cuda(const at::Tensor& input_, const at::Tensor& 
   return output;
 }
 
-std::vector<at::Tensor> deform_conv_backward_cuda(
+DeformConvGrads deform_conv_backward_cuda(
     const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_,
     const at::Tensor& offset_, const std::optional<at::Tensor>& mask_,
     const std::optional<at::Tensor>& bias, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t deformable_groups) {
+  check_deform_conv_backward_inputs(grad_output_, input_, weight_, offset_, mask_, bias, stride_h,
+                                    stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+                                    deformable_groups);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Geometry g = make_geometry(input_, weight_, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                                    deformable_groups);
@@ -222,7 +228,7 @@ std::vector<at::Tensor> deform_conv_backward_cuda(
   at::Tensor grad_input = at::zeros_like(input);
   at::Tensor grad_weight = at::zeros({groups, out_channels / groups, rows_per_group}, input.options());
   at::Tensor grad_offset = at::empty_like(offset);
-  at::Tensor grad_mask = mask.defined() ? at::empty_like(mask) : at::Tensor();
+  at::Tensor grad_mask = mask.defined() ? at::empty_like(mask) : absent_grad(input);
   const int64_t chunk = chunk_size(g);
   at::Tensor columns = at::empty({g.channels * g.taps() * chunk}, input.options());
   at::Tensor grad_columns = at::empty_like(columns);
@@ -248,7 +254,7 @@ std::vector<at::Tensor> deform_conv_backward_cuda(
                                         stream>>>(
             g, in_n, grad_columns.data_ptr<scalar_t>(), off_n, mask_n, first, count,
             grad_offset[n].data_ptr<scalar_t>(),
-            grad_mask.defined() ? grad_mask[n].data_ptr<scalar_t>() : nullptr);
+            mask.defined() ? grad_mask[n].data_ptr<scalar_t>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         col2im_kernel<scalar_t><<<blocks_for(entries), kThreads, 0, stream>>>(
             g, grad_columns.data_ptr<scalar_t>(), off_n, mask_n, first, count,
@@ -264,6 +270,11 @@ std::vector<at::Tensor> deform_conv_backward_cuda(
     }
   });
   at::Tensor grad_bias =
-      bias.has_value() ? grad_output.sum(at::IntArrayRef{0, 2, 3}) : at::Tensor();
+      bias.has_value() ? grad_output.sum(at::IntArrayRef{0, 2, 3}) : absent_grad(input);
   return {grad_input, grad_weight.view(weight_.sizes()), grad_offset, grad_mask, grad_bias};
+}
+
+TORCH_LIBRARY_IMPL(paa_core, CUDA, m) {
+  m.impl("deform_conv_forward", &deform_conv_forward_cuda);
+  m.impl("deform_conv_backward", &deform_conv_backward_cuda);
 }

@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
 #include <vector>
 #include "nms.h"
 
@@ -70,7 +71,7 @@ at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const
   c10::cuda::CUDAGuard guard(dets.device());
 
   const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, 0, /*descending=*/true));
-  const at::Tensor boxes = dets.index_select(0, order).contiguous();
+  const at::Tensor boxes = nms_kernel_boxes(dets).index_select(0, order).contiguous();
   const at::Tensor sorted_labels =
       labels.defined() ? labels.to(at::kLong).index_select(0, order).contiguous() : at::Tensor();
   const int64_t words = (n + kBoxesPerWord - 1) / kBoxesPerWord;
@@ -104,8 +105,6 @@ at::Tensor nms_cuda_impl(const at::Tensor& dets, const at::Tensor& scores, const
   return order.index_select(0, keep.narrow(0, 0, num_kept).to(order.device()));
 }
 
-}  // namespace
-
 at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double threshold,
                     double offset) {
   return nms_cuda_impl(dets, scores, at::Tensor(), threshold, offset);
@@ -114,4 +113,11 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double thr
 at::Tensor ml_nms_cuda(const at::Tensor& dets, const at::Tensor& scores, const at::Tensor& labels,
                        double threshold, double offset) {
   return nms_cuda_impl(dets, scores, labels, threshold, offset);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(paa_core, CUDA, m) {
+  m.impl("nms", &nms_cuda);
+  m.impl("ml_nms", &ml_nms_cuda);
 }

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
 #include <algorithm>
 #include "sigmoid_focal_loss.h"
 
@@ -34,17 +35,16 @@ int64_t num_blocks(int64_t numel) {
   return std::min<int64_t>((numel + kThreads - 1) / kThreads, 4096);
 }
 
-}  // namespace
-
-at::Tensor sigmoid_focalloss_forward_cuda(const at::Tensor& logits, const at::Tensor& targets,
-                                          int64_t num_classes, double gamma, double alpha) {
-  const at::Tensor labels = check_focal_inputs(logits, targets, num_classes);
+at::Tensor sigmoid_focal_loss_forward_cuda(const at::Tensor& logits, const at::Tensor& targets,
+                                           double gamma, double alpha) {
+  const at::Tensor labels = check_focal_inputs(logits, targets);
+  const int64_t num_classes = logits.size(1);
   c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor x = logits.contiguous();
   at::Tensor losses = at::empty_like(x);
   if (x.numel() == 0) return losses;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focalloss_forward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focal_loss_forward_cuda", [&] {
     focal_forward_kernel<scalar_t><<<num_blocks(x.numel()), kThreads, 0, stream>>>(
         x.numel(), num_classes, x.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
         static_cast<scalar_t>(gamma), static_cast<scalar_t>(alpha), losses.data_ptr<scalar_t>());
@@ -53,19 +53,19 @@ at::Tensor sigmoid_focalloss_forward_cuda(const at::Tensor& logits, const at::Te
   return losses;
 }
 
-at::Tensor sigmoid_focalloss_backward_cuda(const at::Tensor& logits, const at::Tensor& targets,
-                                           const at::Tensor& d_losses, int64_t num_classes,
-                                           double gamma, double alpha) {
-  const at::Tensor labels = check_focal_inputs(logits, targets, num_classes);
-  TORCH_CHECK(d_losses.sizes() == logits.sizes(), "sigmoid_focalloss_backward: d_losses ",
-              d_losses.sizes(), " do not match logits ", logits.sizes());
+at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& logits, const at::Tensor& targets,
+                                            const at::Tensor& d_losses, double gamma,
+                                            double alpha) {
+  const at::Tensor labels = check_focal_inputs(logits, targets);
+  check_focal_grad(d_losses, logits);
+  const int64_t num_classes = logits.size(1);
   c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor x = logits.contiguous();
   const at::Tensor dl = d_losses.to(x.scalar_type()).contiguous();
   at::Tensor d_logits = at::empty_like(x);
   if (x.numel() == 0) return d_logits;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focalloss_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focal_loss_backward_cuda", [&] {
     focal_backward_kernel<scalar_t><<<num_blocks(x.numel()), kThreads, 0, stream>>>(
         x.numel(), num_classes, x.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
         dl.data_ptr<scalar_t>(), static_cast<scalar_t>(gamma), static_cast<scalar_t>(alpha),
@@ -73,4 +73,11 @@ at::Tensor sigmoid_focalloss_backward_cuda(const at::Tensor& logits, const at::T
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return d_logits;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(paa_core, CUDA, m) {
+  m.impl("sigmoid_focal_loss_forward", &sigmoid_focal_loss_forward_cuda);
+  m.impl("sigmoid_focal_loss_backward", &sigmoid_focal_loss_backward_cuda);
 }

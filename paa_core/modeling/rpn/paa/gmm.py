@@ -1,4 +1,4 @@
-"""Batched two-component 1-D Gaussian mixture fitted by EM (compiled op `_C.gmm2_fit`).
+"""Batched two-component 1-D Gaussian mixture fitted by EM (op `torch.ops.paa_core.gmm2_fit`).
 
 PAA fits one mixture per GT box to the scores of its candidate anchors (docs/DESIGN.md §4.4).
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from paa_core import _C
+from paa_core._ops import ops
 
 
 class GMMResult(NamedTuple):
@@ -33,18 +33,10 @@ def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-
     Returns a `GMMResult` in float64: `components` [B, L] int64 (argmax of the
     posterior, scikit-learn's `predict`), `log_likelihood` [B, L] (`score_samples`),
     `means`, `variances`, `weights` [B, 2] and `n_iter` [B]; padded entries of the
-    per-sample outputs are meaningless.
+    per-sample outputs are meaningless. The op checks its arguments (`RuntimeError`).
     """
-    if x.dim() != 2 or mask.shape != x.shape:
-        raise ValueError(
-            "fit_gmm_2: x and mask must both be [B, L], got {} and {}".format(
-                tuple(x.shape), tuple(mask.shape)
-            )
-        )
-    mask = mask.bool()
-    if bool((mask.sum(dim=1) < 2).any()):
-        raise ValueError("fit_gmm_2: every row needs at least 2 valid samples (got a row with fewer)")
-    return GMMResult(*_C.gmm2_fit(x.double(), mask, float(tol), float(reg_covar), int(max_iter)))
+    fit = ops.gmm2_fit(x.double(), mask.bool(), float(tol), float(reg_covar), int(max_iter))
+    return GMMResult(*fit)
 
 
 def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,

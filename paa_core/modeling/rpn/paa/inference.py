@@ -80,9 +80,10 @@ class PAAPostProcessor(nn.Module):
     def select_over_all_levels(self, boxlist: BoxList) -> BoxList:
         """Class-wise NMS, keep the `detections_per_img` best, then optional score voting."""
         result = boxlist_ml_nms(boxlist, self.nms_thresh)
-        if len(result) > self.detections_per_img > 0:
-            keep = result.get_field("scores").topk(self.detections_per_img).indices
-            result = result[keep]
+        if self.detections_per_img > 0:
+            # NMS returns its boxes by descending score, so the best n are the first n; a
+            # slice, unlike a branch on the count, is traced by torch.export.
+            result = result[: self.detections_per_img]
         if self.score_voting:
             result = score_voting(result, boxlist)
         return result

@@ -14,8 +14,6 @@ def score_voting(detections: BoxList, candidates: BoxList, sigma: float = 0.025,
     Both BoxLists carry "scores" and "labels". A detection that is itself a candidate
     always votes for itself; one left without voters keeps its box.
     """
-    if len(detections) == 0 or len(candidates) == 0:
-        return detections
     ious = boxlist_iou(detections, candidates)  # [K, M]
     same_class = detections.get_field("labels")[:, None] == candidates.get_field("labels")[None, :]
     weights = torch.exp(-((1 - ious) ** 2) / sigma) * candidates.get_field("scores")[None, :]
