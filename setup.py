@@ -5,6 +5,7 @@ is visible or FORCE_CUDA=1 (then set CUDA_HOME and TORCH_CUDA_ARCH_LIST when the
 is no GPU to query). torch must already be installed: use
 `pip install -e . --no-build-isolation`.
 """
+
 import glob
 import os
 

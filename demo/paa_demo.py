@@ -12,6 +12,7 @@ before any work. Class names come from `--categories` (a COCO
 annotation json, whose categories in id order are labels 1..K, or a json list of
 names) or, by default, from the annotation file of the config's first DATASETS.TEST.
 """
+
 import argparse
 import colorsys
 import json
@@ -53,7 +54,9 @@ def load_category_names(path):
 
 def default_categories_file(cfg):
     if not cfg.DATASETS.TEST:
-        raise InputError("no --categories given and DATASETS.TEST is empty: cannot name the classes")
+        raise InputError(
+            "no --categories given and DATASETS.TEST is empty: cannot name the classes"
+        )
     return DatasetCatalog.get(cfg.DATASETS.TEST[0])["args"]["ann_file"]
 
 
@@ -61,7 +64,11 @@ def list_images(inputs):
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            paths += sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_EXTENSIONS))
+            paths += sorted(
+                os.path.join(item, n)
+                for n in os.listdir(item)
+                if n.lower().endswith(IMAGE_EXTENSIONS)
+            )
         elif os.path.isfile(item):
             paths.append(item)
         else:
@@ -129,8 +136,9 @@ def draw_detections(image_bgr, detections, names, threshold):
     keep = torch.nonzero(scores >= threshold).flatten()
     order = keep[scores[keep].argsort()]  # best drawn last, on top
     boxes = detections.bbox[order].round().int().tolist()
-    for (x1, y1, x2, y2), label, score in zip(boxes, detections.get_field("labels")[order].tolist(),
-                                              scores[order].tolist()):
+    for (x1, y1, x2, y2), label, score in zip(
+        boxes, detections.get_field("labels")[order].tolist(), scores[order].tolist()
+    ):
         colour = class_colour(label)
         name = names[label - 1] if 1 <= label <= len(names) else str(label)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
@@ -138,18 +146,24 @@ def draw_detections(image_bgr, detections, names, threshold):
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         ty = max(y1, th + base)
         cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 2, ty), colour, -1)
-        cv2.putText(out, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+        )
     return out, len(order)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", required=True, metavar="FILE", help="checkpoint (.pth/.pkl, URL)")
+    parser.add_argument(
+        "--weights", required=True, metavar="FILE", help="checkpoint (.pth/.pkl, URL)"
+    )
     parser.add_argument("--input", required=True, nargs="+", metavar="IMG_OR_DIR")
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--threshold", type=float, default=0.5, help="lowest score drawn")
-    parser.add_argument("--categories", metavar="JSON", help="COCO annotation file or json list of names")
+    parser.add_argument(
+        "--categories", metavar="JSON", help="COCO annotation file or json list of names"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -162,17 +176,24 @@ def main():
     names = load_category_names(args.categories or default_categories_file(cfg))
     # The one-stage PAA head or the Faster R-CNN box head counts the classes.
     key = "PAA.NUM_CLASSES" if cfg.MODEL.PAA_ON else "ROI_BOX_HEAD.NUM_CLASSES"
-    num_classes = cfg.MODEL.PAA.NUM_CLASSES if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    num_classes = (
+        cfg.MODEL.PAA.NUM_CLASSES if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    )
     if len(names) != num_classes - 1:
-        raise InputError(f"{len(names)} category names but MODEL.{key} is "
-                         f"{num_classes} (classes + background)")
+        raise InputError(
+            f"{len(names)} category names but MODEL.{key} is {num_classes} (classes + background)"
+        )
     paths = list_images(args.input)
     targets = output_paths(paths, args.output)
     predictor = Predictor(cfg, args.weights)
     for path, target in zip(paths, targets):
         image = read_rgb_image(path)
-        picture, count = draw_detections(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]), predictor(image),
-                                         names, args.threshold)
+        picture, count = draw_detections(
+            np.ascontiguousarray(np.asarray(image)[:, :, ::-1]),
+            predictor(image),
+            names,
+            args.threshold,
+        )
         if not cv2.imwrite(target, picture):
             raise InputError(f"cannot write {target}")
         print(f"{path}: {count} detections >= {args.threshold} -> {target}")

@@ -13,6 +13,7 @@ the Meta kernels (csrc/). This module adds the rest:
 Input checks live in the C++ kernels only (`TORCH_CHECK`: a `RuntimeError` naming the
 argument); the wrappers in `paa_core.layers` add no checks of their own.
 """
+
 import torch
 
 from paa_core import _C  # noqa: F401  (loads the library, which registers the ops)
@@ -59,7 +60,9 @@ def _deform_conv_backward(ctx, grad_output):
     # The op returns empty gradients for an absent mask / bias.
     grad_mask = grad_mask if mask is not None else None
     grad_bias = grad_bias if bias is not None else None
-    return (grad_input, grad_weight, grad_offset, grad_mask, grad_bias) + (None,) * len(ctx.conv_args)
+    return (grad_input, grad_weight, grad_offset, grad_mask, grad_bias) + (None,) * len(
+        ctx.conv_args
+    )
 
 
 torch.library.register_autograd(

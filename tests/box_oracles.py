@@ -1,6 +1,6 @@
 """Plain-Python box arithmetic that tests compare the vectorised code against."""
-import math
 
+import math
 
 
 def iou_plus1(a, b):

@@ -15,7 +15,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_unusable_reason():
     """Why the CUDA cases cannot run here, or None when they can: a GPU must be visible
     and paa_core's ops built with CUDA (asked through the public NMS, which refuses

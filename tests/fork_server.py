@@ -9,6 +9,7 @@ stdin, {"argv": [script, args...], "cwd": dir, "out": prefix}; the server answer
 the child's pid on a line of stdout. The child writes its stdout and stderr to
 `prefix.out` / `prefix.err` and, when it exits by itself, its exit code to `prefix.code`.
 """
+
 import json
 import os
 import runpy

@@ -1,4 +1,5 @@
 """Real PAA anchors for a padded test batch, shared by the loss and inference tests."""
+
 import math
 
 import torch
@@ -13,6 +14,8 @@ def real_anchors(image_sizes):
     and the (h, w) of each level P3..P7 -> (per-image lists of per-level BoxLists, shapes)."""
     images = to_image_list([torch.zeros(3, h, w) for h, w in image_sizes], 32)
     _, _, ph, pw = images.tensors.shape
-    feats = [torch.zeros(len(image_sizes), 1, math.ceil(ph / s), math.ceil(pw / s))
-             for s in (8, 16, 32, 64, 128)]
+    feats = [
+        torch.zeros(len(image_sizes), 1, math.ceil(ph / s), math.ceil(pw / s))
+        for s in (8, 16, 32, 64, 128)
+    ]
     return make_anchor_generator_paa(get_cfg())(images, feats), [tuple(f.shape[-2:]) for f in feats]

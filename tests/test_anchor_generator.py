@@ -1,4 +1,5 @@
 """Anchors: Detectron cell anchors (hand-derived numbers), grid order, per-image BoxLists."""
+
 import math
 
 import pytest
@@ -25,12 +26,12 @@ def test_ratio_outer_scale_inner_with_rounding():
     # Size 32 scales (w, h) by 2, size 64 by 4; box = 7.5 -+ 0.5 * (w - 1).
     cell = generate_anchors(16, (32, 64), (0.5, 1.0, 2.0))
     expected = [
-        [-15, -4, 30, 19],    # r 0.5, 46 x 24
-        [-38, -16, 53, 31],   # r 0.5, 92 x 48
-        [-8, -8, 23, 23],     # r 1,   32 x 32
-        [-24, -24, 39, 39],   # r 1,   64 x 64
-        [-3, -14, 18, 29],    # r 2,   22 x 44
-        [-14, -36, 29, 51],   # r 2,   44 x 88
+        [-15, -4, 30, 19],  # r 0.5, 46 x 24
+        [-38, -16, 53, 31],  # r 0.5, 92 x 48
+        [-8, -8, 23, 23],  # r 1,   32 x 32
+        [-24, -24, 39, 39],  # r 1,   64 x 64
+        [-3, -14, 18, 29],  # r 2,   22 x 44
+        [-14, -36, 29, 51],  # r 2,   44 x 88
     ]
     assert cell.tolist() == [[float(v) for v in row] for row in expected]
 
@@ -53,7 +54,9 @@ def test_state_dict_buffers_match_reference_layout():
     assert list(sd) == [f"cell_anchors.{i}" for i in range(5)]
     for i, (stride, size) in enumerate(zip((8, 16, 32, 64, 128), (64, 128, 256, 512, 1024))):
         c = (stride - 1) / 2
-        assert sd[f"cell_anchors.{i}"].tolist() == [[c - (size - 1) / 2] * 2 + [c + (size - 1) / 2] * 2]
+        assert sd[f"cell_anchors.{i}"].tolist() == [
+            [c - (size - 1) / 2] * 2 + [c + (size - 1) / 2] * 2
+        ]
     assert gen.to(torch.float64).cell_anchors[0].dtype == torch.float64
 
 
@@ -68,7 +71,7 @@ def test_grid_order_counts_and_shifts():
             for x in range(w):
                 k = (y * w + x) * a
                 shift = torch.tensor([x * stride, y * stride] * 2, dtype=torch.float32)
-                assert torch.equal(boxes[k:k + a], cell + shift)
+                assert torch.equal(boxes[k : k + a], cell + shift)
 
 
 def test_forward_boxlists():

@@ -1,13 +1,19 @@
 """Test-time augmentation: vote merging against a plain loop, scale-range filtering, and the
 geometry of the resize/flip round trip with a detector that finds a bright square."""
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from paa_core.config import get_cfg
-from paa_core.engine.bbox_aug import (filter_by_scale_range, im_detect_bbox_aug, keep_top_scores,
-                                      make_bbox_aug_options, merge_boxes_by_vote)
+from paa_core.engine.bbox_aug import (
+    filter_by_scale_range,
+    im_detect_bbox_aug,
+    keep_top_scores,
+    make_bbox_aug_options,
+    merge_boxes_by_vote,
+)
 from paa_core.structures.bounding_box import BoxList
 
 
@@ -19,8 +25,12 @@ def loop_vote(boxes, scores, labels, th, soft, soft_th=0.05):
         det = det[np.argsort(-det[:, 4], kind="stable")]
         while len(det):
             area = (det[:, 2] - det[:, 0] + 1) * (det[:, 3] - det[:, 1] + 1)
-            iw = np.maximum(0, np.minimum(det[0, 2], det[:, 2]) - np.maximum(det[0, 0], det[:, 0]) + 1)
-            ih = np.maximum(0, np.minimum(det[0, 3], det[:, 3]) - np.maximum(det[0, 1], det[:, 1]) + 1)
+            iw = np.maximum(
+                0, np.minimum(det[0, 2], det[:, 2]) - np.maximum(det[0, 0], det[:, 0]) + 1
+            )
+            ih = np.maximum(
+                0, np.minimum(det[0, 3], det[:, 3]) - np.maximum(det[0, 1], det[:, 1]) + 1
+            )
             iou = iw * ih / (area[0] + area - iw * ih)
             idx = np.where(iou >= th)[0]
             cluster, cluster_iou = det[idx], iou[idx]
@@ -62,8 +72,9 @@ def as_sorted(rows):
 @pytest.mark.parametrize("th", [0.3, 0.66])
 def test_vote_merge_matches_loop(merge_type, th):
     boxes, scores, labels = random_detections()
-    got_b, got_s, got_l = merge_boxes_by_vote(torch.from_numpy(boxes), torch.from_numpy(scores),
-                                              torch.from_numpy(labels), th, merge_type)
+    got_b, got_s, got_l = merge_boxes_by_vote(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), th, merge_type
+    )
     want = loop_vote(boxes, scores, labels, th, soft=merge_type == "soft-vote")
     got = np.concatenate([got_b.numpy(), got_s.numpy()[:, None], got_l.numpy()[:, None]], 1)
     assert len(want) < len(boxes) and got.shape == want.shape
@@ -74,9 +85,13 @@ def test_vote_merge_matches_loop(merge_type, th):
 
 def test_vote_keeps_singletons_and_empty_input():
     boxes = torch.tensor([[0.0, 0, 9, 9], [100, 100, 120, 130]])
-    b, s, l = merge_boxes_by_vote(boxes, torch.tensor([0.3, 0.9]), torch.tensor([1, 1]), 0.5, "soft-vote")
+    b, s, _ = merge_boxes_by_vote(
+        boxes, torch.tensor([0.3, 0.9]), torch.tensor([1, 1]), 0.5, "soft-vote"
+    )
     assert torch.equal(b, boxes[[1, 0]]) and torch.equal(s, torch.tensor([0.9, 0.3]))
-    b, s, l = merge_boxes_by_vote(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    b, s, _ = merge_boxes_by_vote(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5
+    )
     assert b.shape == (0, 4)
     with pytest.raises(ValueError, match="merge_type.*'nms'"):
         merge_boxes_by_vote(boxes, torch.ones(2), torch.ones(2, dtype=torch.int64), 0.5, "nms")
@@ -88,7 +103,11 @@ def test_scale_range_filter_uses_plus_one_areas_strictly():
     bl = BoxList(boxes, (50, 50))
     bl.add_field("scores", torch.arange(4.0))
     kept = filter_by_scale_range(bl, 10, 21)
-    loop = [i for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()) if 100 < (x2 - x1 + 1) * (y2 - y1 + 1) < 441]
+    loop = [
+        i
+        for i, (x1, y1, x2, y2) in enumerate(boxes.tolist())
+        if 100 < (x2 - x1 + 1) * (y2 - y1 + 1) < 441
+    ]
     assert kept.get_field("scores").tolist() == [float(i) for i in loop] == [1.0, 2.0]
 
 
@@ -117,7 +136,10 @@ class SquareFinder(torch.nn.Module):
             self.sizes.append((w, h))
             bright = tensor[:, :h, :w].mean(0) > 0
             ys, xs = bright.nonzero(as_tuple=True)
-            bl = BoxList(torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float32), (w, h))
+            bl = BoxList(
+                torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float32),
+                (w, h),
+            )
             bl.add_field("scores", torch.tensor([0.9]))
             bl.add_field("labels", torch.tensor([2]))
             out.append(bl)
@@ -143,18 +165,27 @@ def tta_options(**aug):
 def test_tta_maps_every_run_back_to_the_identity_frame():
     model = SquareFinder()
     common = dict(H_FLIP=True, SCALES=(60, 240, 900), MAX_SIZE=2000, SCALE_H_FLIP=True)
-    (result,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), tta_options(**common))
+    (result,) = im_detect_bbox_aug(
+        model, [square_image()], torch.device("cpu"), tta_options(**common)
+    )
     # identity: 120 x 240; scales 60 and 240 keep MAX_SIZE_TEST, 900 -> 1800 wide is allowed by MAX_SIZE 2000.
     assert model.sizes == [(240, 120)] * 2 + [(120, 60)] * 2 + [(480, 240)] * 2 + [(1800, 900)] * 2
     assert result.size == (240, 120)
     # NMS at 1.0 suppresses nothing: each run's box, mapped back, must sit on the square.
-    expected = torch.tensor([40.0, 20, 99, 59])  # the square at identity scale 2: x 40..99, y 20..59
+    expected = torch.tensor(
+        [40.0, 20, 99, 59]
+    )  # the square at identity scale 2: x 40..99, y 20..59
     assert len(result) == 8
     torch.testing.assert_close(result.bbox, expected.expand(8, 4), atol=2.0, rtol=0)
 
     model.sizes.clear()
-    options = tta_options(**common, VOTE=True, MERGE_TYPE="vote", VOTE_TH=0.66,
-                          SCALE_RANGES=((0, 10000), (0, 10000), (0, 100)))
+    options = tta_options(
+        **common,
+        VOTE=True,
+        MERGE_TYPE="vote",
+        VOTE_TH=0.66,
+        SCALE_RANGES=((0, 10000), (0, 10000), (0, 100)),
+    )
     (voted,) = im_detect_bbox_aug(model, [square_image()], torch.device("cpu"), options)
     # At scale 900 the square is ~450 x 300 px, outside (0, 100): dropped; the rest vote into one box.
     assert len(voted) == 1 and voted.get_field("labels").tolist() == [2]
@@ -167,8 +198,13 @@ def test_tta_options_keep_the_merge_numbers_and_cap_large_scales_from_the_config
     assert (options.soft_vote_th, options.max_vote_detections) == (0.05, 1000)
     assert [r.transform.transforms[0].max_size for r in options.runs] == [1000, 1000, 1000, 3000]
     assert [r.hflip for r in options.runs] == [False] * 4
-    options = tta_options(SCALES=(400, 799, 800), MAX_SIZE=3000, MAX_SIZE_FROM_SCALE=500,
-                          SOFT_VOTE_TH=0.2, VOTE_MAX_DETECTIONS=7)
+    options = tta_options(
+        SCALES=(400, 799, 800),
+        MAX_SIZE=3000,
+        MAX_SIZE_FROM_SCALE=500,
+        SOFT_VOTE_TH=0.2,
+        VOTE_MAX_DETECTIONS=7,
+    )
     assert [r.transform.transforms[0].max_size for r in options.runs] == [1000, 1000, 3000, 3000]
     assert (options.soft_vote_th, options.max_vote_detections) == (0.2, 7)
     with pytest.raises(ValueError, match="SCALE_RANGES needs one"):

@@ -52,7 +52,9 @@ def test_decode_multiple_boxes_per_row():
     out = coder.decode(codes, anchors)
     assert out.shape == (3, 12)
     for k in range(3):
-        torch.testing.assert_close(out[:, 4 * k : 4 * k + 4], coder.decode(codes[:, 4 * k : 4 * k + 4], anchors))
+        torch.testing.assert_close(
+            out[:, 4 * k : 4 * k + 4], coder.decode(codes[:, 4 * k : 4 * k + 4], anchors)
+        )
 
 
 def test_dw_dh_clamped_before_exp():

@@ -1,4 +1,5 @@
 """Checkpoint save/resume, atomic writes, weight-file conversions (Caffe2, torchvision), URLs and catalog names."""
+
 import functools
 import http.server
 import os
@@ -56,7 +57,9 @@ class ToyLoader:
 def make_run(save_dir, steps=(3, 6)):
     model = ToyDetector()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = WarmupMultiStepLR(opt, steps, 0.5, warmup_factor=0.25, warmup_iters=2, warmup_method="linear")
+    sched = WarmupMultiStepLR(
+        opt, steps, 0.5, warmup_factor=0.25, warmup_iters=2, warmup_method="linear"
+    )
     return model, opt, sched, Checkpointer(model, opt, sched, save_dir, save_to_disk=True)
 
 
@@ -64,15 +67,28 @@ def train(save_dir, max_iter, period=100):
     model, opt, sched, ckpt = make_run(save_dir)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
-    do_train(model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, torch.device("cpu"),
-             period, arguments)
+    do_train(
+        model,
+        ToyLoader(max_iter, arguments["iteration"]),
+        opt,
+        sched,
+        ckpt,
+        torch.device("cpu"),
+        period,
+        arguments,
+    )
     return model, opt, sched, arguments
 
 
 def test_save_load_round_trip(tmp_path):
     model, opt, sched, arguments = train(str(tmp_path), 4, period=2)
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "metrics.jsonl", "model_0000002.pth",
-                                            "model_0000004.pth", "model_final.pth"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "metrics.jsonl",
+        "model_0000002.pth",
+        "model_0000004.pth",
+        "model_final.pth",
+    ]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     model2, opt2, sched2, ckpt2 = make_run(str(tmp_path))
     extra = ckpt2.load()
@@ -103,8 +119,18 @@ def train_fp16(save_dir, max_iter, period=100):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**17, growth_interval=2)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
-    do_train(model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, torch.device("cpu"),
-             period, arguments, amp_dtype=torch.float16, scaler=scaler)
+    do_train(
+        model,
+        ToyLoader(max_iter, arguments["iteration"]),
+        opt,
+        sched,
+        ckpt,
+        torch.device("cpu"),
+        period,
+        arguments,
+        amp_dtype=torch.float16,
+        scaler=scaler,
+    )
     return model, scaler
 
 
@@ -124,7 +150,8 @@ def test_float16_resumed_run_restores_the_loss_scaler(tmp_path):
     torch.save(ckpt, tmp_path / "lost" / "model_final.pth")
     lost_model, lost_scaler = train_fp16(str(tmp_path / "lost"), 8)
     assert lost_scaler.get_scale() != full_scaler.get_scale() or any(
-        not torch.equal(a, b) for a, b in zip(full_model.parameters(), lost_model.parameters()))
+        not torch.equal(a, b) for a, b in zip(full_model.parameters(), lost_model.parameters())
+    )
 
 
 def test_resume_logs_iterations_after_restart(tmp_path, caplog):
@@ -139,14 +166,16 @@ def test_non_finite_loss_names_iteration_and_loss(tmp_path):
     model, opt, sched, ckpt = make_run(str(tmp_path))
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
-    with pytest.raises(InputError, match=r"iteration 1: loss_a=nan, loss_b=nan; no checkpoint was saved"):
+    with pytest.raises(
+        InputError, match=r"iteration 1: loss_a=nan, loss_b=nan; no checkpoint was saved"
+    ):
         do_train(model, ToyLoader(2), opt, sched, ckpt, torch.device("cpu"), 10, {"iteration": 0})
 
 
 def test_save_is_atomic(tmp_path):
     model, opt, sched, ckpt = make_run(str(tmp_path))
     ckpt.save("model_0000001", iteration=1)
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # a lambda cannot be pickled
         ckpt.save("model_0000002", iteration=2, unpicklable=lambda: 0)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
@@ -179,25 +208,45 @@ class Detector(nn.Module):
 def fake_c2_blobs():
     rng = np.random.RandomState(0)
     shapes = {
-        "conv1_w": (4, 3, 7, 7), "res_conv1_bn_s": (4,), "res_conv1_bn_b": (4,),
-        "res2_0_branch2a_w": (2, 4, 1, 1), "res2_0_branch2a_bn_s": (2,), "res2_0_branch2a_bn_b": (2,),
-        "res2_0_branch2b_w": (2, 2, 3, 3), "res2_0_branch2b_bn_s": (2,), "res2_0_branch2b_bn_b": (2,),
-        "res2_0_branch2c_w": (8, 2, 1, 1), "res2_0_branch2c_bn_s": (8,), "res2_0_branch2c_bn_b": (8,),
-        "res2_0_branch1_w": (8, 4, 1, 1), "res2_0_branch1_bn_s": (8,), "res2_0_branch1_bn_b": (8,),
-        "fc1000_w": (10, 8), "fc1000_b": (10,), "res2_0_branch2a_w_momentum": (2, 4, 1, 1),
+        "conv1_w": (4, 3, 7, 7),
+        "res_conv1_bn_s": (4,),
+        "res_conv1_bn_b": (4,),
+        "res2_0_branch2a_w": (2, 4, 1, 1),
+        "res2_0_branch2a_bn_s": (2,),
+        "res2_0_branch2a_bn_b": (2,),
+        "res2_0_branch2b_w": (2, 2, 3, 3),
+        "res2_0_branch2b_bn_s": (2,),
+        "res2_0_branch2b_bn_b": (2,),
+        "res2_0_branch2c_w": (8, 2, 1, 1),
+        "res2_0_branch2c_bn_s": (8,),
+        "res2_0_branch2c_bn_b": (8,),
+        "res2_0_branch1_w": (8, 4, 1, 1),
+        "res2_0_branch1_bn_s": (8,),
+        "res2_0_branch1_bn_b": (8,),
+        "fc1000_w": (10, 8),
+        "fc1000_b": (10,),
+        "res2_0_branch2a_w_momentum": (2, 4, 1, 1),
     }
     return {k: rng.randn(*s).astype(np.float32) for k, s in shapes.items()}
 
 
 # Caffe2 blob -> our key under backbone.body, written out by hand.
 C2_NAMES = {
-    "conv1_w": "stem.conv1.weight", "res_conv1_bn_s": "stem.bn1.weight", "res_conv1_bn_b": "stem.bn1.bias",
-    "res2_0_branch2a_w": "layer1.0.conv1.weight", "res2_0_branch2a_bn_s": "layer1.0.bn1.weight",
-    "res2_0_branch2a_bn_b": "layer1.0.bn1.bias", "res2_0_branch2b_w": "layer1.0.conv2.weight",
-    "res2_0_branch2b_bn_s": "layer1.0.bn2.weight", "res2_0_branch2b_bn_b": "layer1.0.bn2.bias",
-    "res2_0_branch2c_w": "layer1.0.conv3.weight", "res2_0_branch2c_bn_s": "layer1.0.bn3.weight",
-    "res2_0_branch2c_bn_b": "layer1.0.bn3.bias", "res2_0_branch1_w": "layer1.0.downsample.0.weight",
-    "res2_0_branch1_bn_s": "layer1.0.downsample.1.weight", "res2_0_branch1_bn_b": "layer1.0.downsample.1.bias",
+    "conv1_w": "stem.conv1.weight",
+    "res_conv1_bn_s": "stem.bn1.weight",
+    "res_conv1_bn_b": "stem.bn1.bias",
+    "res2_0_branch2a_w": "layer1.0.conv1.weight",
+    "res2_0_branch2a_bn_s": "layer1.0.bn1.weight",
+    "res2_0_branch2a_bn_b": "layer1.0.bn1.bias",
+    "res2_0_branch2b_w": "layer1.0.conv2.weight",
+    "res2_0_branch2b_bn_s": "layer1.0.bn2.weight",
+    "res2_0_branch2b_bn_b": "layer1.0.bn2.bias",
+    "res2_0_branch2c_w": "layer1.0.conv3.weight",
+    "res2_0_branch2c_bn_s": "layer1.0.bn3.weight",
+    "res2_0_branch2c_bn_b": "layer1.0.bn3.bias",
+    "res2_0_branch1_w": "layer1.0.downsample.0.weight",
+    "res2_0_branch1_bn_s": "layer1.0.downsample.1.weight",
+    "res2_0_branch1_bn_b": "layer1.0.downsample.1.bias",
 }
 
 
@@ -210,7 +259,9 @@ def write_pickle(path, blobs, wrap=True):
 def assert_c2_loaded(model, blobs):
     state = model.state_dict()
     for c2_name, ours in C2_NAMES.items():
-        assert torch.equal(state["backbone.body." + ours], torch.from_numpy(blobs[c2_name])), c2_name
+        assert torch.equal(state["backbone.body." + ours], torch.from_numpy(blobs[c2_name])), (
+            c2_name
+        )
     for key, value in state.items():
         if key.endswith("running_mean"):
             assert torch.equal(value, torch.zeros_like(value))
@@ -267,13 +318,20 @@ def test_torchvision_resnet_names(tmp_path):
     state, tv_state = model.state_dict(), tv.state_dict()
     assert torch.equal(state["backbone.body.stem.conv1.weight"], tv_state["conv1.weight"])
     assert torch.equal(state["backbone.body.stem.bn1.running_var"], tv_state["bn1.running_var"])
-    assert torch.equal(state["backbone.body.layer3.1.bn2.running_mean"], tv_state["layer3.1.bn2.running_mean"])
-    assert torch.equal(state["backbone.body.layer2.0.downsample.0.weight"], tv_state["layer2.0.downsample.0.weight"])
+    assert torch.equal(
+        state["backbone.body.layer3.1.bn2.running_mean"], tv_state["layer3.1.bn2.running_mean"]
+    )
+    assert torch.equal(
+        state["backbone.body.layer2.0.downsample.0.weight"],
+        tv_state["layer2.0.downsample.0.weight"],
+    )
 
 
 def test_module_prefix_and_bare_state_dict(tmp_path):
     src = Detector()
-    torch.save({"model": {"module." + k: v for k, v in src.state_dict().items()}}, tmp_path / "ddp.pth")
+    torch.save(
+        {"model": {"module." + k: v for k, v in src.state_dict().items()}}, tmp_path / "ddp.pth"
+    )
     dst = Detector()
     torch.nn.init.zeros_(dst.head.weight)
     Checkpointer(dst).load(str(tmp_path / "ddp.pth"))
@@ -288,7 +346,11 @@ def test_mismatching_weights_give_one_clear_error(tmp_path):
     with pytest.raises(WeightMismatchError) as e:
         Checkpointer(Detector()).load(str(tmp_path / "shapes.pth"))
     msg = str(e.value)
-    assert "\n" not in msg and "shapes.pth: 2 keys have a shape" in msg and "head.weight [3, 8, 1, 1]" in msg
+    assert (
+        "\n" not in msg
+        and "shapes.pth: 2 keys have a shape" in msg
+        and "head.weight [3, 8, 1, 1]" in msg
+    )
 
     torch.save({"fpn.inner1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(WeightMismatchError, match="other.pth: none of its 1 keys fit the model"):
@@ -296,18 +358,27 @@ def test_mismatching_weights_give_one_clear_error(tmp_path):
 
     partial = {k: v for k, v in Detector().state_dict().items() if not k.startswith("head.")}
     torch.save({"model": partial}, tmp_path / "partial.pth")
-    with pytest.raises(WeightMismatchError, match=r"2 model keys are missing from the file: head.weight, head.bias"):
+    with pytest.raises(
+        WeightMismatchError, match=r"2 model keys are missing from the file: head.weight, head.bias"
+    ):
         Checkpointer(Detector()).load(str(tmp_path / "partial.pth"))
 
     extra = dict(Detector().state_dict(), **{"rpn.head.cls_logits.weight": torch.zeros(1)})
     torch.save({"model": extra}, tmp_path / "extra.pth")
-    with pytest.raises(WeightMismatchError, match=r"1 keys fit no model key: rpn.head.cls_logits.weight"):
+    with pytest.raises(
+        WeightMismatchError, match=r"1 keys fit no model key: rpn.head.cls_logits.weight"
+    ):
         Checkpointer(Detector()).load(str(tmp_path / "extra.pth"))
 
 
 def test_pth_is_loaded_without_unpickling_code(tmp_path):
-    torch.save({"model": Detector().state_dict(), "note": functools.partial(print, "hi")}, tmp_path / "x.pth")
-    with pytest.raises(InputError, match=r"x\.pth: not a readable PyTorch weight file .*Weights only load failed"):
+    torch.save(
+        {"model": Detector().state_dict(), "note": functools.partial(print, "hi")},
+        tmp_path / "x.pth",
+    )
+    with pytest.raises(
+        InputError, match=r"x\.pth: not a readable PyTorch weight file .*Weights only load failed"
+    ):
         Checkpointer(Detector()).load(str(tmp_path / "x.pth"))
 
 

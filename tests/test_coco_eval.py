@@ -1,4 +1,5 @@
 """COCO evaluation: bbox.json format, AP against pycocotools run independently, empty results, checks."""
+
 import contextlib
 import io
 import json
@@ -27,11 +28,26 @@ def dataset(tmp_path_factory):
         for _ in range(g.randint(2, 6)):
             bw, bh = float(g.uniform(10, 250)), float(g.uniform(10, 250))
             x, y = float(g.uniform(0, w - bw)), float(g.uniform(0, h - bh))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(g.choice(CATEGORY_IDS)),
-                         "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(g.choice(CATEGORY_IDS)),
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
     ann_file = root / "ann.json"
-    ann_file.write_text(json.dumps({"images": images, "annotations": anns,
-                                    "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS]}))
+    ann_file.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS],
+            }
+        )
+    )
     (root / "images").mkdir()
     return COCODataset(str(ann_file), str(root / "images"), remove_images_without_annotations=False)
 
@@ -63,8 +79,15 @@ def predictions_from(dataset, jitter=0.0, drop=0.0, seed=0):
         bl.add_field("scores", torch.tensor(scores, dtype=torch.float32))
         bl.add_field("labels", torch.tensor(labels, dtype=torch.int64))
         preds.append(bl)
-        records += [{"image_id": image_id, "category_id": dataset.contiguous_category_id_to_json_id[int(c)],
-                     "bbox": b.tolist(), "score": float(s)} for b, s, c in zip(xywh, scores, labels)]
+        records += [
+            {
+                "image_id": image_id,
+                "category_id": dataset.contiguous_category_id_to_json_id[int(c)],
+                "bbox": b.tolist(),
+                "score": float(s),
+            }
+            for b, s, c in zip(xywh, scores, labels)
+        ]
     return preds, records
 
 
@@ -81,7 +104,9 @@ def test_perfect_detections_score_one(dataset, tmp_path):
     preds, _ = predictions_from(dataset)
     results = evaluate(dataset, preds, str(tmp_path))
     assert results["bbox"]["AP"] == pytest.approx(1.0)
-    assert results["bbox"]["AP50"] == pytest.approx(1.0) and results["bbox"]["AP75"] == pytest.approx(1.0)
+    assert results["bbox"]["AP50"] == pytest.approx(1.0) and results["bbox"][
+        "AP75"
+    ] == pytest.approx(1.0)
 
 
 def test_perturbed_detections_match_pycocotools(dataset, tmp_path, capsys):
@@ -89,7 +114,9 @@ def test_perturbed_detections_match_pycocotools(dataset, tmp_path, capsys):
     results = evaluate(dataset, preds, str(tmp_path))["bbox"]
     want = pycocotools_stats(dataset.coco, records)
     assert 0.05 < results["AP"] < 0.95
-    assert [results[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(list(want), abs=1e-4)
+    assert [results[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(
+        list(want), abs=1e-4
+    )
 
     written = json.loads((tmp_path / "bbox.json").read_text())
     assert len(written) == len(records)
@@ -117,5 +144,7 @@ def test_expected_results_pass_and_fail(caplog):
     caplog.set_level("INFO", logger="paa_core.inference")
     assert check_expected_results(results, [["bbox", "AP", 0.401, 0.001]], 4)
     assert "PASS: bbox > AP" in caplog.text
-    assert not check_expected_results(results, [["bbox", "AP", 0.401, 0.001], ["bbox", "AP50", 0.7, 0.01]], 4)
+    assert not check_expected_results(
+        results, [["bbox", "AP", 0.401, 0.001], ["bbox", "AP50", 0.7, 0.01]], 4
+    )
     assert "FAIL: bbox > AP50: expected 0.7" in caplog.text

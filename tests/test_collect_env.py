@@ -1,4 +1,5 @@
 """python -m paa_core.utils.collect_env: versions and the compiled ops with their devices."""
+
 import os
 import platform
 import re
@@ -8,15 +9,25 @@ import sys
 import torch
 import torchvision
 
-from paa_core.utils.collect_env import (DISPATCH_KEYS, dispatcher_ops, extension_ops,
-                                         library_compilers)
+from paa_core.utils.collect_env import (
+    DISPATCH_KEYS,
+    dispatcher_ops,
+    extension_ops,
+    library_compilers,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_command_prints_versions_and_ops():
-    out = subprocess.run([sys.executable, "-m", "paa_core.utils.collect_env"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "paa_core.utils.collect_env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines())
     assert rows["Python"].startswith(platform.python_version())
     assert rows["PyTorch"].startswith(torch.__version__ + " (built with ")
@@ -25,8 +36,9 @@ def test_command_prints_versions_and_ops():
     ext = extension_ops()
     assert rows["paa_core._C"] == ext.path and os.path.isfile(ext.path)
     # However the ops are built (dispatcher or Python bindings), the core ones are listed.
-    ops_text = "\n".join(line for line in out.splitlines()
-                         if "functions" in line or "torch.ops" in line)
+    ops_text = "\n".join(
+        line for line in out.splitlines() if "functions" in line or "torch.ops" in line
+    )
     for op in ("nms", "ml_nms", "gmm2_fit"):
         assert op in ops_text
 

@@ -6,14 +6,15 @@ AOTAutograd (the ops' Meta/fake kernels and backward formulas) as inductor does,
 inductor's C++ code generation, which takes minutes on a small shared CPU. The inductor
 speed ratio is measured by tools/benchmarks/compile.py.
 """
+
 import pytest
 import torch
+from test_model_forward import _batch as r50_batch
+from test_model_forward import _cfg as r50_cfg
+from test_quick_model import _tiny_quick_model_and_targets
 
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
-
-from test_model_forward import _batch as r50_batch, _cfg as r50_cfg
-from test_quick_model import _tiny_quick_model_and_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -74,7 +74,7 @@ def make_coco(root):
             {
                 "images": images,
                 "annotations": annotations,
-                "categories": [{"id": c, "name": "c{}".format(c)} for c in CATEGORIES],
+                "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORIES],
             },
             f,
         )
@@ -206,7 +206,9 @@ def test_flip_image_and_boxes():
     assert out is img and t is target
     # the flipped box covers the flipped pixels: pixel column x maps to w - 1 - x
     random.seed(3)
-    flips = sum(RandomHorizontalFlip(0.5)(img, target)[1].bbox[0, 0].item() == 26.0 for _ in range(400))
+    flips = sum(
+        RandomHorizontalFlip(0.5)(img, target)[1].bbox[0, 0].item() == 26.0 for _ in range(400)
+    )
     assert 150 < flips < 250
 
 
@@ -242,7 +244,9 @@ def test_grouped_batch_sampler_order_and_groups():
     group_ids = [0, 1, 0, 1, 1, 0, 0, 1, 0, 0]
     batches = list(GroupedBatchSampler(SequentialSampler(range(10)), group_ids, 2))
     assert batches == [[0, 2], [1, 3], [4, 7], [5, 6], [8, 9]]
-    dropped = list(GroupedBatchSampler(SequentialSampler(range(10)), group_ids, 4, drop_uneven=True))
+    dropped = list(
+        GroupedBatchSampler(SequentialSampler(range(10)), group_ids, 4, drop_uneven=True)
+    )
     assert dropped == [[0, 2, 5, 6], [1, 3, 4, 7]]
     order = [9, 4, 0, 3, 8, 1, 2, 7, 6, 5]
     sampler = GroupedBatchSampler(ListSampler(order), group_ids, 3)
@@ -255,11 +259,15 @@ def test_grouped_batch_sampler_order_and_groups():
 
 def test_distributed_sampler_split():
     for n, replicas in ((10, 3), (7, 7), (5, 2), (2, 4)):
-        parts = [list(DistributedSampler(range(n), replicas, r, shuffle=True)) for r in range(replicas)]
+        parts = [
+            list(DistributedSampler(range(n), replicas, r, shuffle=True)) for r in range(replicas)
+        ]
         flat = [i for p in parts for i in p]
         assert sorted(flat) == list(range(n))  # disjoint and covering
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
-        assert [len(DistributedSampler(range(n), replicas, r)) for r in range(replicas)] == list(map(len, parts))
+        assert [len(DistributedSampler(range(n), replicas, r)) for r in range(replicas)] == list(
+            map(len, parts)
+        )
     s = DistributedSampler(range(50), 1, 0, shuffle=True)
     first = list(s)
     assert list(s) == first and sorted(first) == list(range(50)) and first != list(range(50))
@@ -299,16 +307,23 @@ def test_iteration_based_sampler_resumes_the_same_sequence():
 def test_dataset_catalog(monkeypatch, tmp_path):
     monkeypatch.setenv("PAA_DATA_DIR", str(tmp_path))
     got = DatasetCatalog.get("coco_2017_train")
-    assert got == {"args": {
-        "root": os.path.join(str(tmp_path), "coco/train2017"),
-        "ann_file": os.path.join(str(tmp_path), "coco/annotations/instances_train2017.json"),
-    }}
+    assert got == {
+        "args": {
+            "root": os.path.join(str(tmp_path), "coco/train2017"),
+            "ann_file": os.path.join(str(tmp_path), "coco/annotations/instances_train2017.json"),
+        }
+    }
     assert DatasetCatalog.get("shapes_val")["args"]["ann_file"] == os.path.join(
         str(tmp_path), "shapes/annotations/instances_val.json"
     )
     monkeypatch.delenv("PAA_DATA_DIR")
-    assert DatasetCatalog.get("coco_2014_minival")["args"]["root"] == os.path.join("datasets", "coco/val2014")
-    assert DatasetCatalog.get("mine:/x/imgs:/y/a.json")["args"] == {"root": "/x/imgs", "ann_file": "/y/a.json"}
+    assert DatasetCatalog.get("coco_2014_minival")["args"]["root"] == os.path.join(
+        "datasets", "coco/val2014"
+    )
+    assert DatasetCatalog.get("mine:/x/imgs:/y/a.json")["args"] == {
+        "root": "/x/imgs",
+        "ann_file": "/y/a.json",
+    }
     with pytest.raises(RuntimeError, match="coco_2017_val.*shapes_train"):
         DatasetCatalog.get("coco_2017_vall")
     with pytest.raises(ValueError, match="name:image_dir:annotation.json"):
@@ -340,7 +355,7 @@ def test_model_catalog():
 # --------------------------------------------------------------------------- loader
 def _loader_cfg(img_dir, ann_file, **extra):
     cfg = get_cfg()
-    name = "tiny:{}:{}".format(img_dir, ann_file)
+    name = f"tiny:{img_dir}:{ann_file}"
     opts = {
         "DATASETS.TRAIN": (name,),
         "DATASETS.TEST": (name, name),
@@ -392,14 +407,19 @@ def test_test_loaders_end_to_end(coco):
     assert images.tensors.shape == (4, 3, 64, 64)
     # BGR255 minus the mean, zero in the padding
     assert images.tensors[0, :, 60:, :].abs().sum() == 0
-    assert images.tensors[0, 0].min() >= -102.9801 - 1e-3 and images.tensors[0, 0].max() <= 255 - 102.9801 + 1e-3
+    assert (
+        images.tensors[0, 0].min() >= -102.9801 - 1e-3
+        and images.tensors[0, 0].max() <= 255 - 102.9801 + 1e-3
+    )
 
 
 def test_test_loader_for_bbox_aug_yields_raw_images(coco):
     """With TEST.BBOX_AUG.ENABLED the augmentation resizes itself: PIL images at full size."""
     img_dir, ann_file = coco
     cfg = _loader_cfg(
-        img_dir, ann_file, **{"DATALOADER.ASPECT_RATIO_GROUPING": False, "TEST.BBOX_AUG.ENABLED": True}
+        img_dir,
+        ann_file,
+        **{"DATALOADER.ASPECT_RATIO_GROUPING": False, "TEST.BBOX_AUG.ENABLED": True},
     )
     images, targets, idxs = next(iter(make_data_loader(cfg, is_train=False)[0]))
     assert list(idxs) == [0, 1, 2, 3]
@@ -441,8 +461,10 @@ def _distributed_worker(rank, world, init_file, img_dir, ann_file, out_dir):
             error = str(e)
         cfg = _loader_cfg(img_dir, ann_file, **{"SOLVER.IMS_PER_BATCH": 2})
         train = [list(b[2]) for b in make_data_loader(cfg, is_train=True, is_distributed=True)]
-        test = [i for b in make_data_loader(cfg, is_train=False, is_distributed=True)[0] for i in b[2]]
-        with open(os.path.join(out_dir, "rank{}.json".format(rank)), "w") as f:
+        test = [
+            i for b in make_data_loader(cfg, is_train=False, is_distributed=True)[0] for i in b[2]
+        ]
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"error": error, "train": train, "test": test}, f)
     finally:
         torch.distributed.destroy_process_group()
@@ -455,7 +477,7 @@ def test_distributed_loaders_split_the_data(coco, tmp_path):
         args=(2, str(tmp_path / "init"), img_dir, ann_file, str(tmp_path)),
         nprocs=2,
     )
-    results = [json.load(open(tmp_path / "rank{}.json".format(r))) for r in range(2)]
+    results = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
     for r in results:
         assert "SOLVER.IMS_PER_BATCH (3)" in r["error"] and "(2)" in r["error"]
         assert len(r["train"]) == 5 and all(len(b) == 1 for b in r["train"])

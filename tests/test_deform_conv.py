@@ -1,5 +1,6 @@
 """Deformable convolution against torchvision.ops.deform_conv2d (the layout oracle), on every
 device (the `device` fixture); on CUDA also against our CPU kernels on the same inputs."""
+
 import json
 import os
 
@@ -9,7 +10,13 @@ import torch.nn.functional as F
 import torchvision
 
 from paa_core._ops import ops
-from paa_core.layers.dcn import DeformConv, DFConv2d, ModulatedDeformConv, deform_conv, modulated_deform_conv
+from paa_core.layers.dcn import (
+    DeformConv,
+    DFConv2d,
+    ModulatedDeformConv,
+    deform_conv,
+    modulated_deform_conv,
+)
 
 STATE_DICTS = "/work/shared/reference/state_dicts"
 
@@ -46,7 +53,9 @@ def _ours(x, offset, mask, weight, bias, cfg):
     *_, stride, padding, dilation, groups, dg = cfg
     if mask is None:
         return deform_conv(x, offset, weight, stride, padding, dilation, groups, dg, bias=bias)
-    return modulated_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation, groups, dg)
+    return modulated_deform_conv(
+        x, offset, mask, weight, bias, stride, padding, dilation, groups, dg
+    )
 
 
 def _torchvision(x, offset, mask, weight, bias, cfg):
@@ -57,7 +66,9 @@ def _torchvision(x, offset, mask, weight, bias, cfg):
 def _grads(fn, tensors, cfg, grad_out_seed=1):
     leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
     out = fn(*leaves, cfg)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype)
+    grad_out = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype
+    )
     grad_out = grad_out.to(out.device)
     wanted = [t for t in leaves if t is not None]
     return out.detach(), torch.autograd.grad(out, wanted, grad_out)
@@ -73,15 +84,23 @@ def test_matches_torchvision_forward_and_backward(cfg, modulated, device):
     assert out.device.type == device.type
     assert out.abs().max() > 1  # a real signal, not an all-zero output
     torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
-    names = ["input", "offset", "mask", "weight", "bias"] if modulated else ["input", "offset", "weight", "bias"]
+    names = (
+        ["input", "offset", "mask", "weight", "bias"]
+        if modulated
+        else ["input", "offset", "weight", "bias"]
+    )
     for name, g, ref in zip(names, grads, ref_grads):
         assert ref.abs().max() > 0, name
-        torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(
+            g, ref, atol=1e-4, rtol=1e-4, msg=lambda m, name=name: f"grad {name}: {m}"
+        )
     if device.type != "cpu":  # our CUDA kernels against our CPU kernels
         cpu_out, cpu_grads = _grads(_ours, cpu_tensors, cfg)
         torch.testing.assert_close(out.cpu(), cpu_out, atol=1e-4, rtol=1e-4)
         for name, g, ref in zip(names, grads, cpu_grads):
-            torch.testing.assert_close(g.cpu(), ref, atol=1e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
+            torch.testing.assert_close(
+                g.cpu(), ref, atol=1e-4, rtol=1e-4, msg=lambda m, name=name: f"grad {name}: {m}"
+            )
 
 
 def test_many_output_positions_are_processed_in_chunks():
@@ -100,9 +119,15 @@ def test_gradcheck_float64(modulated, device):
     cfg = (2, 4, 2, (5, 4), (3, 3), (1, 2), 1, 1, 2, 2)
     x, offset, mask, weight, bias = _random_inputs(cfg, modulated, dtype=torch.float64, seed=3)
     # Keep sampling points away from integer coordinates, where bilinear sampling has kinks.
-    offset = offset.round() + 0.25 + 0.5 * torch.rand(offset.shape, generator=torch.Generator().manual_seed(4),
-                                                      dtype=torch.float64)
-    inputs = [t.to(device).requires_grad_() for t in (x, offset, mask, weight, bias) if t is not None]
+    offset = (
+        offset.round()
+        + 0.25
+        + 0.5
+        * torch.rand(offset.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    )
+    inputs = [
+        t.to(device).requires_grad_() for t in (x, offset, mask, weight, bias) if t is not None
+    ]
     if modulated:
         fn = lambda x, o, m, w, b: modulated_deform_conv(x, o, m, w, b, (1, 2), 1, 1, 2, 2)  # noqa: E731
     else:
@@ -119,8 +144,17 @@ def test_zero_offsets_and_unit_mask_equal_plain_conv(stride, dilation, groups, d
     expected = F.conv2d(x, weight, bias, stride, dilation, dilation, groups)
     ho, wo = expected.shape[-2:]
     offset = torch.zeros(2, 18, ho, wo, device=device)
-    out = modulated_deform_conv(x, offset, torch.ones(2, 9, ho, wo, device=device), weight, bias, stride, dilation,
-                                dilation, groups)
+    out = modulated_deform_conv(
+        x,
+        offset,
+        torch.ones(2, 9, ho, wo, device=device),
+        weight,
+        bias,
+        stride,
+        dilation,
+        dilation,
+        groups,
+    )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     out_v1 = deform_conv(x, offset, weight, stride, dilation, dilation, groups, bias=bias)
     torch.testing.assert_close(out_v1, expected, atol=1e-5, rtol=1e-5)
@@ -168,9 +202,11 @@ def test_dfconv2d_v1_and_init():
     assert block.offset.bias.abs().sum() == 0
     # offset: kaiming_uniform(a=1), bound = sqrt(6 / ((1 + 1) * fan_in)) = sqrt(3 / 72)
     bound = (3 / 72) ** 0.5
-    assert block.offset.weight.abs().max() <= bound and block.offset.weight.abs().max() > 0.8 * bound
+    assert (
+        block.offset.weight.abs().max() <= bound and block.offset.weight.abs().max() > 0.8 * bound
+    )
     # conv: the deformable conv's own uniform(+-1/sqrt(fan_in)) init, fan_in = 8 * 3 * 3
-    bound = 72 ** -0.5
+    bound = 72**-0.5
     assert block.conv.weight.abs().max() <= bound and block.conv.weight.abs().max() > 0.8 * bound
     assert block(torch.randn(2, 8, 9, 9)).shape == (2, 4, 5, 5)
 
@@ -189,17 +225,38 @@ def test_modules_and_empty_batch():
 
 def _valid_args():
     x = torch.randn(1, 4, 6, 6)
-    return dict(input=x, offset=torch.zeros(1, 36, 6, 6), mask=torch.ones(1, 18, 6, 6),
-                weight=torch.randn(8, 2, 3, 3), bias=torch.zeros(8))
+    return dict(
+        input=x,
+        offset=torch.zeros(1, 36, 6, 6),
+        mask=torch.ones(1, 18, 6, 6),
+        weight=torch.randn(8, 2, 3, 3),
+        bias=torch.zeros(8),
+    )
 
 
 @pytest.mark.parametrize(
     "field,bad,message",
     [
-        ("offset", torch.zeros(1, 18, 6, 6), r"offset must have shape \[1, 36, 6, 6\].*got \[1, 18, 6, 6\]"),
-        ("offset", torch.zeros(1, 36, 5, 6), r"offset must have shape \[1, 36, 6, 6\].*got \[1, 36, 5, 6\]"),
-        ("mask", torch.ones(1, 9, 6, 6), r"mask must have shape \[1, 18, 6, 6\].*got \[1, 9, 6, 6\]"),
-        ("weight", torch.randn(8, 4, 3, 3), r"weight must have shape \[8, 2, 3, 3\].*got \[8, 4, 3, 3\]"),
+        (
+            "offset",
+            torch.zeros(1, 18, 6, 6),
+            r"offset must have shape \[1, 36, 6, 6\].*got \[1, 18, 6, 6\]",
+        ),
+        (
+            "offset",
+            torch.zeros(1, 36, 5, 6),
+            r"offset must have shape \[1, 36, 6, 6\].*got \[1, 36, 5, 6\]",
+        ),
+        (
+            "mask",
+            torch.ones(1, 9, 6, 6),
+            r"mask must have shape \[1, 18, 6, 6\].*got \[1, 9, 6, 6\]",
+        ),
+        (
+            "weight",
+            torch.randn(8, 4, 3, 3),
+            r"weight must have shape \[8, 2, 3, 3\].*got \[8, 4, 3, 3\]",
+        ),
         ("bias", torch.zeros(4), r"bias must have shape \[8\].*got \[4\]"),
     ],
 )
@@ -207,11 +264,32 @@ def test_bad_shapes_are_reported_by_the_op(field, bad, message):
     args = _valid_args()
     args[field] = bad
     with pytest.raises(RuntimeError, match=message):
-        modulated_deform_conv(args["input"], args["offset"], args["mask"], args["weight"], args["bias"],
-                              padding=1, groups=2, deformable_groups=2)
+        modulated_deform_conv(
+            args["input"],
+            args["offset"],
+            args["mask"],
+            args["weight"],
+            args["bias"],
+            padding=1,
+            groups=2,
+            deformable_groups=2,
+        )
     with pytest.raises(RuntimeError, match=message):
-        ops.deform_conv_forward(args["input"], args["weight"], args["offset"], args["mask"], args["bias"],
-                               1, 1, 1, 1, 1, 1, 2, 2)
+        ops.deform_conv_forward(
+            args["input"],
+            args["weight"],
+            args["offset"],
+            args["mask"],
+            args["bias"],
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            2,
+            2,
+        )
 
 
 @pytest.mark.parametrize("modulated", [True, False], ids=["v2", "v1"])
@@ -224,21 +302,56 @@ def test_cpu_autocast_runs_dcn_in_float32(modulated):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = _ours(x, offset, mask, weight, bias, CONFIGS[1])
     assert out.dtype == torch.float32
-    expected = _ours(x.float(), offset.float(), None if mask is None else mask.float(), weight, bias, CONFIGS[1])
+    expected = _ours(
+        x.float(), offset.float(), None if mask is None else mask.float(), weight, bias, CONFIGS[1]
+    )
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_dtype_and_device_mismatch_errors():
     args = _valid_args()
     with pytest.raises(RuntimeError, match="offset has dtype Double but input has dtype Float"):
-        modulated_deform_conv(args["input"], args["offset"].double(), args["mask"], args["weight"], padding=1,
-                              groups=2, deformable_groups=2)
+        modulated_deform_conv(
+            args["input"],
+            args["offset"].double(),
+            args["mask"],
+            args["weight"],
+            padding=1,
+            groups=2,
+            deformable_groups=2,
+        )
     with pytest.raises(RuntimeError, match="mask has dtype Double but input has dtype Float"):
-        ops.deform_conv_forward(args["input"], args["weight"], args["offset"], args["mask"].double(), None,
-                               1, 1, 1, 1, 1, 1, 2, 2)
+        ops.deform_conv_forward(
+            args["input"],
+            args["weight"],
+            args["offset"],
+            args["mask"].double(),
+            None,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            2,
+            2,
+        )
     with pytest.raises(RuntimeError, match="weight is on meta but input is on cpu"):
-        modulated_deform_conv(args["input"], args["offset"], args["mask"], args["weight"].to("meta"), padding=1,
-                              groups=2, deformable_groups=2)
+        modulated_deform_conv(
+            args["input"],
+            args["offset"],
+            args["mask"],
+            args["weight"].to("meta"),
+            padding=1,
+            groups=2,
+            deformable_groups=2,
+        )
     with pytest.raises(RuntimeError, match="input must be float32 or float64"):
-        deform_conv(args["input"].half(), args["offset"].half(), args["weight"].half(), padding=1, groups=2,
-                    deformable_groups=2)
+        deform_conv(
+            args["input"].half(),
+            args["offset"].half(),
+            args["weight"].half(),
+            padding=1,
+            groups=2,
+            deformable_groups=2,
+        )

@@ -1,5 +1,6 @@
 """tools/export_onnx.py: the ONNX graph run by onnxruntime gives PyTorch's detections on
 rendered shapes images (same boxes within 1e-3 px, scores within 1e-4, same labels)."""
+
 import os
 import sys
 
@@ -8,11 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
+from test_quick_model import CONFIGS, _tiny_quick_model_and_targets
 
 from paa_core.data.transforms.build import build_transforms
 from paa_core.engine.cli import InputError
-
-from test_quick_model import CONFIGS, _tiny_quick_model_and_targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -20,8 +20,16 @@ import export_onnx  # noqa: E402
 import make_shapes_dataset as shapes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = ["MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "8",
-        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "32", "MODEL.PAA.INFERENCE_TH", "0.001"]
+TINY = [
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+    "32",
+    "MODEL.PAA.INFERENCE_TH",
+    "0.001",
+]
 
 
 def _shapes_images(cfg, count=2):
@@ -41,8 +49,17 @@ def test_onnx_detections_match_pytorch(tmp_path):
     weight = tmp_path / "tiny.pth"
     torch.save({"model": model.state_dict()}, weight)
     output = tmp_path / "paa.onnx"
-    export_onnx.main(["--config-file", os.path.join(CONFIGS, "paa_quick_shapes.yaml"),
-                      "--output", str(output), "MODEL.WEIGHT", str(weight), *TINY])
+    export_onnx.main(
+        [
+            "--config-file",
+            os.path.join(CONFIGS, "paa_quick_shapes.yaml"),
+            "--output",
+            str(output),
+            "MODEL.WEIGHT",
+            str(weight),
+            *TINY,
+        ]
+    )
 
     model.rpn.box_selector_test.pre_nms_thresh = 0.001
     model.eval()

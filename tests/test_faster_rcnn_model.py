@@ -1,6 +1,7 @@
 """Faster R-CNN as a whole: tiny models built from the shapes configs train (forward and
 backward, with and without PAA, with images and batches without GT) and detect; the
 COCO configs build the modules and names they promise; detectron2 weights load."""
+
 import os
 import pickle
 
@@ -15,9 +16,18 @@ from paa_core.utils.checkpoint import DetectronCheckpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs", "faster_rcnn")
-TINY = ["MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 16, "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM", 32,
-        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 4]
+TINY = [
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    8,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    8,
+    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+    16,
+    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+    32,
+    "MODEL.ROI_BOX_HEAD.NUM_CLASSES",
+    4,
+]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,8 +49,10 @@ def _images():
     return torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
 
 
-@pytest.mark.parametrize("config,paa", [("faster_rcnn_quick_shapes.yaml", False),
-                                        ("faster_rcnn_paa_quick_shapes.yaml", True)])
+@pytest.mark.parametrize(
+    "config,paa",
+    [("faster_rcnn_quick_shapes.yaml", False), ("faster_rcnn_paa_quick_shapes.yaml", True)],
+)
 def test_trains_with_and_without_gt_and_detects(config, paa):
     torch.manual_seed(0)
     model = build_detection_model(_cfg(config, *TINY))
@@ -74,8 +86,16 @@ def test_trains_with_and_without_gt_and_detects(config, paa):
 
 
 def test_rpn_only_trains_rpn_losses_and_outputs_proposals():
-    model = build_detection_model(_cfg("faster_rcnn_paa_quick_shapes.yaml", *TINY, "MODEL.RPN_ONLY", True,
-                                       "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", 50))
+    model = build_detection_model(
+        _cfg(
+            "faster_rcnn_paa_quick_shapes.yaml",
+            *TINY,
+            "MODEL.RPN_ONLY",
+            True,
+            "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST",
+            50,
+        )
+    )
     assert model.roi_heads is None
     model.train()
     losses = model(_images(), [_target([[5, 8, 40, 50]], [2]), _target([], [])])
@@ -90,17 +110,30 @@ def test_rpn_only_trains_rpn_losses_and_outputs_proposals():
 
 def test_coco_configs_build_the_promised_modules():
     names = {}
-    for config in ("faster_rcnn_R_50_FPN_1x.yaml", "faster_rcnn_R_50_FPN_paa_1x.yaml", "rpn_R_50_FPN_paa_1x.yaml"):
+    for config in (
+        "faster_rcnn_R_50_FPN_1x.yaml",
+        "faster_rcnn_R_50_FPN_paa_1x.yaml",
+        "rpn_R_50_FPN_paa_1x.yaml",
+    ):
         cfg = _cfg(config)
         model = build_detection_model(cfg)
         names[config] = set(model.state_dict())
-        assert cfg.SOLVER.BASE_LR == 0.02 and cfg.SOLVER.MAX_ITER == 90000 and cfg.SOLVER.IMS_PER_BATCH == 16
+        assert (
+            cfg.SOLVER.BASE_LR == 0.02
+            and cfg.SOLVER.MAX_ITER == 90000
+            and cfg.SOLVER.IMS_PER_BATCH == 16
+        )
     base, paa, rpn = names.values()
     assert "backbone.fpn.fpn_inner1.bias" in base and "backbone.fpn.fpn_layer4.bias" in base
-    assert base - paa == {f"backbone.fpn.fpn_{k}{i}.bias" for k in ("inner", "layer") for i in range(1, 5)}
+    assert base - paa == {
+        f"backbone.fpn.fpn_{k}{i}.bias" for k in ("inner", "layer") for i in range(1, 5)
+    }
     assert paa - base == {"rpn.head.iou_pred.weight", "rpn.head.iou_pred.bias"}
     assert not any(k.startswith("roi_heads") for k in rpn) and rpn <= paa
-    assert {"roi_heads.box.feature_extractor.fc6.weight", "roi_heads.box.predictor.bbox_pred.weight"} <= base
+    assert {
+        "roi_heads.box.feature_extractor.fc6.weight",
+        "roi_heads.box.predictor.bbox_pred.weight",
+    } <= base
     assert _cfg("faster_rcnn_R_50_FPN_paa_1x.yaml").MODEL.RPN.FPN_POST_NMS_TOP_N_TEST == 2000
 
 
@@ -141,7 +174,10 @@ def test_detectron2_model_zoo_weights_load_into_the_baseline(tmp_path):
     d2["roi_heads.box_predictor.cls_score.bias"] = np.roll(cls_b, -1, axis=0)
     box_w = d2.pop("roi_heads.box_predictor.bbox_pred.weight")[4:]
     box_b = d2.pop("roi_heads.box_predictor.bbox_pred.bias")[4:]
-    d2["roi_heads.box_predictor.bbox_pred.weight"], d2["roi_heads.box_predictor.bbox_pred.bias"] = box_w, box_b
+    d2["roi_heads.box_predictor.bbox_pred.weight"], d2["roi_heads.box_predictor.bbox_pred.bias"] = (
+        box_w,
+        box_b,
+    )
     d2["pixel_mean"] = np.zeros((3, 1, 1), np.float32)
     path = tmp_path / "model_final_d2.pkl"
     with open(path, "wb") as f:
@@ -149,9 +185,15 @@ def test_detectron2_model_zoo_weights_load_into_the_baseline(tmp_path):
 
     DetectronCheckpointer(cfg, model).load(str(path))
     state = model.state_dict()
-    torch.testing.assert_close(state["roi_heads.box.predictor.cls_score.weight"], torch.from_numpy(cls_w))
-    torch.testing.assert_close(state["roi_heads.box.predictor.bbox_pred.weight"][4:], torch.from_numpy(box_w))
+    torch.testing.assert_close(
+        state["roi_heads.box.predictor.cls_score.weight"], torch.from_numpy(cls_w)
+    )
+    torch.testing.assert_close(
+        state["roi_heads.box.predictor.bbox_pred.weight"][4:], torch.from_numpy(box_w)
+    )
     assert state["roi_heads.box.predictor.bbox_pred.weight"][:4].abs().sum() == 0
     for key in ours:
         if not key.startswith("roi_heads.box.predictor."):
-            torch.testing.assert_close(state[key], torch.from_numpy(d2[_detectron2_name(key)]), msg=key)
+            torch.testing.assert_close(
+                state[key], torch.from_numpy(d2[_detectron2_name(key)]), msg=key
+            )

@@ -1,11 +1,13 @@
 """Faster R-CNN RPN: anchors, IoU and PAA labels, the three losses and the proposals,
 against plain per-anchor / per-GT / per-level loops (scikit-learn for the mixtures)."""
+
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from box_oracles import d2_decode, d2_deltas, iou_continuous, iou_plus1
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -18,7 +20,6 @@ from paa_core.modeling.rpn.inference import RPNPostProcessor
 from paa_core.modeling.rpn.loss import RPNLossComputation
 from paa_core.modeling.rpn.utils import flatten_rpn_outputs
 from paa_core.structures.bounding_box import BoxList
-from box_oracles import d2_decode, d2_deltas, iou_continuous, iou_plus1
 
 CODER = BoxCoder((1.0, 1.0, 1.0, 1.0), offset=0)
 # Feature-map sizes of a 96 x 128 padded batch at strides 4..64 (P6 = max-pool of P5).
@@ -35,10 +36,16 @@ def _target(boxes, size=(128, 96)):
     return t
 
 
-def _evaluator(use_paa, fg=0.1, bg=0.1, batch=10 ** 7, fraction=1.0):
+def _evaluator(use_paa, fg=0.1, bg=0.1, batch=10**7, fraction=1.0):
     """Samples every anchor by default, so the losses are deterministic."""
-    return RPNLossComputation(Matcher(fg, bg, True), BalancedPositiveNegativeSampler(batch, fraction),
-                              CODER, use_paa=use_paa, paa_topk=9, box_offset=0)
+    return RPNLossComputation(
+        Matcher(fg, bg, True),
+        BalancedPositiveNegativeSampler(batch, fraction),
+        CODER,
+        use_paa=use_paa,
+        paa_topk=9,
+        box_offset=0,
+    )
 
 
 def _softplus(x):
@@ -80,7 +87,9 @@ def test_standard_rpn_labels_hand_computed():
     gt_a = [0.0, 0, 10, 8]  # IoU 0.8 / 0.4 / 0.08 with anchors 0..2
     gt_b = [50.0, 50, 60, 55]  # IoU 0.5 with anchor 3 only
     ev = _evaluator(False, fg=0.7, bg=0.3)
-    labels, matched, _ = ev.prepare_targets(anchors, torch.zeros(1, 4), torch.zeros(1, 4, 4), [_target([gt_a, gt_b])])
+    labels, matched, _ = ev.prepare_targets(
+        anchors, torch.zeros(1, 4), torch.zeros(1, 4, 4), [_target([gt_a, gt_b])]
+    )
     assert labels.tolist() == [[1, -1, 0, 1]]
     torch.testing.assert_close(matched[0, 3], torch.tensor(gt_b))
 
@@ -90,8 +99,12 @@ def _sklearn_num_pos(scores):
     highest density; when component 0 holds two samples they sit symmetrically around its
     mean and tie up to rounding, so every sample within 1e-6 of the best is admissible."""
     x = np.asarray(scores, dtype=np.float32)[:, None]
-    gmm = GaussianMixture(2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
-                          precisions_init=[[[1.0]], [[1.0]]])
+    gmm = GaussianMixture(
+        2,
+        weights_init=[0.5, 0.5],
+        means_init=[[x.min()], [x.max()]],
+        precisions_init=[[[1.0]], [[1.0]]],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gmm.fit(x)
@@ -141,8 +154,10 @@ def _oracle(anchors, obj, reg, iou, gts, batch_per_image, ours):
                 positive.update(cands)
             elif len(cands) >= 2:
                 counts = sorted(_sklearn_num_pos([score[a] for a in cands]))
-                agree = [k for k in counts if set(cands[:k]) <= ours[i] and not set(cands[k:]) & ours[i]]
-                positive.update(cands[:(agree or counts)[0]])
+                agree = [
+                    k for k in counts if set(cands[:k]) <= ours[i] and not set(cands[k:]) & ours[i]
+                ]
+                positive.update(cands[: (agree or counts)[0]])
         all_labels.append(sorted(positive))
         for a in range(len(anchors)):
             y = 1.0 if a in positive else 0.0
@@ -154,8 +169,11 @@ def _oracle(anchors, obj, reg, iou, gts, batch_per_image, ours):
                 loss_iou += _bce(q[a], u)
                 num_pos += 1
     normalizer = batch_per_image * num_images
-    return all_labels, {"loss_objectness": loss_obj / normalizer, "loss_rpn_box_reg": loss_loc / normalizer,
-                        "loss_rpn_iou": loss_iou / max(num_pos, 1)}
+    return all_labels, {
+        "loss_objectness": loss_obj / normalizer,
+        "loss_rpn_box_reg": loss_loc / normalizer,
+        "loss_rpn_iou": loss_iou / max(num_pos, 1),
+    }
 
 
 GTS = [
@@ -176,9 +194,13 @@ def test_paa_labels_and_losses_match_per_gt_loop(gts):
     ev = _evaluator(True)
     labels, _, _ = ev.prepare_targets(anchors, obj, reg, targets)
     ours = [torch.nonzero(lab).squeeze(1).tolist() for lab in labels]
-    expected_labels, expected_losses = _oracle(anchors, obj, reg, iou, gts, 10 ** 7, [set(p) for p in ours])
+    expected_labels, expected_losses = _oracle(
+        anchors, obj, reg, iou, gts, 10**7, [set(p) for p in ours]
+    )
     assert ours == expected_labels
-    assert sum(map(len, expected_labels)) >= 5 * sum(map(len, gts)) // 2  # the split kept a few per GT
+    assert (
+        sum(map(len, expected_labels)) >= 5 * sum(map(len, gts)) // 2
+    )  # the split kept a few per GT
     losses = ev(anchors, obj.requires_grad_(), reg.requires_grad_(), iou.requires_grad_(), targets)
     assert set(losses) == set(expected_losses)
     for name, value in expected_losses.items():
@@ -193,7 +215,9 @@ def test_batch_without_gt_trains_all_negative():
     obj = torch.randn(2, total, requires_grad=True)
     reg = torch.randn(2, total, 4, requires_grad=True)
     iou = torch.randn(2, total, requires_grad=True)
-    losses = _evaluator(True, batch=256, fraction=0.5)(anchors, obj, reg, iou, [_target([]), _target([])])
+    losses = _evaluator(True, batch=256, fraction=0.5)(
+        anchors, obj, reg, iou, [_target([]), _target([])]
+    )
     assert losses["loss_rpn_box_reg"].item() == 0 and losses["loss_rpn_iou"].item() == 0
     assert losses["loss_objectness"].item() > 0
     sum(losses.values()).backward()
@@ -224,7 +248,7 @@ def _direct_proposals(anchors, obj, reg, iou, image_size, pre, post, nms):
     h, w = image_size
     candidates = []
     start = 0
-    for level, a in enumerate(anchors):
+    for _level, a in enumerate(anchors):
         n = len(a)
         scores = []
         for t in range(start, start + n):
@@ -249,16 +273,29 @@ def test_proposals_match_direct_implementation():
     g = torch.Generator().manual_seed(5)
     heads = []
     for h, w in GRID:
-        heads.append((torch.randn(2, 3, h, w, generator=g) * 2, torch.randn(2, 12, h, w, generator=g) * 0.5,
-                      torch.randn(2, 3, h, w, generator=g)))
+        heads.append(
+            (
+                torch.randn(2, 3, h, w, generator=g) * 2,
+                torch.randn(2, 12, h, w, generator=g) * 0.5,
+                torch.randn(2, 3, h, w, generator=g),
+            )
+        )
     objectness, deltas, ious = (list(x) for x in zip(*heads))
     sizes = [(96, 128), (80, 100)]
-    post = RPNPostProcessor(pre_nms_top_n=40, fpn_post_nms_top_n=60, nms_thresh=0.7, min_size=0, box_coder=CODER)
+    post = RPNPostProcessor(
+        pre_nms_top_n=40, fpn_post_nms_top_n=60, nms_thresh=0.7, min_size=0, box_coder=CODER
+    )
     proposals = post(anchors, objectness, deltas, ious, sizes)
     obj, reg, iou = flatten_rpn_outputs(objectness, deltas, ious)
     for i, proposal in enumerate(proposals):
-        expected = _direct_proposals(anchors, obj[i].tolist(), reg[i], iou[i].tolist(), sizes[i], 40, 60, 0.7)
+        expected = _direct_proposals(
+            anchors, obj[i].tolist(), reg[i], iou[i].tolist(), sizes[i], 40, 60, 0.7
+        )
         assert len(proposal) == len(expected) == 60
         assert proposal.size == (sizes[i][1], sizes[i][0])
-        torch.testing.assert_close(proposal.get_field("objectness"), torch.tensor([s for s, _ in expected]))
-        torch.testing.assert_close(proposal.bbox, torch.tensor([b for _, b in expected]), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            proposal.get_field("objectness"), torch.tensor([s for s, _ in expected])
+        )
+        torch.testing.assert_close(
+            proposal.bbox, torch.tensor([b for _, b in expected]), atol=1e-4, rtol=1e-5
+        )

@@ -6,6 +6,7 @@ model bit-identical to an uninterrupted run's.
 The tools run as subprocesses on a tiny model (test_tools.py's) and datasets written
 here; the bad-input runs are started together and checked one test per case.
 """
+
 import glob
 import hashlib
 import json
@@ -35,10 +36,21 @@ MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
 ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 # Training runs whose results are compared: flips and two input sizes draw random numbers in
 # the data-loader worker, a checkpoint every iteration gives kills something to land on.
-RUN_OPTS = ["--skip-test", "SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "1",
-            "DATALOADER.NUM_WORKERS", "1", "INPUT.MIN_SIZE_TRAIN", "(48, 64)"]
-HAS_UNSHARE = shutil.which("unshare") is not None and subprocess.run(
-    ["unshare", "-rm", "true"], capture_output=True).returncode == 0
+RUN_OPTS = [
+    "--skip-test",
+    "SOLVER.MAX_ITER",
+    "8",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "1",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(48, 64)",
+]
+HAS_UNSHARE = (
+    shutil.which("unshare") is not None
+    and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+)
 
 
 class ToolRun:
@@ -68,8 +80,13 @@ class ToolRun:
 
 @pytest.fixture(scope="module")
 def server():
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "fork_server.py")], env=ENV,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tests", "fork_server.py")],
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     yield proc
     for run in STARTED:  # left running by a failed test
         if run.poll() is None:
@@ -102,15 +119,23 @@ def finish(run, timeout=180):
 
 def run_in_namespace(script, args, cwd):
     """`sh -c script sh python args...` in new user and mount namespaces (for a tmpfs)."""
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable] + args, cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable] + args,
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def snapshot(*paths):
     """{file: sha1} of every file under `paths` (files or folders)."""
     digests = {}
     for path in paths:
-        files = [path] if os.path.isfile(path) else glob.glob(os.path.join(path, "**"), recursive=True)
+        files = (
+            [path] if os.path.isfile(path) else glob.glob(os.path.join(path, "**"), recursive=True)
+        )
         for f in files:
             if os.path.isfile(f):
                 digests[f] = hashlib.sha1(open(f, "rb").read()).hexdigest()
@@ -136,19 +161,28 @@ def assert_identical(output_dir, reference_dir):
     ref_iteration, ref_model, ref_optimizer = final_state(reference_dir)
     assert iteration == ref_iteration == 8
     assert model.keys() == ref_model.keys()
-    assert all(torch.equal(model[k], ref_model[k]) for k in model), \
-        [k for k in model if not torch.equal(model[k], ref_model[k])][:3]
+    assert all(torch.equal(model[k], ref_model[k]) for k in model), [
+        k for k in model if not torch.equal(model[k], ref_model[k])
+    ][:3]
     for key, state in optimizer.items():
         assert all(torch.equal(v, ref_optimizer[key][name]) for name, v in state.items()), key
 
 
 def png_header_only(path, width, height):
     """A PNG whose header announces width x height 1-bit pixels (its data is one empty chunk)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b"")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +200,13 @@ def data(tmp_path_factory):
 def reference(data, server):
     """An uninterrupted training run (the result every interrupted one must reproduce)."""
     out = os.path.join(data["root"], "reference")
-    code, stdout, stderr = finish(start(server, [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out]
-                                        + RUN_OPTS, data["root"]))
+    code, stdout, stderr = finish(
+        start(
+            server,
+            [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS,
+            data["root"],
+        )
+    )
     assert code == 0, stderr[-3000:]
     return out
 
@@ -201,121 +240,196 @@ def _truncate(path, keep):
 # name -> fn(data, reference, tmp) -> (argv, regex of the error line, protected paths).
 # Every regex names the file, key or value at fault.
 def _train(data, tmp, *opts, dataset=None, config=None):
-    argv = [TRAIN_NET, "--config-file", config or data["config"], "--skip-test", "OUTPUT_DIR", os.path.join(tmp, "out")]
+    argv = [
+        TRAIN_NET,
+        "--config-file",
+        config or data["config"],
+        "--skip-test",
+        "OUTPUT_DIR",
+        os.path.join(tmp, "out"),
+    ]
     if dataset:
         argv += ["DATASETS.TRAIN", f"('{dataset}',)"]
     return argv + list(opts)
 
 
 def case_max_iter(data, ref, tmp):
-    return _train(data, tmp, "SOLVER.MAX_ITER", "0"), r"error: SOLVER\.MAX_ITER must be positive, got 0", []
+    return (
+        _train(data, tmp, "SOLVER.MAX_ITER", "0"),
+        r"error: SOLVER\.MAX_ITER must be positive, got 0",
+        [],
+    )
 
 
 def case_batch(data, ref, tmp):
-    return _train(data, tmp, "SOLVER.IMS_PER_BATCH", "0"), r"error: SOLVER\.IMS_PER_BATCH must be positive, got 0", []
+    return (
+        _train(data, tmp, "SOLVER.IMS_PER_BATCH", "0"),
+        r"error: SOLVER\.IMS_PER_BATCH must be positive, got 0",
+        [],
+    )
 
 
 def case_device(data, ref, tmp):
-    return (_train(data, tmp, "MODEL.DEVICE", "tpu"),
-            r"error: MODEL\.DEVICE: unknown device 'tpu', expected cpu, cuda or cuda:N", [])
+    return (
+        _train(data, tmp, "MODEL.DEVICE", "tpu"),
+        r"error: MODEL\.DEVICE: unknown device 'tpu', expected cpu, cuda or cuda:N",
+        [],
+    )
 
 
 def case_yaml_syntax(data, ref, tmp):
     config = os.path.join(tmp, "broken.yaml")
     _write(config, "SOLVER:\n  BASE_LR: 0.01\n   MAX_ITER: 2\n")
-    return (_train(data, tmp, config=config),
-            r"error: .*broken\.yaml: cannot parse: line 3, column 12: mapping values are not allowed here", [config])
+    return (
+        _train(data, tmp, config=config),
+        r"error: .*broken\.yaml: cannot parse: line 3, column 12: mapping values are not allowed here",
+        [config],
+    )
 
 
 def case_num_classes(data, ref, tmp):
-    return (_train(data, tmp, "MODEL.PAA.NUM_CLASSES", "2"),
-            r"error: MODEL\.PAA\.NUM_CLASSES is 2 but tiny_train:.* has 2 categories: set it to 3 "
-            r"\(categories \+ background\)", [])
+    return (
+        _train(data, tmp, "MODEL.PAA.NUM_CLASSES", "2"),
+        r"error: MODEL\.PAA\.NUM_CLASSES is 2 but tiny_train:.* has 2 categories: set it to 3 "
+        r"\(categories \+ background\)",
+        [],
+    )
 
 
 def _image_case(name, corrupt, reason, *opts):
     def case(data, ref, tmp):
         dataset = copy_split(data, name, corrupt)
         image_dir = dataset.split(":")[1]
-        return (_train(data, tmp, *opts, dataset=dataset),
-                rf"error: cannot read image .*/{name}/003\.png: {reason}", [image_dir])
+        return (
+            _train(data, tmp, *opts, dataset=dataset),
+            rf"error: cannot read image .*/{name}/003\.png: {reason}",
+            [image_dir],
+        )
+
     return case
 
 
-case_missing_image = _image_case("missing", lambda d, c: os.remove(os.path.join(d, "003.png")),
-                                 r"\[Errno 2\] No such file or directory: .*003\.png'")
-case_truncated_image = _image_case("truncated", lambda d, c: _truncate(os.path.join(d, "003.png"), 60),
-                                   r".+")
-case_zero_byte_image = _image_case("empty", lambda d, c: _write(os.path.join(d, "003.png"), ""),
-                                   r"cannot identify image file .*003\.png'")
-case_text_as_image = _image_case("text", lambda d, c: _write(os.path.join(d, "003.png"), "not a picture\n"),
-                                 r"cannot identify image file .*003\.png'")
-case_huge_image = _image_case("huge", lambda d, c: png_header_only(os.path.join(d, "003.png"), 30000, 30000),
-                              r"Image size \(900000000 pixels\) exceeds limit .*decompression bomb.*")
+case_missing_image = _image_case(
+    "missing",
+    lambda d, c: os.remove(os.path.join(d, "003.png")),
+    r"\[Errno 2\] No such file or directory: .*003\.png'",
+)
+case_truncated_image = _image_case(
+    "truncated", lambda d, c: _truncate(os.path.join(d, "003.png"), 60), r".+"
+)
+case_zero_byte_image = _image_case(
+    "empty",
+    lambda d, c: _write(os.path.join(d, "003.png"), ""),
+    r"cannot identify image file .*003\.png'",
+)
+case_text_as_image = _image_case(
+    "text",
+    lambda d, c: _write(os.path.join(d, "003.png"), "not a picture\n"),
+    r"cannot identify image file .*003\.png'",
+)
+case_huge_image = _image_case(
+    "huge",
+    lambda d, c: png_header_only(os.path.join(d, "003.png"), 30000, 30000),
+    r"Image size \(900000000 pixels\) exceeds limit .*decompression bomb.*",
+)
 # Data-loader workers: the worker's error arrives as the same one line.
-case_missing_image_in_worker = _image_case("missing_w", lambda d, c: os.remove(os.path.join(d, "003.png")),
-                                           r"\[Errno 2\] No such file or directory: .*003\.png'",
-                                           "DATALOADER.NUM_WORKERS", "2")
+case_missing_image_in_worker = _image_case(
+    "missing_w",
+    lambda d, c: os.remove(os.path.join(d, "003.png")),
+    r"\[Errno 2\] No such file or directory: .*003\.png'",
+    "DATALOADER.NUM_WORKERS",
+    "2",
+)
 
 
 def case_image_size(data, ref, tmp):
     def corrupt(image_dir, coco):
         coco["images"][3]["width"] = 80  # its json record now disagrees with the 64x64 file
+
     dataset = copy_split(data, "resized", corrupt)
-    return (_train(data, tmp, dataset=dataset),
-            r"error: .*/resized/003\.png is 64x64 but .*resized\.json says 80x64 \(width x height\)",
-            [dataset.split(":")[1], dataset.split(":")[2]])
+    return (
+        _train(data, tmp, dataset=dataset),
+        r"error: .*/resized/003\.png is 64x64 but .*resized\.json says 80x64 \(width x height\)",
+        [dataset.split(":")[1], dataset.split(":")[2]],
+    )
 
 
 def case_not_json(data, ref, tmp):
-    dataset = copy_split(data, "notjson", lambda d, c: _write(os.path.join(data["root"], "notjson.json"),
-                                                               "{'images': [}"))
-    return (_train(data, tmp, dataset=dataset),
-            r"error: COCODataset: cannot parse annotation file .*notjson\.json: Expecting property name .*line 1 "
-            r"column 2 .*", [dataset.split(":")[2]])
+    dataset = copy_split(
+        data,
+        "notjson",
+        lambda d, c: _write(os.path.join(data["root"], "notjson.json"), "{'images': [}"),
+    )
+    return (
+        _train(data, tmp, dataset=dataset),
+        r"error: COCODataset: cannot parse annotation file .*notjson\.json: Expecting property name .*line 1 "
+        r"column 2 .*",
+        [dataset.split(":")[2]],
+    )
 
 
 def case_unknown_category(data, ref, tmp):
     def corrupt(image_dir, coco):
         coco["annotations"][0]["category_id"] = 99
+
     dataset = copy_split(data, "badcat", corrupt)
-    return (_train(data, tmp, dataset=dataset),
-            r"error: .*badcat\.json: annotation 1 has category_id 99, which is not in its categories",
-            [dataset.split(":")[2]])
+    return (
+        _train(data, tmp, dataset=dataset),
+        r"error: .*badcat\.json: annotation 1 has category_id 99, which is not in its categories",
+        [dataset.split(":")[2]],
+    )
 
 
 def case_no_usable_box(data, ref, tmp):
     def corrupt(image_dir, coco):
         for ann in coco["annotations"]:
             ann["bbox"][2] = 1.0
+
     dataset = copy_split(data, "nobox", corrupt)
-    return (_train(data, tmp, dataset=dataset),
-            r"error: DATASETS\.TRAIN: nobox:.*: no image has a usable box \(non-crowd, wider and taller than 1 "
-            r"pixel\): nothing to train on", [dataset.split(":")[2]])
+    return (
+        _train(data, tmp, dataset=dataset),
+        r"error: DATASETS\.TRAIN: nobox:.*: no image has a usable box \(non-crowd, wider and taller than 1 "
+        r"pixel\): nothing to train on",
+        [dataset.split(":")[2]],
+    )
 
 
 def case_text_weights(data, ref, tmp):
     weights = os.path.join(tmp, "notes.pth")
     _write(weights, "these are my notes, not weights\n")
-    return (_train(data, tmp, "MODEL.WEIGHT", weights),
-            r"error: .*notes\.pth: not a readable PyTorch weight file \(truncated or another format\?\): .+", [weights])
+    return (
+        _train(data, tmp, "MODEL.WEIGHT", weights),
+        r"error: .*notes\.pth: not a readable PyTorch weight file \(truncated or another format\?\): .+",
+        [weights],
+    )
 
 
 def case_truncated_weights(data, ref, tmp):
     weights = os.path.join(tmp, "cut.pth")
     shutil.copy(os.path.join(ref, "model_final.pth"), weights)
     _truncate(weights, os.path.getsize(weights) // 2)
-    return (_train(data, tmp, "MODEL.WEIGHT", weights),
-            r"error: .*cut\.pth: not a readable PyTorch weight file \(truncated or another format\?\): .+", [weights])
+    return (
+        _train(data, tmp, "MODEL.WEIGHT", weights),
+        r"error: .*cut\.pth: not a readable PyTorch weight file \(truncated or another format\?\): .+",
+        [weights],
+    )
 
 
 def case_changed_run(data, ref, tmp):
     out = os.path.join(tmp, "finished")
     shutil.copytree(ref, out)
-    argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS + ["SOLVER.BASE_LR", "0.02"]
-    return (argv, r"error: OUTPUT_DIR .*/finished holds a run with other settings: SOLVER\.BASE_LR 0\.01 "
-            r"\(now 0\.02\); to start afresh choose another OUTPUT_DIR, to continue that run with the new settings add "
-            r"--resume-changed", [out])
+    argv = (
+        [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out]
+        + RUN_OPTS
+        + ["SOLVER.BASE_LR", "0.02"]
+    )
+    return (
+        argv,
+        r"error: OUTPUT_DIR .*/finished holds a run with other settings: SOLVER\.BASE_LR 0\.01 "
+        r"\(now 0\.02\); to start afresh choose another OUTPUT_DIR, to continue that run with the new settings add "
+        r"--resume-changed",
+        [out],
+    )
 
 
 def case_eval_image_size(data, ref, tmp):
@@ -326,25 +440,56 @@ def case_eval_image_size(data, ref, tmp):
     coco["images"][1]["height"] = 48
     ann_file = os.path.join(tmp, "val.json")
     _write(ann_file, json.dumps(coco))
-    argv = [TEST_NET, "--config-file", data["config"], "--ckpt", os.path.join(ref, "model_final.pth"),
-            "DATASETS.TEST", f"('v:{image_dir}:{ann_file}',)", "OUTPUT_DIR", os.path.join(tmp, "eval")]
-    return argv, r"error: .*/val/001\.png is 64x64 but .*val\.json says 64x48 \(width x height\)", [image_dir, ann_file]
+    argv = [
+        TEST_NET,
+        "--config-file",
+        data["config"],
+        "--ckpt",
+        os.path.join(ref, "model_final.pth"),
+        "DATASETS.TEST",
+        f"('v:{image_dir}:{ann_file}',)",
+        "OUTPUT_DIR",
+        os.path.join(tmp, "eval"),
+    ]
+    return (
+        argv,
+        r"error: .*/val/001\.png is 64x64 but .*val\.json says 64x48 \(width x height\)",
+        [image_dir, ann_file],
+    )
 
 
 def case_shapes_count(data, ref, tmp):
-    return ([MAKE_SHAPES, "--output", os.path.join(tmp, "shapes"), "--num-train", "-5"],
-            r"error: --num-train must be at least 0, got -5", [])
+    return (
+        [MAKE_SHAPES, "--output", os.path.join(tmp, "shapes"), "--num-train", "-5"],
+        r"error: --num-train must be at least 0, got -5",
+        [],
+    )
 
 
 def case_demo_overwrites_input(data, ref, tmp):
     images = os.path.join(tmp, "pictures")
     shutil.copytree(os.path.join(data["root"], "val"), images)
-    argv = [DEMO, "--config-file", data["config"], "--weights", os.path.join(ref, "model_final.pth"),
-            "--input", images, "--output", images]
-    return argv, r"error: --output .*/pictures: writing .*/pictures/000\.png would overwrite an input image", [images]
+    argv = [
+        DEMO,
+        "--config-file",
+        data["config"],
+        "--weights",
+        os.path.join(ref, "model_final.pth"),
+        "--input",
+        images,
+        "--output",
+        images,
+    ]
+    return (
+        argv,
+        r"error: --output .*/pictures: writing .*/pictures/000\.png would overwrite an input image",
+        [images],
+    )
 
 
-CASES = {name[len("case_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
+CASES = {
+    name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")
+}
 
 
 @pytest.fixture(scope="module")
@@ -354,8 +499,10 @@ def bad_runs(data, reference, server, tmp_path_factory):
     for name, make in CASES.items():
         tmp = str(tmp_path_factory.mktemp(name))
         argv, pattern, protected = make(data, reference, tmp)
-        protected = protected + [os.path.join(data["root"], p) for p in ("train", "val", "train.json", "val.json",
-                                                                            "tiny.yaml")]
+        protected = protected + [
+            os.path.join(data["root"], p)
+            for p in ("train", "val", "train.json", "val.json", "tiny.yaml")
+        ]
         prepared[name] = (argv, pattern, protected, snapshot(*protected), tmp)
     results, running, pending = {}, {}, list(prepared)
     while pending or running:
@@ -378,30 +525,66 @@ def test_bad_input_is_one_line_and_changes_nothing(bad_runs, name):
     assert after == before
 
 
-@pytest.mark.skipif(not HAS_UNSHARE, reason="needs unshare (user and mount namespaces) for a small tmpfs")
+@pytest.mark.skipif(
+    not HAS_UNSHARE, reason="needs unshare (user and mount namespaces) for a small tmpfs"
+)
 def test_full_disk_names_the_checkpoint_and_leaves_no_partial_file(data, tmp_path):
     """OUTPUT_DIR on a 200 KiB tmpfs: config and log fit, the first checkpoint does not."""
     out = str(tmp_path / "out")
     os.makedirs(out)
     script = f'mount -t tmpfs -o size=200k tmpfs {out} && "$@"; code=$?; echo LISTING; ls -A {out}; exit $code'
-    result = run_in_namespace(script, [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out,
-                                       "SOLVER.CHECKPOINT_PERIOD", "1"], str(tmp_path))
+    result = run_in_namespace(
+        script,
+        [
+            TRAIN_NET,
+            "--config-file",
+            data["config"],
+            "OUTPUT_DIR",
+            out,
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1",
+        ],
+        str(tmp_path),
+    )
     code, stdout, stderr = result.returncode, result.stdout, result.stderr
     assert code == 1, stderr[-3000:]
-    assert one_error_line(stderr) == f"error: no space left on device while writing {out}/model_0000001.pth"
-    assert stdout.split("LISTING\n")[1].split() == ["config.yml", "log.txt"]  # no partial file, no last_checkpoint
+    assert (
+        one_error_line(stderr)
+        == f"error: no space left on device while writing {out}/model_0000001.pth"
+    )
+    assert stdout.split("LISTING\n")[1].split() == [
+        "config.yml",
+        "log.txt",
+    ]  # no partial file, no last_checkpoint
 
 
-@pytest.mark.skipif(not HAS_UNSHARE, reason="needs unshare (user and mount namespaces) for a read-only folder")
+@pytest.mark.skipif(
+    not HAS_UNSHARE, reason="needs unshare (user and mount namespaces) for a read-only folder"
+)
 def test_demo_refuses_an_output_folder_it_cannot_write(data, reference, tmp_path):
     out = str(tmp_path / "readonly")
     os.makedirs(out)
     script = f'mount -t tmpfs -o ro tmpfs {out} && exec "$@"'
-    result = run_in_namespace(script, [DEMO, "--config-file", data["config"], "--weights",
-                                       os.path.join(reference, "model_final.pth"), "--input",
-                                       os.path.join(data["root"], "val"), "--output", out], str(tmp_path))
+    result = run_in_namespace(
+        script,
+        [
+            DEMO,
+            "--config-file",
+            data["config"],
+            "--weights",
+            os.path.join(reference, "model_final.pth"),
+            "--input",
+            os.path.join(data["root"], "val"),
+            "--output",
+            out,
+        ],
+        str(tmp_path),
+    )
     code, stdout, stderr = result.returncode, result.stdout, result.stderr
-    assert code == 1 and one_error_line(stderr) == f"error: --output {out}: the folder cannot be written"
+    assert (
+        code == 1
+        and one_error_line(stderr) == f"error: --output {out}: the folder cannot be written"
+    )
     assert "detections" not in stdout  # refused before any picture was computed
 
 
@@ -410,13 +593,31 @@ def test_demo_gives_inputs_with_one_name_their_own_pictures(data, reference, ser
     for folder, source in ((a, "000.png"), (b, "001.png")):
         folder.mkdir()
         shutil.copy(os.path.join(data["root"], "val", source), folder / "x.png")
-    code, stdout, stderr = finish(start(server, [DEMO, "--config-file", data["config"], "--weights",
-                                         os.path.join(reference, "model_final.pth"), "--input", str(a / "x.png"),
-                                         str(b / "x.png"), "--output", str(tmp_path / "out"), "--threshold", "0"],
-                                        str(tmp_path)))
+    code, stdout, stderr = finish(
+        start(
+            server,
+            [
+                DEMO,
+                "--config-file",
+                data["config"],
+                "--weights",
+                os.path.join(reference, "model_final.pth"),
+                "--input",
+                str(a / "x.png"),
+                str(b / "x.png"),
+                "--output",
+                str(tmp_path / "out"),
+                "--threshold",
+                "0",
+            ],
+            str(tmp_path),
+        )
+    )
     assert code == 0, stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "out")) == ["x.png", "x_2.png"]
-    assert f"{b / 'x.png'}: " in stdout and stdout.strip().endswith(str(tmp_path / "out" / "x_2.png"))
+    assert f"{b / 'x.png'}: " in stdout and stdout.strip().endswith(
+        str(tmp_path / "out" / "x_2.png")
+    )
 
 
 def test_flags_after_overrides_and_device_warning_in_log(data, reference):
@@ -439,7 +640,8 @@ def test_non_finite_loss_names_the_last_checkpoint(tmp_path):
     assert str(e.value) == (
         f"non-finite loss at iteration 3: loss_a=inf; the last checkpoint is "
         f"{tmp_path / 'model_0000002.pth'}, but resuming from it with the same settings will likely diverge again "
-        "(lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)")
+        "(lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)"
+    )
 
 
 # --------------------------------------------------------------------------- interruptions
@@ -453,13 +655,17 @@ def wait_for_iteration(out, iteration, proc, timeout=180):
     raise AssertionError(f"iteration {iteration} never started in {out}")
 
 
-@pytest.mark.parametrize("signum, resume_opts", [
-    (signal.SIGTERM, []),
-    # Resumed with no worker process: augmentation does not depend on who loads an image.
-    (signal.SIGINT, ["DATALOADER.NUM_WORKERS", "0"]),
-])
-def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(data, reference, server, tmp_path,
-                                                                            signum, resume_opts):
+@pytest.mark.parametrize(
+    "signum, resume_opts",
+    [
+        (signal.SIGTERM, []),
+        # Resumed with no worker process: augmentation does not depend on who loads an image.
+        (signal.SIGINT, ["DATALOADER.NUM_WORKERS", "0"]),
+    ],
+)
+def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(
+    data, reference, server, tmp_path, signum, resume_opts
+):
     out = str(tmp_path / "out")
     argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS
     argv[argv.index("SOLVER.CHECKPOINT_PERIOD") + 1] = "100"  # the stop itself must save
@@ -468,8 +674,11 @@ def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(data
     proc.send_signal_to_group(signum)
     code, _, stderr = finish(proc)
     line = one_error_line(stderr)
-    m = re.fullmatch(rf"error: stopped by {signal.Signals(signum).name} after iteration (\d) of 8; saved "
-                     rf"{re.escape(out)}/model_000000(\d)\.pth; run the same command to resume", line)
+    m = re.fullmatch(
+        rf"error: stopped by {signal.Signals(signum).name} after iteration (\d) of 8; saved "
+        rf"{re.escape(out)}/model_000000(\d)\.pth; run the same command to resume",
+        line,
+    )
     assert code == 1 and m and m.group(1) == m.group(2) and 2 <= int(m.group(1)) < 8, line
     assert open(os.path.join(out, "last_checkpoint")).read() == f"model_000000{m.group(1)}.pth"
     code, stdout, stderr = finish(start(server, argv + resume_opts, str(tmp_path)))
@@ -493,7 +702,10 @@ def test_kill_9_at_random_moments_then_resume_identically(data, reference, serve
         proc = start(server, argv, str(tmp_path))
         if when == "random":  # 0-0.2 s into the first or second iteration this run logs
             started = rng.randint(1, 2)
-            while proc.poll() is None and open(log).read()[logged:].count(" rank 0/1 images ") < started:
+            while (
+                proc.poll() is None
+                and open(log).read()[logged:].count(" rank 0/1 images ") < started
+            ):
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.2))
         else:
@@ -531,17 +743,43 @@ def test_resume_restores_every_random_state(tmp_path):
 def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
     """Under torchrun (2 processes, a DataLoader worker each) every image is truncated: each
     process stops with the one line naming its image; torchrun then reports the failure."""
+
     def corrupt(image_dir, coco):
         for name in os.listdir(image_dir):
             _truncate(os.path.join(image_dir, name), 60)
+
     dataset = copy_split(data, "all_truncated", corrupt)
     before = snapshot(dataset.split(":")[1], dataset.split(":")[2])
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             TRAIN_NET, "--config-file", data["config"], "--skip-test", "OUTPUT_DIR",
-                             str(tmp_path / "out"), "DATASETS.TRAIN", f"('{dataset}',)", "DATALOADER.NUM_WORKERS", "1"],
-                            cwd=str(tmp_path), env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            TRAIN_NET,
+            "--config-file",
+            data["config"],
+            "--skip-test",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+        ],
+        cwd=str(tmp_path),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert 1 <= len(errors) <= 2 and not re.search(r"\[rank\d\]: Traceback", result.stderr), result.stderr[-3000:]
-    assert all(re.fullmatch(r"error: cannot read image .*/all_truncated/00\d\.png: .+", e) for e in errors), errors
+    assert 1 <= len(errors) <= 2 and not re.search(r"\[rank\d\]: Traceback", result.stderr), (
+        result.stderr[-3000:]
+    )
+    assert all(
+        re.fullmatch(r"error: cannot read image .*/all_truncated/00\d\.png: .+", e) for e in errors
+    ), errors
     assert snapshot(dataset.split(":")[1], dataset.split(":")[2]) == before

@@ -1,5 +1,6 @@
 """Compiled sigmoid focal loss against a direct float64 torch formula and torchvision.ops,
 on every device (the `device` fixture); on CUDA also against our CPU kernel."""
+
 import os
 import subprocess
 import sys
@@ -57,7 +58,9 @@ def test_gradcheck(device):
 def test_matches_torchvision_and_cpu_kernel_in_float32(device):
     """torchvision's formula takes one-hot targets and has no ignored rows: those are zeroed."""
     logits, targets = random_inputs(21, n=512, num_classes=80, scale=3.0, dtype=torch.float32)
-    targets[targets > 0] = torch.randint(1, 81, (int((targets > 0).sum()),), generator=torch.Generator().manual_seed(2))
+    targets[targets > 0] = torch.randint(
+        1, 81, (int((targets > 0).sum()),), generator=torch.Generator().manual_seed(2)
+    )
     upstream = torch.rand(logits.shape, generator=torch.Generator().manual_seed(3))
     logits, targets, upstream = logits.to(device), targets.to(device), upstream.to(device)
 
@@ -70,7 +73,11 @@ def test_matches_torchvision_and_cpu_kernel_in_float32(device):
     one_hot = (targets[:, None] == torch.arange(1, 81, device=device)).float()
     kept = (targets >= 0).float()[:, None]
     theirs = loss_and_grad(
-        lambda x: torchvision.ops.sigmoid_focal_loss(x, one_hot, 0.25, 2.0, reduction="none") * kept, logits)
+        lambda x: (
+            torchvision.ops.sigmoid_focal_loss(x, one_hot, 0.25, 2.0, reduction="none") * kept
+        ),
+        logits,
+    )
     for a, b in zip(ours, theirs):
         assert a.device.type == device.type
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -84,11 +91,13 @@ def test_label_maps_to_column_minus_one_and_ignored_rows():
     logits = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.5, 0.5]], dtype=torch.float64)
     loss = sigmoid_focal_loss(logits, torch.tensor([3, -1]), 2.0, 0.25)
     p = torch.sigmoid(logits[0])
-    expected_row = torch.stack([
-        -0.75 * p[0] ** 2 * torch.log(1 - p[0]),
-        -0.75 * p[1] ** 2 * torch.log(1 - p[1]),
-        -0.25 * (1 - p[2]) ** 2 * torch.log(p[2]),
-    ])
+    expected_row = torch.stack(
+        [
+            -0.75 * p[0] ** 2 * torch.log(1 - p[0]),
+            -0.75 * p[1] ** 2 * torch.log(1 - p[1]),
+            -0.25 * (1 - p[2]) ** 2 * torch.log(p[2]),
+        ]
+    )
     torch.testing.assert_close(loss[0], expected_row)
     assert loss[1].tolist() == [0.0, 0.0, 0.0]
 
@@ -164,8 +173,21 @@ def test_baseline_kernel_without_avx2_is_correctly_rounded(tmp_path):
         "torch.save(float32_loss_and_grad(*torch.load(sys.argv[2])), sys.argv[3])"
     )
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="default",
-               PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "case.pt"),
-                    str(tmp_path / "out.pt")], env=env, check=True)
+    env = dict(
+        os.environ,
+        ATEN_CPU_CAPABILITY="default",
+        PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(Path(__file__).parent),
+            str(tmp_path / "case.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        env=env,
+        check=True,
+    )
     assert_float32_correctly_rounded(case, *torch.load(tmp_path / "out.pt"))

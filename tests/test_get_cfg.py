@@ -1,4 +1,5 @@
 """get_cfg(): every caller gets its own unfrozen copy of the defaults."""
+
 from paa_core.config import cfg, get_cfg
 
 

@@ -1,6 +1,7 @@
 """The compiled batched EM (op `gmm2_fit` behind `fit_gmm_2`) against scikit-learn's
 GaussianMixture, set by set, on every device (the `device` fixture; on CUDA also against
 the CPU kernel), and the op's own input checks."""
+
 import warnings
 
 import numpy as np
@@ -28,7 +29,10 @@ def _make_sets(seed=0):
         elif kind == "bimodal":
             k = int(rng.integers(1, n))
             x = np.concatenate(
-                [rng.normal(0.3, rng.uniform(0.01, 0.3), k), rng.normal(rng.uniform(0.8, 3), 0.4, n - k)]
+                [
+                    rng.normal(0.3, rng.uniform(0.01, 0.3), k),
+                    rng.normal(rng.uniform(0.8, 3), 0.4, n - k),
+                ]
             )
         elif kind == "uniform":
             x = rng.uniform(0, rng.uniform(0.01, 3.0), n)
@@ -112,14 +116,21 @@ def test_cuda_fit_matches_cpu_kernel(fitted):
     identical on >= 99.9% of the sets, the parameters equal to 1e-9 relative where they are."""
     sets, x, mask, ours, _ = fitted
     cpu = fit_gmm_2(x, mask)
-    same = [torch.equal(ours.components[i, : len(s)], cpu.components[i, : len(s)])
-            and ours.n_iter[i] == cpu.n_iter[i] for i, s in enumerate(sets)]
-    assert np.mean(same) >= 0.999, "only {:.4f} of sets agree".format(np.mean(same))
+    same = [
+        torch.equal(ours.components[i, : len(s)], cpu.components[i, : len(s)])
+        and ours.n_iter[i] == cpu.n_iter[i]
+        for i, s in enumerate(sets)
+    ]
+    assert np.mean(same) >= 0.999, f"only {np.mean(same):.4f} of sets agree"
     rows = torch.tensor(same)
     for field in ("means", "variances", "weights"):
-        torch.testing.assert_close(getattr(ours, field)[rows], getattr(cpu, field)[rows], rtol=1e-9, atol=1e-15)
+        torch.testing.assert_close(
+            getattr(ours, field)[rows], getattr(cpu, field)[rows], rtol=1e-9, atol=1e-15
+        )
     valid = mask & rows[:, None]
-    torch.testing.assert_close(ours.log_likelihood[valid], cpu.log_likelihood[valid], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        ours.log_likelihood[valid], cpu.log_likelihood[valid], rtol=1e-9, atol=1e-12
+    )
 
 
 def test_components_match_sklearn(fitted):
@@ -128,7 +139,7 @@ def test_components_match_sklearn(fitted):
         np.array_equal(ours.components[i, : len(s)].numpy(), gmm.predict(s[:, None]))
         for i, (s, gmm) in enumerate(zip(sets, theirs))
     ]
-    assert np.mean(same) >= 0.995, "only {:.4f} of sets agree".format(np.mean(same))
+    assert np.mean(same) >= 0.995, f"only {np.mean(same):.4f} of sets agree"
 
 
 def test_parameters_and_likelihoods_match_sklearn(fitted):
@@ -149,7 +160,10 @@ def test_parameters_and_likelihoods_match_sklearn(fitted):
         )
         np.testing.assert_allclose(ours.weights[i].numpy(), gmm.weights_, rtol=1e-4, atol=1e-9)
         np.testing.assert_allclose(
-            ours.log_likelihood[i, : len(s)].numpy(), gmm.score_samples(s[:, None]), rtol=1e-4, atol=1e-9
+            ours.log_likelihood[i, : len(s)].numpy(),
+            gmm.score_samples(s[:, None]),
+            rtol=1e-4,
+            atol=1e-9,
         )
     assert mismatched_iters <= 0.005 * len(sets)
 
@@ -159,7 +173,7 @@ def test_positive_selection_matches_sklearn_loop(fitted, device):
     ours = select_positives_by_gmm(x.to(device), mask.to(device)).tolist()
     reference = [_reference_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
     agree = np.mean([a == b for a, b in zip(ours, reference)])
-    assert agree >= 0.995, "only {:.4f} of sets agree".format(agree)
+    assert agree >= 0.995, f"only {agree:.4f} of sets agree"
     # The selection is not trivial on this data: both "some" and "all" occur.
     assert any(0 < a < len(s) for a, s in zip(ours, sets))
 
@@ -167,7 +181,9 @@ def test_positive_selection_matches_sklearn_loop(fitted, device):
 def test_known_answers():
     # Two modes; the positive mode has mean 0.5, so its most likely sample is the
     # first 0.5 (position 2): 3 positives, although 0.8 and 0.9 are component 0 too.
-    two_modes = torch.tensor([[0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.8, 0.9, 5.0, 5.1]], dtype=torch.float64)
+    two_modes = torch.tensor(
+        [[0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.8, 0.9, 5.0, 5.1]], dtype=torch.float64
+    )
     full = torch.ones_like(two_modes, dtype=torch.bool)
     assert select_positives_by_gmm(two_modes, full).item() == 3
     assert fit_gmm_2(two_modes, full).components[0].tolist() == [0] * 8 + [1] * 2

@@ -1,4 +1,5 @@
 """FrozenBatchNorm2d, Conv2d, Scale and smooth_l1_loss."""
+
 import torch
 from torch import nn
 
@@ -64,5 +65,9 @@ def test_smooth_l1_loss_matches_piecewise_formula():
     per_elem = torch.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta)
     assert (diff < beta).any() and (diff >= beta).any()
     torch.testing.assert_close(smooth_l1_loss(pred, target), per_elem.mean())
-    torch.testing.assert_close(smooth_l1_loss(pred, target, beta=beta, size_average=False), per_elem.sum())
-    torch.testing.assert_close(smooth_l1_loss(pred, target, beta=0.0, size_average=False), diff.sum())
+    torch.testing.assert_close(
+        smooth_l1_loss(pred, target, beta=beta, size_average=False), per_elem.sum()
+    )
+    torch.testing.assert_close(
+        smooth_l1_loss(pred, target, beta=0.0, size_average=False), diff.sum()
+    )

@@ -1,5 +1,6 @@
 """Whole-detector forward/backward on tiny inputs (R-50 and a dcnv2 R-50 with DCN in the
 towers) on every device (the `device` fixture); on CUDA the losses also match the CPU's."""
+
 import os
 
 import pytest
@@ -10,8 +11,8 @@ from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.rpn.utils import concat_box_prediction_layers
-from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.image_list import to_image_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,8 +38,10 @@ def _cfg(dcn=False, device="cpu", **resnets):
 
 def _batch(device="cpu"):
     gen = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 96, 128, generator=gen) * 255 - 110,
-              torch.rand(3, 80, 112, generator=gen) * 255 - 110]
+    images = [
+        torch.rand(3, 96, 128, generator=gen) * 255 - 110,
+        torch.rand(3, 80, 112, generator=gen) * 255 - 110,
+    ]
     targets = [
         BoxList(torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]]), (128, 96)),
         BoxList(torch.tensor([[5.0, 5.0, 100.0, 75.0]]), (112, 80)),
@@ -99,15 +102,23 @@ def test_train_backward_and_eval(dcn, device):
 
     named = dict(model.named_parameters())
     must_have_grad = [
-        "rpn.head.cls_logits.weight", "rpn.head.bbox_pred.weight", "rpn.head.iou_pred.weight",
-        "rpn.head.cls_tower.0.weight", "rpn.head.scales.0.scale",
-        "backbone.fpn.fpn_inner2.weight", "backbone.fpn.top_blocks.p7.weight",
-        "backbone.body.layer2.0.conv1.weight", "backbone.body.layer4.2.conv3.weight",
+        "rpn.head.cls_logits.weight",
+        "rpn.head.bbox_pred.weight",
+        "rpn.head.iou_pred.weight",
+        "rpn.head.cls_tower.0.weight",
+        "rpn.head.scales.0.scale",
+        "backbone.fpn.fpn_inner2.weight",
+        "backbone.fpn.top_blocks.p7.weight",
+        "backbone.body.layer2.0.conv1.weight",
+        "backbone.body.layer4.2.conv3.weight",
     ]
     if dcn:
-        must_have_grad += ["rpn.head.bbox_tower.9.offset.weight", "rpn.head.bbox_tower.9.conv.weight",
-                           "backbone.body.layer3.0.conv2.offset.weight",
-                           "backbone.body.layer3.0.conv2.conv.weight"]
+        must_have_grad += [
+            "rpn.head.bbox_tower.9.offset.weight",
+            "rpn.head.bbox_tower.9.conv.weight",
+            "backbone.body.layer3.0.conv2.offset.weight",
+            "backbone.body.layer3.0.conv2.conv.weight",
+        ]
     for name in must_have_grad:
         grad = named[name].grad
         assert grad is not None and bool(torch.isfinite(grad).all()), name
@@ -178,10 +189,15 @@ def test_iou_branch_ablation_on_the_same_weights():
     without = build_detection_model(cfg)
     state = with_iou.state_dict()
     without.load_state_dict({k: v for k, v in state.items() if ".iou_pred." not in k}, strict=True)
-    assert {k for k in state if ".iou_pred." in k} == {"rpn.head.iou_pred.weight", "rpn.head.iou_pred.bias"}
+    assert {k for k in state if ".iou_pred." in k} == {
+        "rpn.head.iou_pred.weight",
+        "rpn.head.iou_pred.bias",
+    }
 
     captured = {}
-    with_iou.rpn.head.register_forward_hook(lambda m, inputs, outputs: captured.update(outputs=outputs))
+    with_iou.rpn.head.register_forward_hook(
+        lambda m, inputs, outputs: captured.update(outputs=outputs)
+    )
     images, targets = _batch()
     losses = with_iou(images, targets)
     ablated = without(images, targets)
@@ -196,17 +212,30 @@ def test_iou_branch_ablation_on_the_same_weights():
     evaluator = with_iou.rpn.loss_evaluator
     cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
     _, pos_idx, pos_anchors, reg_targets = evaluator.compute_targets(
-        cls_flat.reshape(-1, NUM_CLASSES - 1).detach(), reg_flat.reshape(-1, 4).detach(), targets, anchors)
+        cls_flat.reshape(-1, NUM_CLASSES - 1).detach(),
+        reg_flat.reshape(-1, 4).detach(),
+        targets,
+        anchors,
+    )
     pred = evaluator.box_coder.decode(reg_flat.reshape(-1, 4)[pos_idx].detach(), pos_anchors)
     g, u = giou_loss(pred, reg_targets), paired_iou(pred, reg_targets, offset=1)
     assert len(pos_idx) > 2
-    assert losses["loss_reg"].item() == pytest.approx(1.3 * ((u * g).sum() / u.sum()).item(), rel=1e-5)
-    assert ablated["loss_reg"].item() == pytest.approx(1.3 * (g.sum() / len(pos_idx)).item(), rel=1e-5)
-    assert abs(ablated["loss_reg"].item() - losses["loss_reg"].item()) > 1e-3 * losses["loss_reg"].item()
+    assert losses["loss_reg"].item() == pytest.approx(
+        1.3 * ((u * g).sum() / u.sum()).item(), rel=1e-5
+    )
+    assert ablated["loss_reg"].item() == pytest.approx(
+        1.3 * (g.sum() / len(pos_idx)).item(), rel=1e-5
+    )
+    assert (
+        abs(ablated["loss_reg"].item() - losses["loss_reg"].item())
+        > 1e-3 * losses["loss_reg"].item()
+    )
 
     without.eval()
     captured.clear()
-    without.rpn.head.register_forward_hook(lambda m, inputs, outputs: captured.update(outputs=outputs))
+    without.rpn.head.register_forward_hook(
+        lambda m, inputs, outputs: captured.update(outputs=outputs)
+    )
     with torch.no_grad():
         detections = without(images)
     cls_logits, _, iou_logits = captured["outputs"]

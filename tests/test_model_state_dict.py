@@ -1,5 +1,6 @@
 """Every seed-table config builds a model whose state dict is the reference's, key for
 key and shape for shape, so the released checkpoints load strictly."""
+
 import json
 import math
 import os
@@ -54,16 +55,23 @@ def test_state_dict_matches_manifest_and_loads_released_layout(name):
     assert len(ours) == keys and _numbers(ours) == numbers
 
     # A released checkpoint as saved from DistributedDataParallel: "module." prefixes.
-    released = {"model": {
-        "module." + k: (torch.full_like(v, 0.5 + i % 7) if "cell_anchors" not in k else v.clone())
-        for i, (k, v) in enumerate(state.items())
-    }}
-    stripped = {k[len("module."):]: v for k, v in released["model"].items()}
+    released = {
+        "model": {
+            "module." + k: (
+                torch.full_like(v, 0.5 + i % 7) if "cell_anchors" not in k else v.clone()
+            )
+            for i, (k, v) in enumerate(state.items())
+        }
+    }
+    stripped = {k[len("module.") :]: v for k, v in released["model"].items()}
     result = model.load_state_dict(stripped, strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    for key in ("backbone.body.stem.conv1.weight", "backbone.body.layer4.2.bn3.running_var",
-                "rpn.head.cls_tower.9.bias" if "dcnv2" not in name else "rpn.head.cls_tower.9.conv.bias",
-                "rpn.head.scales.4.scale"):
+    for key in (
+        "backbone.body.stem.conv1.weight",
+        "backbone.body.layer4.2.bn3.running_var",
+        "rpn.head.cls_tower.9.bias" if "dcnv2" not in name else "rpn.head.cls_tower.9.conv.bias",
+        "rpn.head.scales.4.scale",
+    ):
         assert torch.equal(model.state_dict()[key], stripped[key])
     del released, stripped, model
 
@@ -111,12 +119,16 @@ def test_unknown_backbone_lists_known_names():
 def test_other_stem_or_block_is_refused_naming_the_key(key):
     cfg = get_cfg()
     cfg.MODEL.RESNETS[key] = "BottleneckWithGN"
-    with pytest.raises(ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"):
+    with pytest.raises(
+        ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"
+    ):
         build_detection_model(cfg)
 
 
 def test_unknown_meta_architecture_is_refused_naming_the_key():
     cfg = get_cfg()
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
-    with pytest.raises(KeyError, match="MODEL.META_ARCHITECTURE 'RetinaNet' is unknown; known: GeneralizedRCNN"):
+    with pytest.raises(
+        KeyError, match="MODEL.META_ARCHITECTURE 'RetinaNet' is unknown; known: GeneralizedRCNN"
+    ):
         build_detection_model(cfg)

@@ -1,5 +1,6 @@
 """paa_core.layers.nms / ml_nms against a plain greedy +1 NMS and torchvision, on every
 device (the `device` fixture); on CUDA also against our CPU kernel on the same inputs."""
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +39,9 @@ def greedy_nms_oracle(boxes, scores, threshold):
 
 def per_class_oracle(boxes, scores, labels, threshold):
     kept = [
-        np.flatnonzero(labels == c)[greedy_nms_oracle(boxes[labels == c], scores[labels == c], threshold)]
+        np.flatnonzero(labels == c)[
+            greedy_nms_oracle(boxes[labels == c], scores[labels == c], threshold)
+        ]
         for c in np.unique(labels)
     ]
     kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
@@ -66,9 +69,13 @@ def test_nms_matches_greedy_oracle(threshold, device):
     rng = np.random.default_rng(int(threshold * 10))
     for _ in range(120):
         boxes, scores = random_case(rng, int(rng.integers(1, 80)))
-        keep = nms(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold)
+        keep = nms(
+            torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold
+        )
         assert keep.dtype == torch.int64 and keep.device.type == device.type
-        np.testing.assert_array_equal(keep.cpu().numpy(), greedy_nms_oracle(boxes, scores, threshold))
+        np.testing.assert_array_equal(
+            keep.cpu().numpy(), greedy_nms_oracle(boxes, scores, threshold)
+        )
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
@@ -81,7 +88,9 @@ def test_ml_nms_matches_per_class_oracle(threshold, device):
         inputs = [torch.from_numpy(a).to(device) for a in (boxes, scores, labels)]
         keep = ml_nms(*inputs, threshold)
         assert keep.device.type == device.type
-        np.testing.assert_array_equal(keep.cpu().numpy(), per_class_oracle(boxes, scores, labels, threshold))
+        np.testing.assert_array_equal(
+            keep.cpu().numpy(), per_class_oracle(boxes, scores, labels, threshold)
+        )
 
 
 def test_nms_iou_equal_to_threshold_is_kept_and_plus_one_is_used():
@@ -115,8 +124,10 @@ def test_nms_matches_torchvision_with_shifted_corners(device, dtype):
         if device.type != "cpu":
             assert torch.equal(keep.cpu(), nms(boxes, scores, threshold))
             labels = torch.randint(1, 4, (2000,), generator=gen)
-            assert torch.equal(ml_nms(boxes_d, scores_d, labels.to(device), threshold).cpu(),
-                               ml_nms(boxes, scores, labels, threshold))
+            assert torch.equal(
+                ml_nms(boxes_d, scores_d, labels.to(device), threshold).cpu(),
+                ml_nms(boxes, scores, labels, threshold),
+            )
 
 
 def test_offset_zero_is_torchvision_convention():
@@ -139,7 +150,9 @@ def test_offset_zero_is_torchvision_convention():
 
 
 def test_ml_nms_only_suppresses_same_label(device):
-    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], device=device)
+    boxes = torch.tensor(
+        [[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], device=device
+    )
     scores = torch.tensor([0.5, 0.9, 0.7, 0.1], device=device)
     labels = torch.tensor([1, 2, 2, 1], device=device)
     assert ml_nms(boxes, scores, labels, 0.5).tolist() == [1, 0, 3]
@@ -150,12 +163,21 @@ def test_ml_nms_only_suppresses_same_label(device):
 
 def test_empty_input_and_half_precision(device):
     empty = torch.zeros(0, 4, device=device)
-    for keep in (nms(empty, torch.zeros(0, device=device), 0.5),
-                 ml_nms(empty, torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device), 0.5)):
+    for keep in (
+        nms(empty, torch.zeros(0, device=device), 0.5),
+        ml_nms(
+            empty,
+            torch.zeros(0, device=device),
+            torch.zeros(0, dtype=torch.long, device=device),
+            0.5,
+        ),
+    ):
         assert keep.shape == (0,) and keep.dtype == torch.int64
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], device=device)
     scores = torch.tensor([0.2, 0.9, 0.5], device=device)
-    assert nms(boxes.half(), scores.half(), 0.5).tolist() == nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert (
+        nms(boxes.half(), scores.half(), 0.5).tolist() == nms(boxes, scores, 0.5).tolist() == [1, 2]
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,11 +188,25 @@ def test_empty_input_and_half_precision(device):
         (lambda: nms(torch.zeros(3, 4), torch.zeros(2), 0.5), RuntimeError),
         (lambda: nms(torch.zeros(3, 4, dtype=torch.long), torch.zeros(3), 0.5), RuntimeError),
         (lambda: nms(torch.zeros(3, 4), torch.zeros(3, 1), 0.5), RuntimeError),
-        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.tensor([1.0, 1.5, 2.0]), 0.5), ValueError),
-        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.ones(3, dtype=torch.bool), 0.5), RuntimeError),
-        (lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5), RuntimeError),
+        (
+            lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.tensor([1.0, 1.5, 2.0]), 0.5),
+            ValueError,
+        ),
+        (
+            lambda: ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.ones(3, dtype=torch.bool), 0.5),
+            RuntimeError,
+        ),
+        (
+            lambda: ml_nms(
+                torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5
+            ),
+            RuntimeError,
+        ),
         (lambda: ops.nms(torch.zeros(3, 5), torch.zeros(3), 0.5, 1.0), RuntimeError),
-        (lambda: ops.ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5, 1.0), RuntimeError),
+        (
+            lambda: ops.ml_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5, 1.0),
+            RuntimeError,
+        ),
     ],
 )
 def test_bad_input_raises_clear_error(call, error):

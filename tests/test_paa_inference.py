@@ -1,17 +1,18 @@
 """PAA post-processing against a plain-Python implementation of docs/DESIGN.md §6, on
 every device (the `device` fixture)."""
+
 import math
 
 import pytest
 import torch
+from box_oracles import iou_plus1
+from paa_inputs import real_anchors
 
 from paa_core.config import get_cfg
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postprocessor
 from paa_core.modeling.rpn.paa.score_voting import score_voting
 from paa_core.structures.bounding_box import BoxList
-from box_oracles import iou_plus1
-from paa_inputs import real_anchors
 
 C = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -39,10 +40,15 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
                         level_dets.append((s, c + 1, loc))
             level_dets.sort(key=lambda d: -d[0])
             for s, label, loc in level_dets[:pre_top]:
-                box = CODER.decode(box_reg[level][i, :, loc // fw, loc % fw][None],
-                                   anchors_l.bbox[loc][None])[0].tolist()
-                box = [min(max(box[0], 0), w - 1), min(max(box[1], 0), h - 1),
-                       min(max(box[2], 0), w - 1), min(max(box[3], 0), h - 1)]
+                box = CODER.decode(
+                    box_reg[level][i, :, loc // fw, loc % fw][None], anchors_l.bbox[loc][None]
+                )[0].tolist()
+                box = [
+                    min(max(box[0], 0), w - 1),
+                    min(max(box[1], 0), h - 1),
+                    min(max(box[2], 0), w - 1),
+                    min(max(box[3], 0), h - 1),
+                ]
                 dets.append((s, label, box))
         kept = []
         for d in sorted(dets, key=lambda d: -d[0]):
@@ -98,9 +104,12 @@ def test_matches_loop_implementation(voting, with_iou, device):
     iou_pred = iou_pred if with_iou else None
     refs = _oracle(box_cls, box_reg, iou_pred, anchors, 0.05, 20, 0.6, 15, voting)
     post = _post(voting=voting)
-    results = post([t.to(device) for t in box_cls], [t.to(device) for t in box_reg],
-                   None if iou_pred is None else [t.to(device) for t in iou_pred],
-                   [[a.to(device) for a in per_image] for per_image in anchors])
+    results = post(
+        [t.to(device) for t in box_cls],
+        [t.to(device) for t in box_reg],
+        None if iou_pred is None else [t.to(device) for t in iou_pred],
+        [[a.to(device) for a in per_image] for per_image in anchors],
+    )
     for ours, ref, anchors_im in zip(results, refs, anchors):
         assert ours.bbox.device.type == device.type
         assert ours.size == anchors_im[0].size and ours.mode == "xyxy"
@@ -148,7 +157,9 @@ def test_nms_is_class_wise_and_output_clipped():
 def test_detections_cap_keeps_the_best():
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=1)
     full = _post(pre_top=1000, nms_th=0.6, cap=0, voting=False)(box_cls, box_reg, iou_pred, anchors)
-    capped = _post(pre_top=1000, nms_th=0.6, cap=7, voting=False)(box_cls, box_reg, iou_pred, anchors)
+    capped = _post(pre_top=1000, nms_th=0.6, cap=7, voting=False)(
+        box_cls, box_reg, iou_pred, anchors
+    )
     for f, c in zip(full, capped):
         assert len(f) > 7 and len(c) == 7
         best = f.get_field("scores").sort(descending=True).values[:7]
@@ -161,7 +172,9 @@ def test_score_voting_hand_made():
     kept.add_field("scores", torch.tensor([0.9]))
     kept.add_field("labels", torch.tensor([1]))
     cands = BoxList(
-        torch.tensor([[10.0, 10, 50, 50], [12.0, 10, 52, 50], [10.0, 10, 50, 50], [80.0, 80, 90, 90]]),
+        torch.tensor(
+            [[10.0, 10, 50, 50], [12.0, 10, 52, 50], [10.0, 10, 50, 50], [80.0, 80, 90, 90]]
+        ),
         size,
     )
     cands.add_field("scores", torch.tensor([0.9, 0.5, 0.7, 0.8]))

@@ -1,11 +1,14 @@
 """PAA targets and losses against an independent per-GT loop with scikit-learn, on every
 device (the `device` fixture); on CUDA also float32 against the same evaluator on the CPU."""
+
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from box_oracles import iou_plus1
+from paa_inputs import real_anchors
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -17,8 +20,6 @@ from paa_core.modeling.rpn.paa.loss import PAALossComputation, make_paa_loss_eva
 from paa_core.modeling.rpn.utils import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
-from box_oracles import iou_plus1
-from paa_inputs import real_anchors
 
 NUM_CLASSES = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
@@ -26,8 +27,13 @@ CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
 
 def _evaluator(topk=9):
     return PAALossComputation(
-        iou_threshold=0.1, topk=topk, gamma=2.0, alpha=0.25, reg_loss_weight=1.3,
-        iou_loss_weight=0.5, box_coder=CODER,
+        iou_threshold=0.1,
+        topk=topk,
+        gamma=2.0,
+        alpha=0.25,
+        reg_loss_weight=1.3,
+        iou_loss_weight=0.5,
+        box_coder=CODER,
     )
 
 
@@ -39,7 +45,7 @@ def _focal(logits, label, gamma=2.0, alpha=0.25):
     fg = label > 0
     onehot[fg, label[fg] - 1] = 1
     pos = -alpha * (1 - p) ** gamma * torch.nn.functional.logsigmoid(logits)
-    neg = -(1 - alpha) * p ** gamma * torch.nn.functional.logsigmoid(-logits)
+    neg = -(1 - alpha) * p**gamma * torch.nn.functional.logsigmoid(-logits)
     return onehot * pos + (1 - onehot) * neg
 
 
@@ -58,8 +64,13 @@ def _giou_loss(p, t):
 def _sklearn_num_pos(scores):
     x = np.asarray(scores, dtype=np.float64)[:, None]
     gmm = GaussianMixture(
-        2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]], tol=1e-3, reg_covar=1e-6, max_iter=100,
+        2,
+        weights_init=[0.5, 0.5],
+        means_init=[[x.min()], [x.max()]],
+        precisions_init=[[[1.0]], [[1.0]]],
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -124,10 +135,10 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
         labels_all.append(labels)
     num_pos = max(len(ious_all), 1)
     if iou_pred is None:
-        loss_reg = sum(l for _, l in reg_terms) / num_pos * 1.3
+        loss_reg = sum(g for _, g in reg_terms) / num_pos * 1.3
         return torch.cat(labels_all), (focal_sum / num_pos, loss_reg, None)
     sum_iou = sum(ious_all)
-    loss_reg = sum(i * l for i, l in reg_terms) / sum_iou * 1.3 if reg_terms else 0.0
+    loss_reg = sum(u * g for u, g in reg_terms) / sum_iou * 1.3 if reg_terms else 0.0
     return torch.cat(labels_all), (focal_sum / num_pos, loss_reg, iou_bce / num_pos * 0.5)
 
 
@@ -137,9 +148,13 @@ def _anchors_and_outputs(image_sizes, seed, dtype=torch.float64, scale=1.0):
     torch.manual_seed(seed)
     anchors, shapes = real_anchors(image_sizes)
     n = len(image_sizes)
-    box_cls = [(torch.randn(n, NUM_CLASSES, h, w, dtype=dtype) * scale - 2).requires_grad_()
-               for h, w in shapes]
-    box_reg = [(torch.randn(n, 4, h, w, dtype=dtype) * 0.3 * scale).requires_grad_() for h, w in shapes]
+    box_cls = [
+        (torch.randn(n, NUM_CLASSES, h, w, dtype=dtype) * scale - 2).requires_grad_()
+        for h, w in shapes
+    ]
+    box_reg = [
+        (torch.randn(n, 4, h, w, dtype=dtype) * 0.3 * scale).requires_grad_() for h, w in shapes
+    ]
     iou_pred = [torch.randn(n, 1, h, w, dtype=dtype).requires_grad_() for h, w in shapes]
     return anchors, box_cls, box_reg, iou_pred
 
@@ -165,8 +180,10 @@ def _on(device, targets, outputs):
     as new leaves there."""
     anchors, *heads = outputs
     anchors = [[a.to(device) for a in per_image] for per_image in anchors]
-    heads = [None if level is None else [t.detach().to(device).requires_grad_() for t in level]
-             for level in heads]
+    heads = [
+        None if level is None else [t.detach().to(device).requires_grad_() for t in level]
+        for level in heads
+    ]
     return [t.to(device) for t in targets], (anchors, *heads)
 
 
@@ -206,9 +223,12 @@ def test_hand_made_scores_known_assignment():
     cand_score = torch.tensor([0.10, 5.0, 0.20, 0.15, 4.0, 0.12, 3.0, 7.0])
     pos = ev.assign_positives(cand_gt, cand_level, cand_score, num_gt=3, num_levels=3)
     assert sorted(pos.tolist()) == [0, 3, 5, 7]
-    assert ev.assign_positives(
-        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0), 2, 5
-    ).numel() == 0
+    assert (
+        ev.assign_positives(
+            torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0), 2, 5
+        ).numel()
+        == 0
+    )
 
 
 def test_hand_made_all_in_one_mode():
@@ -235,7 +255,9 @@ def test_without_iou_branch_matches_per_gt_loop():
     rng = np.random.default_rng(4)
     targets = [_random_targets(rng, 3, 128, 96)]
     anchors, box_cls, box_reg, iou_pred = _anchors_and_outputs([(96, 128)], seed=4)
-    labels, (loss_cls, loss_reg, _) = _check_against_oracle(targets, (anchors, box_cls, box_reg, None))
+    labels, (loss_cls, loss_reg, _) = _check_against_oracle(
+        targets, (anchors, box_cls, box_reg, None)
+    )
     assert (labels > 0).sum() > 3
     # The classification loss does not depend on the IoU branch; the regression loss
     # does (IoU-weighted mean with it, plain mean without).
@@ -257,8 +279,9 @@ def test_cuda_float32_matches_cpu(device):
         ev = _evaluator()
         losses = ev(box_cls, box_reg, iou_pred, t, anchors)
         cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
-        labels = ev.compute_targets(cls_flat.detach().reshape(-1, NUM_CLASSES), reg_flat.detach().reshape(-1, 4),
-                                    t, anchors)[0]
+        labels = ev.compute_targets(
+            cls_flat.detach().reshape(-1, NUM_CLASSES), reg_flat.detach().reshape(-1, 4), t, anchors
+        )[0]
         grads = torch.autograd.grad(sum(losses), box_cls + box_reg + iou_pred)
         results.append((labels.cpu(), [x.item() for x in losses], [g.cpu() for g in grads]))
     (cpu_labels, cpu_losses, cpu_grads), (labels, losses, grads) = results
@@ -306,8 +329,10 @@ def test_batch_without_gt_is_finite_and_connected():
     loss_cls, loss_reg, loss_iou = _evaluator()(box_cls, box_reg, iou_pred, targets, anchors)
     # No positive: N = max(0, 1) = 1 and every anchor is background.
     cls_flat, _, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
-    expected = _focal(cls_flat.detach().reshape(-1, NUM_CLASSES).double(),
-                      torch.zeros(cls_flat.shape[0] * cls_flat.shape[1], dtype=torch.long)).sum()
+    expected = _focal(
+        cls_flat.detach().reshape(-1, NUM_CLASSES).double(),
+        torch.zeros(cls_flat.shape[0] * cls_flat.shape[1], dtype=torch.long),
+    ).sum()
     assert loss_cls.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss_reg.item() == 0 and loss_iou.item() == 0
     (loss_cls + loss_reg + loss_iou).backward()
@@ -322,10 +347,18 @@ def test_single_candidate_gt_with_hand_placed_anchors():
     level0 = BoxList(torch.tensor([[0.0, 0, 9, 9], [50, 50, 59, 59]]), size)
     level1 = BoxList(torch.tensor([[60.0, 0, 99, 39]]), size)
     anchors = [[level0, level1]]
-    box_cls = [torch.zeros(1, NUM_CLASSES, 1, 2, requires_grad=True),
-               torch.zeros(1, NUM_CLASSES, 1, 1, requires_grad=True)]
-    box_reg = [torch.zeros(1, 4, 1, 2, requires_grad=True), torch.zeros(1, 4, 1, 1, requires_grad=True)]
-    iou_pred = [torch.zeros(1, 1, 1, 2, requires_grad=True), torch.zeros(1, 1, 1, 1, requires_grad=True)]
+    box_cls = [
+        torch.zeros(1, NUM_CLASSES, 1, 2, requires_grad=True),
+        torch.zeros(1, NUM_CLASSES, 1, 1, requires_grad=True),
+    ]
+    box_reg = [
+        torch.zeros(1, 4, 1, 2, requires_grad=True),
+        torch.zeros(1, 4, 1, 1, requires_grad=True),
+    ]
+    iou_pred = [
+        torch.zeros(1, 1, 1, 2, requires_grad=True),
+        torch.zeros(1, 1, 1, 1, requires_grad=True),
+    ]
     targets = [_targets([[0, 0, 9, 9]], [2], size)]
     ev = _evaluator()
     labels, pos_idx, _, _ = ev.compute_targets(
@@ -351,13 +384,19 @@ def test_normalisation_constants():
     ev = _evaluator()
     loss_cls, loss_reg, loss_iou = ev(box_cls, box_reg, iou_pred, targets, anchors)
     cls_flat, reg_flat, iou_flat = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
-    cls_flat, reg_flat = cls_flat.detach().reshape(-1, NUM_CLASSES), reg_flat.detach().reshape(-1, 4)
-    labels, pos_idx, pos_anchors, reg_targets = ev.compute_targets(cls_flat, reg_flat, targets, anchors)
+    cls_flat, reg_flat = (
+        cls_flat.detach().reshape(-1, NUM_CLASSES),
+        reg_flat.detach().reshape(-1, 4),
+    )
+    labels, pos_idx, pos_anchors, reg_targets = ev.compute_targets(
+        cls_flat, reg_flat, targets, anchors
+    )
     n = pos_idx.numel()
     assert n > 1
     pred = CODER.decode(reg_flat[pos_idx], pos_anchors)
-    ious = torch.tensor([iou_plus1(p, t) for p, t in zip(pred.tolist(), reg_targets.tolist())],
-                        dtype=torch.float64)
+    ious = torch.tensor(
+        [iou_plus1(p, t) for p, t in zip(pred.tolist(), reg_targets.tolist())], dtype=torch.float64
+    )
     assert loss_cls.item() == pytest.approx(_focal(cls_flat, labels).sum().item() / n, rel=1e-9)
     weighted = (ious * giou_loss(pred, reg_targets)).sum() / ious.sum()
     assert loss_reg.item() == pytest.approx(1.3 * weighted.item(), rel=1e-9)
@@ -369,7 +408,13 @@ def test_normalisation_constants():
 
 def test_make_from_config_and_giou_definition():
     ev = make_paa_loss_evaluator(get_cfg(), CODER)
-    assert (ev.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (9, 1.3, 0.5, 2.0, 0.25)
+    assert (ev.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (
+        9,
+        1.3,
+        0.5,
+        2.0,
+        0.25,
+    )
     assert ev.matcher.high_threshold == ev.matcher.low_threshold == 0.1
     # GIoU without +1: [0,0,2,2] vs [1,1,3,3]: inter 1, union 7, enclosing 9.
     got = giou_loss(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]]))

@@ -1,5 +1,6 @@
 """Proposal recall (AR@k by object size) on a hand-computed case, and end to end for an
 RPN-only model through tools/train_net.py and tools/test_net.py."""
+
 import os
 import subprocess
 import sys
@@ -7,10 +8,13 @@ import sys
 import pytest
 import torch
 from pycocotools.coco import COCO
-
-from paa_core.data.datasets.evaluation.coco.coco_eval import evaluate_box_proposals, proposal_recall_results
-from paa_core.structures.bounding_box import BoxList
 from test_tools import REPO, TEST_NET, TRAIN_NET, write_split
+
+from paa_core.data.datasets.evaluation.coco.coco_eval import (
+    evaluate_box_proposals,
+    proposal_recall_results,
+)
+from paa_core.structures.bounding_box import BoxList
 
 
 class _Dataset:
@@ -18,8 +22,11 @@ class _Dataset:
 
     def __init__(self, annotations):
         self.coco = COCO()
-        self.coco.dataset = {"images": [{"id": 7, "width": 200, "height": 100}],
-                             "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}
+        self.coco.dataset = {
+            "images": [{"id": 7, "width": 200, "height": 100}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "a"}],
+        }
         self.coco.createIndex()
         self.id_to_img_map = {0: 7}
 
@@ -28,14 +35,25 @@ class _Dataset:
 
 
 def _ann(i, x, y, w, h, crowd=0):
-    return {"id": i, "image_id": 7, "category_id": 1, "bbox": [x, y, w, h], "area": w * h, "iscrowd": crowd}
+    return {
+        "id": i,
+        "image_id": 7,
+        "category_id": 1,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": crowd,
+    }
 
 
 def test_recall_hand_computed():
     # GT a (20 x 20, small) covered exactly; GT b (100 x 50, medium) covered at IoU 0.62 by
     # the best proposal; a crowd box never counts. Boxes in the datasets' +1 convention.
-    dataset = _Dataset([_ann(1, 10, 10, 20, 20), _ann(2, 50, 20, 100, 50), _ann(3, 0, 0, 5, 5, crowd=1)])
-    boxes = torch.tensor([[10, 10, 29, 29], [50, 20, 149 - 38, 69], [0, 0, 199, 99]], dtype=torch.float32)
+    dataset = _Dataset(
+        [_ann(1, 10, 10, 20, 20), _ann(2, 50, 20, 100, 50), _ann(3, 0, 0, 5, 5, crowd=1)]
+    )
+    boxes = torch.tensor(
+        [[10, 10, 29, 29], [50, 20, 149 - 38, 69], [0, 0, 199, 99]], dtype=torch.float32
+    )
     proposals = BoxList(boxes, (200, 100))
     proposals.add_field("objectness", torch.tensor([3.0, 2.0, 1.0]))
     # IoU of b with its proposal: width 62 of 100 -> 0.62: counts at 0.50, 0.55, 0.60.
@@ -48,7 +66,9 @@ def test_recall_hand_computed():
     # With only the best proposal, b is not covered.
     assert evaluate_box_proposals([proposals], dataset, "all", 1)["ar"] == pytest.approx(0.5)
     results = proposal_recall_results([proposals], dataset)
-    assert list(results)[:4] == ["AR@100", "ARs@100", "ARm@100", "ARl@100"] and "ARl@1000" in results
+    assert (
+        list(results)[:4] == ["AR@100", "ARs@100", "ARm@100", "ARl@100"] and "ARl@1000" in results
+    )
 
 
 RPN_TINY = """
@@ -86,11 +106,19 @@ def test_rpn_only_config_trains_and_reports_recall(tmp_path):
     config.write_text(RPN_TINY + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     out = str(tmp_path / "out")
-    run = subprocess.run([sys.executable, TRAIN_NET, "--config-file", str(config), "--skip-test",
-                          "OUTPUT_DIR", out], env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", str(config), "--skip-test", "OUTPUT_DIR", out],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, TEST_NET, "--config-file", str(config), "OUTPUT_DIR", out],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, TEST_NET, "--config-file", str(config), "OUTPUT_DIR", out],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     for key in ("AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000"):
         assert f"{key:>8}: " in run.stderr + run.stdout

@@ -1,4 +1,5 @@
 """The light GroupNorm ResNet-18 backbone, the quick-start config built on it, and the demo."""
+
 import json
 import os
 
@@ -15,7 +16,9 @@ from paa_core.modeling.backbone.resnet_light import BasicBlockWithGN, ResNetLigh
 from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "paa")
+CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "paa"
+)
 
 
 def quick_cfg(*opts):
@@ -27,22 +30,39 @@ def quick_cfg(*opts):
 
 def test_backbone_levels_and_channels():
     torch.manual_seed(0)
-    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 16)
+    cfg = quick_cfg(
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+        16,
+    )
     backbone = build_backbone(cfg)
     assert backbone.out_channels == 16
     features = backbone(torch.randn(2, 3, 96, 160))
     # P3..P7 at strides 8..128 (ceil for the stride-2 convs of P6, P7).
     assert [tuple(f.shape) for f in features] == [
-        (2, 16, 12, 20), (2, 16, 6, 10), (2, 16, 3, 5), (2, 16, 2, 3), (2, 16, 1, 2)]
+        (2, 16, 12, 20),
+        (2, 16, 6, 10),
+        (2, 16, 3, 5),
+        (2, 16, 2, 3),
+        (2, 16, 1, 2),
+    ]
     body = backbone.body
     assert [getattr(body, n)[0].conv2.out_channels for n in body.stages] == [8, 16, 32, 64]
     assert [len(getattr(body, n)) for n in body.stages] == [2, 2, 2, 2]  # ResNet-18 depths
 
 
 def test_everything_trains_from_scratch():
-    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 16)
+    cfg = quick_cfg(
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+        16,
+    )
     backbone = build_backbone(cfg)
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
     norms = [m for m in backbone.body.modules() if isinstance(m, nn.GroupNorm)]
@@ -108,11 +128,20 @@ def _tiny_quick_model_and_targets():
     """(cfg, model, targets): the quick config at 8/8/32 channels (seeded) and targets for
     two 128x128 images."""
     torch.manual_seed(0)
-    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32)
+    cfg = quick_cfg(
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+        32,
+    )
     model = build_detection_model(cfg)
     targets = []
-    for boxes, labels in (([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]), ([[5, 5, 20, 30]], [3])):
+    for boxes, labels in (
+        ([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]),
+        ([[5, 5, 20, 30]], [3]),
+    ):
         t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
         t.add_field("labels", torch.tensor(labels))
         targets.append(t)
@@ -195,11 +224,18 @@ def test_demo_draws_only_detections_above_threshold():
 
 def test_demo_reads_category_names(tmp_path):
     demo = _demo_module()
-    coco = {"categories": [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}], "images": [], "annotations": []}
+    coco = {
+        "categories": [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}],
+        "images": [],
+        "annotations": [],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     (tmp_path / "names.json").write_text(json.dumps(["x", "y"]))
     (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
-    assert demo.load_category_names(str(tmp_path / "coco.json")) == ["a", "b"]  # sorted ids -> labels 1..K
+    assert demo.load_category_names(str(tmp_path / "coco.json")) == [
+        "a",
+        "b",
+    ]  # sorted ids -> labels 1..K
     assert demo.load_category_names(str(tmp_path / "names.json")) == ["x", "y"]
     with pytest.raises(demo.InputError, match="bad.json"):
         demo.load_category_names(str(tmp_path / "bad.json"))
@@ -209,16 +245,29 @@ def test_demo_reads_category_names(tmp_path):
 
 def test_demo_predictor_returns_boxes_in_image_coordinates(tmp_path):
     demo = _demo_module()
-    cfg = quick_cfg("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-                    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 160,
-                    "MODEL.PAA.INFERENCE_TH", 0.0)
+    cfg = quick_cfg(
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        8,
+        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+        32,
+        "INPUT.MIN_SIZE_TEST",
+        128,
+        "INPUT.MAX_SIZE_TEST",
+        160,
+        "MODEL.PAA.INFERENCE_TH",
+        0.0,
+    )
     torch.manual_seed(0)
     model = build_detection_model(cfg)
     torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
     predictor = demo.Predictor(cfg, str(tmp_path / "w.pth"))
     for p, q in zip(predictor.model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(p, q)
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    )
     dets = predictor(image)  # run at 160x120, reported at 200x150
     assert dets.size == (200, 150) and len(dets) > 0
     assert dets.bbox[:, 2].max() <= 199 and dets.bbox[:, 3].max() <= 149

@@ -6,6 +6,7 @@ default. A reference run's `config.yml` is that tree with the keys of its
 reference's model (the state-dict manifests), and a file that switches on a part paa_core
 leaves out is refused in one line naming the key.
 """
+
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import re
 import pytest
 import torch
 import yaml
+from test_model_state_dict import MANIFESTS, REFERENCE_TOTALS, _numbers
 from torch import nn
 
 from paa_core.config import get_cfg
@@ -21,7 +23,6 @@ from paa_core.engine.cli import InputError, load_config
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.registry import BACKBONES
-from test_model_state_dict import MANIFESTS, REFERENCE_TOTALS, _numbers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -56,19 +57,41 @@ _COMMON = {
     "SOLVER.IMS_PER_BATCH": 16,
     "SOLVER.WARMUP_METHOD": "constant",
 }
-_2X_MS = {"SOLVER.STEPS": [120000, 160000], "SOLVER.MAX_ITER": 180000,
-          "INPUT.MIN_SIZE_RANGE_TRAIN": [640, 800]}
-_DCN = {"MODEL.RESNETS.WITH_MODULATED_DCN": True, "MODEL.RESNETS.DEFORMABLE_GROUPS": 1,
-        "MODEL.PAA.USE_DCN_IN_TOWER": True}
-_RESNEXT_DCN = dict(_DCN, **{"MODEL.RESNETS.STAGE_WITH_DCN": [False, False, True, True],
-                             "MODEL.RESNETS.STRIDE_IN_1X1": False})
+_2X_MS = {
+    "SOLVER.STEPS": [120000, 160000],
+    "SOLVER.MAX_ITER": 180000,
+    "INPUT.MIN_SIZE_RANGE_TRAIN": [640, 800],
+}
+_DCN = {
+    "MODEL.RESNETS.WITH_MODULATED_DCN": True,
+    "MODEL.RESNETS.DEFORMABLE_GROUPS": 1,
+    "MODEL.PAA.USE_DCN_IN_TOWER": True,
+}
+_RESNEXT_DCN = dict(
+    _DCN,
+    **{
+        "MODEL.RESNETS.STAGE_WITH_DCN": [False, False, True, True],
+        "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    },
+)
 _MS_TEST = {
     "TEST.BBOX_AUG.ENABLED": False,
     "TEST.BBOX_AUG.H_FLIP": True,
     "TEST.BBOX_AUG.SCALES": [400, 500, 600, 640, 700, 900, 1000, 1100, 1200, 1300, 1400, 1800],
-    "TEST.BBOX_AUG.SCALE_RANGES": [[96, 10000], [96, 10000], [64, 10000], [64, 10000], [64, 10000],
-                                   [0, 10000], [0, 10000], [0, 256], [0, 256], [0, 192], [0, 192],
-                                   [0, 96]],
+    "TEST.BBOX_AUG.SCALE_RANGES": [
+        [96, 10000],
+        [96, 10000],
+        [64, 10000],
+        [64, 10000],
+        [64, 10000],
+        [0, 10000],
+        [0, 10000],
+        [0, 256],
+        [0, 256],
+        [0, 192],
+        [0, 192],
+        [0, 96],
+    ],
     "TEST.BBOX_AUG.MAX_SIZE": 3000,
     "TEST.BBOX_AUG.SCALE_H_FLIP": True,
     "TEST.BBOX_AUG.VOTE": True,
@@ -78,37 +101,80 @@ _MS_TEST = {
 
 
 def _row(body, weight, *parts):
-    row = dict(_COMMON, **{"MODEL.BACKBONE.CONV_BODY": body,
-                           "MODEL.WEIGHT": "catalog://ImageNetPretrained/" + weight})
+    row = dict(
+        _COMMON,
+        **{
+            "MODEL.BACKBONE.CONV_BODY": body,
+            "MODEL.WEIGHT": "catalog://ImageNetPretrained/" + weight,
+        },
+    )
     for part in parts:
         row.update(part)
     return row
 
 
 def _resnext(groups, width):
-    return {"MODEL.RESNETS.STRIDE_IN_1X1": False, "MODEL.RESNETS.NUM_GROUPS": groups,
-            "MODEL.RESNETS.WIDTH_PER_GROUP": width}
+    return {
+        "MODEL.RESNETS.STRIDE_IN_1X1": False,
+        "MODEL.RESNETS.NUM_GROUPS": groups,
+        "MODEL.RESNETS.WIDTH_PER_GROUP": width,
+    }
 
 
 ROWS = {
-    "paa_R_50_FPN_1x": _row("R-50-FPN-RETINANET", "MSRA/R-50",
-                            {"SOLVER.STEPS": [60000, 80000], "SOLVER.MAX_ITER": 90000}),
-    "paa_R_50_FPN_1.5x": _row("R-50-FPN-RETINANET", "MSRA/R-50",
-                              {"SOLVER.STEPS": [90000, 120000], "SOLVER.MAX_ITER": 135000}),
+    "paa_R_50_FPN_1x": _row(
+        "R-50-FPN-RETINANET",
+        "MSRA/R-50",
+        {"SOLVER.STEPS": [60000, 80000], "SOLVER.MAX_ITER": 90000},
+    ),
+    "paa_R_50_FPN_1.5x": _row(
+        "R-50-FPN-RETINANET",
+        "MSRA/R-50",
+        {"SOLVER.STEPS": [90000, 120000], "SOLVER.MAX_ITER": 135000},
+    ),
     "paa_R_101_FPN_2x": _row("R-101-FPN-RETINANET", "MSRA/R-101", _2X_MS),
-    "paa_X_101_FPN_2x": _row("R-101-FPN-RETINANET", "FAIR/20171220/X-101-64x4d", _2X_MS,
-                             _resnext(64, 4)),
-    "paa_dcnv2_R_101_FPN_2x": _row("R-101-FPN-RETINANET", "MSRA/R-101", _2X_MS, _DCN,
-                                   {"MODEL.RESNETS.STAGE_WITH_DCN": [False, True, True, True]}),
-    "paa_dcnv2_X_101_32x8d_FPN_2x": _row("R-101-FPN-RETINANET", "FAIR/20171220/X-101-32x8d", _2X_MS,
-                                         _resnext(32, 8), _RESNEXT_DCN, _MS_TEST),
-    "paa_dcnv2_X_101_64x4d_FPN_2x": _row("R-101-FPN-RETINANET", "FAIR/20171220/X-101-64x4d", _2X_MS,
-                                         _resnext(64, 4), _RESNEXT_DCN, _MS_TEST),
+    "paa_X_101_FPN_2x": _row(
+        "R-101-FPN-RETINANET", "FAIR/20171220/X-101-64x4d", _2X_MS, _resnext(64, 4)
+    ),
+    "paa_dcnv2_R_101_FPN_2x": _row(
+        "R-101-FPN-RETINANET",
+        "MSRA/R-101",
+        _2X_MS,
+        _DCN,
+        {"MODEL.RESNETS.STAGE_WITH_DCN": [False, True, True, True]},
+    ),
+    "paa_dcnv2_X_101_32x8d_FPN_2x": _row(
+        "R-101-FPN-RETINANET",
+        "FAIR/20171220/X-101-32x8d",
+        _2X_MS,
+        _resnext(32, 8),
+        _RESNEXT_DCN,
+        _MS_TEST,
+    ),
+    "paa_dcnv2_X_101_64x4d_FPN_2x": _row(
+        "R-101-FPN-RETINANET",
+        "FAIR/20171220/X-101-64x4d",
+        _2X_MS,
+        _resnext(64, 4),
+        _RESNEXT_DCN,
+        _MS_TEST,
+    ),
     "paa_dcnv2_X_152_32x8d_FPN_2x": _row(
-        "R-152-FPN-RETINANET", "FAIR/X-152-32x8d-IN5k", _resnext(32, 8), _RESNEXT_DCN, _MS_TEST,
-        {"SOLVER.STEPS": [240000, 320000], "SOLVER.MAX_ITER": 360000, "SOLVER.BASE_LR": 0.005,
-         "SOLVER.IMS_PER_BATCH": 8, "INPUT.MIN_SIZE_RANGE_TRAIN": [640, 864],
-         "INPUT.MAX_SIZE_TRAIN": 1440, "INPUT.MIN_SIZE_TEST": 864, "INPUT.MAX_SIZE_TEST": 1440},
+        "R-152-FPN-RETINANET",
+        "FAIR/X-152-32x8d-IN5k",
+        _resnext(32, 8),
+        _RESNEXT_DCN,
+        _MS_TEST,
+        {
+            "SOLVER.STEPS": [240000, 320000],
+            "SOLVER.MAX_ITER": 360000,
+            "SOLVER.BASE_LR": 0.005,
+            "SOLVER.IMS_PER_BATCH": 8,
+            "INPUT.MIN_SIZE_RANGE_TRAIN": [640, 864],
+            "INPUT.MAX_SIZE_TRAIN": 1440,
+            "INPUT.MIN_SIZE_TEST": 864,
+            "INPUT.MAX_SIZE_TEST": 1440,
+        },
     ),
 }
 
@@ -196,10 +262,14 @@ def test_every_reference_key_at_its_default_loads():
     assert {k: _plain(_get(cfg, k)) for k in defaults} == defaults
     message = str(e.value)
     assert "\n" not in message
-    assert message == ("MODEL.BACKBONE.CONV_BODY 'R-50-C4' is a body paa_core does not have "
-                       f"(it has {', '.join(sorted(BACKBONES))})")
+    assert message == (
+        "MODEL.BACKBONE.CONV_BODY 'R-50-C4' is a body paa_core does not have "
+        f"(it has {', '.join(sorted(BACKBONES))})"
+    )
     cfg.MODEL.PAA_ON = True
-    with pytest.raises(ValueError, match="^MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads"):
+    with pytest.raises(
+        ValueError, match="^MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads"
+    ):
         check_reference_switches(cfg)
 
 
@@ -234,18 +304,26 @@ def test_reference_files_of_each_row_build_the_reference_model(tmp_path, name, f
 def test_inert_keys_change_nothing(tmp_path):
     """Keys of parts paa_core leaves out load with any value while their part is off."""
     inert = {
-        "MODEL.RPN.ANCHOR_SIZES": [16, 32], "MODEL.RPN.NMS_THRESH": 0.5,
-        "MODEL.ROI_HEADS.NMS": 0.3, "MODEL.ROI_BOX_HEAD.NUM_CLASSES": 5,
-        "MODEL.ROI_MASK_HEAD.RESOLUTION": 28, "MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES": 5,
-        "MODEL.FCOS.NUM_CONVS": 2, "MODEL.ATSS.TOPK": 5, "MODEL.RETINANET.NUM_CONVS": 2,
-        "MODEL.RETINANET.SCALES_PER_OCTAVE": 1, "MODEL.FBNET.ARCH": "cham_v1a",
-        "MODEL.CLS_AGNOSTIC_BBOX_REG": True, "MODEL.USE_SYNCBN": True,
+        "MODEL.RPN.ANCHOR_SIZES": [16, 32],
+        "MODEL.RPN.NMS_THRESH": 0.5,
+        "MODEL.ROI_HEADS.NMS": 0.3,
+        "MODEL.ROI_BOX_HEAD.NUM_CLASSES": 5,
+        "MODEL.ROI_MASK_HEAD.RESOLUTION": 28,
+        "MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES": 5,
+        "MODEL.FCOS.NUM_CONVS": 2,
+        "MODEL.ATSS.TOPK": 5,
+        "MODEL.RETINANET.NUM_CONVS": 2,
+        "MODEL.RETINANET.SCALES_PER_OCTAVE": 1,
+        "MODEL.FBNET.ARCH": "cham_v1a",
+        "MODEL.CLS_AGNOSTIC_BBOX_REG": True,
+        "MODEL.USE_SYNCBN": True,
     }
     plain = _build_on_meta(_load(_write(tmp_path, "plain", ROWS["paa_R_50_FPN_1x"], "config.yml")))
     cfg = _load(_write(tmp_path, "inert", dict(ROWS["paa_R_50_FPN_1x"], **inert), "config.yml"))
     model = _build_on_meta(cfg)
     assert {k: v.shape for k, v in model.state_dict().items()} == {
-        k: v.shape for k, v in plain.state_dict().items()}
+        k: v.shape for k, v in plain.state_dict().items()
+    }
     assert repr(model) == repr(plain)
     # USE_SYNCBN converts BatchNorm layers: paa_core's models have none.
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -254,8 +332,13 @@ def test_inert_keys_change_nothing(tmp_path):
 # ----------------------------------------------------------------------------- refusing
 def _refused(key, value, part, accepted):
     """(key, value, the whole one-line message that refuses it, as a regex)."""
-    return key, value, re.escape(f"{key} {value} asks for {part}, which paa_core does not have "
-                                 f"(it accepts {accepted})")
+    return (
+        key,
+        value,
+        re.escape(
+            f"{key} {value} asks for {part}, which paa_core does not have (it accepts {accepted})"
+        ),
+    )
 
 
 SWITCHED_ON = [
@@ -264,15 +347,27 @@ SWITCHED_ON = [
     _refused("MODEL.RETINANET_ON", "True", "the RetinaNet detector", "False"),
     _refused("MODEL.FCOS_ON", "True", "the FCOS detector", "False"),
     _refused("MODEL.ATSS_ON", "True", "the ATSS detector", "False"),
-    ("MODEL.RPN_ONLY", "False", re.escape(
-        "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after the one-stage PAA "
-        "detector, which paa_core does not have (set RPN_ONLY True, or PAA_ON False for Faster R-CNN)")),
+    (
+        "MODEL.RPN_ONLY",
+        "False",
+        re.escape(
+            "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after the one-stage PAA "
+            "detector, which paa_core does not have (set RPN_ONLY True, or PAA_ON False for Faster R-CNN)"
+        ),
+    ),
     _refused("MODEL.BACKBONE.USE_GN", "True", "a GroupNorm ResNet body", "False"),
-    _refused("MODEL.PAA.REG_LOSS_TYPE", "'smoothl1'", "a box loss other than GIoU", "'iou' or 'giou'"),
-    ("MODEL.BACKBONE.CONV_BODY", "FBNet", re.escape(
-        "MODEL.BACKBONE.CONV_BODY 'FBNet' is a body paa_core does not have (it has R-101-FPN, "
-        "R-101-FPN-RETINANET, R-152-FPN-RETINANET, R-18-GN-FPN, R-18-GN-FPN-RETINANET, R-50-FPN, "
-        "R-50-FPN-RETINANET)")),
+    _refused(
+        "MODEL.PAA.REG_LOSS_TYPE", "'smoothl1'", "a box loss other than GIoU", "'iou' or 'giou'"
+    ),
+    (
+        "MODEL.BACKBONE.CONV_BODY",
+        "FBNet",
+        re.escape(
+            "MODEL.BACKBONE.CONV_BODY 'FBNet' is a body paa_core does not have (it has R-101-FPN, "
+            "R-101-FPN-RETINANET, R-152-FPN-RETINANET, R-18-GN-FPN, R-18-GN-FPN-RETINANET, R-50-FPN, "
+            "R-50-FPN-RETINANET)"
+        ),
+    ),
 ]
 
 
@@ -281,7 +376,10 @@ SWITCHED_ON = [
 def test_switching_on_a_missing_part_is_refused_in_one_line(tmp_path, key, value, message, where):
     row = ROWS["paa_R_50_FPN_1x"]
     if where == "file":
-        path, opts = _write(tmp_path, "row", dict(row, **{key: yaml.safe_load(value)}), "configs"), []
+        path, opts = (
+            _write(tmp_path, "row", dict(row, **{key: yaml.safe_load(value)}), "configs"),
+            [],
+        )
     else:
         path, opts = _write(tmp_path, "row", row, "configs"), [key, value]
     with pytest.raises(InputError) as e:
@@ -305,9 +403,20 @@ def test_both_giou_names_are_accepted(tmp_path):
 def test_fpn_group_norm_and_relu_keys_take_effect():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_quick_shapes.yaml"))
-    cfg.merge_from_list(["MODEL.FPN.USE_GN", True, "MODEL.FPN.USE_RELU", True,
-                         "MODEL.GROUP_NORM.DIM_PER_GP", 16, "MODEL.GROUP_NORM.NUM_GROUPS", -1,
-                         "MODEL.GROUP_NORM.EPSILON", 1e-3])
+    cfg.merge_from_list(
+        [
+            "MODEL.FPN.USE_GN",
+            True,
+            "MODEL.FPN.USE_RELU",
+            True,
+            "MODEL.GROUP_NORM.DIM_PER_GP",
+            16,
+            "MODEL.GROUP_NORM.NUM_GROUPS",
+            -1,
+            "MODEL.GROUP_NORM.EPSILON",
+            1e-3,
+        ]
+    )
     fpn = build_backbone(cfg).fpn
     conv, gn, relu = fpn.fpn_inner2
     assert conv.bias is None and isinstance(relu, nn.ReLU)
@@ -321,5 +430,7 @@ def test_fpn_group_norm_and_relu_keys_take_effect():
     assert torch.allclose(fpn.fpn_inner2(x), expected)
 
     cfg.MODEL.GROUP_NORM.NUM_GROUPS = 32
-    with pytest.raises(ValueError, match=r"^MODEL.GROUP_NORM: set one of DIM_PER_GP \(16\) and NUM_GROUPS"):
+    with pytest.raises(
+        ValueError, match=r"^MODEL.GROUP_NORM: set one of DIM_PER_GP \(16\) and NUM_GROUPS"
+    ):
         build_backbone(cfg)

@@ -1,4 +1,5 @@
 """The bundled shapes dataset: deterministic, valid COCO, and a real detection problem."""
+
 import hashlib
 import json
 import os
@@ -15,8 +16,22 @@ import make_shapes_dataset as shapes  # noqa: E402  (a script, importable by nam
 
 
 def _generate(root, seed=3, workers=1, size=128, num_train=12):
-    shapes.main(["--output", str(root), "--num-train", str(num_train), "--num-val", "4", "--size", str(size),
-                 "--seed", str(seed), "--workers", str(workers)])
+    shapes.main(
+        [
+            "--output",
+            str(root),
+            "--num-train",
+            str(num_train),
+            "--num-val",
+            "4",
+            "--size",
+            str(size),
+            "--seed",
+            str(seed),
+            "--workers",
+            str(workers),
+        ]
+    )
 
 
 def _digest(root):
@@ -42,13 +57,20 @@ def test_masks_match_the_geometry():
     # A ring: hole in the middle, area close to pi*a*b*(1 - r^2).
     outer, hole = shapes.shape_outlines("ring", np.random.default_rng(1))
     r = np.hypot(*hole[0])
-    ring = shapes.polygon_mask(shapes.place(outer, 40, 25, 0.3, 60, 50),
-                               shapes.place(hole, 40, 25, 0.3, 60, 50), 100, 120)
-    assert ring[50, 60] == 0 and ring.sum() == pytest.approx(np.pi * 40 * 25 * (1 - r * r), rel=0.03)
+    ring = shapes.polygon_mask(
+        shapes.place(outer, 40, 25, 0.3, 60, 50), shapes.place(hole, 40, 25, 0.3, 60, 50), 100, 120
+    )
+    assert ring[50, 60] == 0 and ring.sum() == pytest.approx(
+        np.pi * 40 * 25 * (1 - r * r), rel=0.03
+    )
     # A 5-pointed star covers much less of its box than an ellipse.
-    star = shapes.polygon_mask(shapes.place(shapes.shape_outlines("star", rng)[0], 30, 30, 0.0, 40, 40), None, 80, 80)
-    disc = shapes.polygon_mask(shapes.place(shapes.shape_outlines("ellipse", rng)[0], 30, 30, 0.0, 40, 40), None, 80, 80)
-    assert disc.sum() == pytest.approx(np.pi * 30.5 ** 2, rel=0.01) and star.sum() < 0.6 * disc.sum()
+    star = shapes.polygon_mask(
+        shapes.place(shapes.shape_outlines("star", rng)[0], 30, 30, 0.0, 40, 40), None, 80, 80
+    )
+    disc = shapes.polygon_mask(
+        shapes.place(shapes.shape_outlines("ellipse", rng)[0], 30, 30, 0.0, 40, 40), None, 80, 80
+    )
+    assert disc.sum() == pytest.approx(np.pi * 30.5**2, rel=0.01) and star.sum() < 0.6 * disc.sum()
     with pytest.raises(ValueError, match="hexagon"):
         shapes.shape_outlines("hexagon", rng)
 
@@ -94,8 +116,13 @@ def test_valid_coco_with_varied_objects(tmp_path):
     assert aspect.min() < 0.6 and aspect.max() > 1.6
     # Objects overlap: some pair in one image has box IoU above 0.1.
     from pycocotools import mask as mask_utils
-    overlaps = [mask_utils.iou(b, b, [0] * len(b)) - np.eye(len(b))
-                for b in ([a["bbox"] for a in coco.loadAnns(coco.getAnnIds(imgIds=i))] for i in coco.getImgIds())]
+
+    overlaps = [
+        mask_utils.iou(b, b, [0] * len(b)) - np.eye(len(b))
+        for b in (
+            [a["bbox"] for a in coco.loadAnns(coco.getAnnIds(imgIds=i))] for i in coco.getImgIds()
+        )
+    ]
     assert max(o.max() for o in overlaps) > 0.1
     # Every category shows up small and large, and colour does not give it away: the
     # box-centre colours of one category spread as widely as those of all objects.
@@ -123,4 +150,6 @@ def test_categories_are_written(tmp_path):
     with open(tmp_path / "annotations" / "instances_val.json") as f:
         data = json.load(f)
     assert [c["name"] for c in data["categories"]] == list(shapes.CATEGORIES)
-    assert {a["category_id"] for a in data["annotations"]} <= set(range(1, len(shapes.CATEGORIES) + 1))
+    assert {a["category_id"] for a in data["annotations"]} <= set(
+        range(1, len(shapes.CATEGORIES) + 1)
+    )

@@ -1,11 +1,18 @@
 """WarmupMultiStepLR values against the closed-form schedule; optimizer parameter groups; AMP."""
+
 import pytest
 import torch
 from torch import nn
 
 from paa_core.config import get_cfg
 from paa_core.layers import DFConv2d
-from paa_core.solver import WarmupMultiStepLR, make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
+from paa_core.solver import (
+    WarmupMultiStepLR,
+    make_amp_dtype,
+    make_grad_scaler,
+    make_lr_scheduler,
+    make_optimizer,
+)
 
 BASE_LR = 0.01
 
@@ -17,7 +24,7 @@ def expected_lr(it, milestones, gamma, factor, warmup_iters, method):
     else:
         warm = 1.0
     passed = sum(1 for m in milestones if m <= it)
-    return BASE_LR * warm * gamma ** passed
+    return BASE_LR * warm * gamma**passed
 
 
 def lrs_over(scheduler, optimizer, n):
@@ -34,7 +41,9 @@ def lrs_over(scheduler, optimizer, n):
 def test_warmup_multistep_values(method):
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=BASE_LR)
-    sched = WarmupMultiStepLR(opt, (10, 20), 0.1, warmup_factor=1 / 3, warmup_iters=5, warmup_method=method)
+    sched = WarmupMultiStepLR(
+        opt, (10, 20), 0.1, warmup_factor=1 / 3, warmup_iters=5, warmup_method=method
+    )
     got = lrs_over(sched, opt, 26)
     want = [expected_lr(i, (10, 20), 0.1, 1 / 3, 5, method) for i in range(26)]
     assert got == pytest.approx(want, rel=1e-9)
@@ -80,9 +89,17 @@ def test_param_groups_and_schedule_from_cfg():
     groups = {id(g["params"][0]): g for g in opt.param_groups}
     assert len(groups) == 3  # frozen conv's weight and bias are left out
     assert id(model.frozen.weight) not in groups and id(model.frozen.bias) not in groups
-    for p, lr, wd in [(model.conv.weight, 0.02, 1e-4), (model.conv.bias, 0.04, 0.0), (model.fc.weight, 0.02, 1e-4)]:
+    for p, lr, wd in [
+        (model.conv.weight, 0.02, 1e-4),
+        (model.conv.bias, 0.04, 0.0),
+        (model.fc.weight, 0.02, 1e-4),
+    ]:
         g = groups[id(p)]
-        assert g["lr"] == pytest.approx(lr) and g["weight_decay"] == pytest.approx(wd) and g["momentum"] == 0.9
+        assert (
+            g["lr"] == pytest.approx(lr)
+            and g["weight_decay"] == pytest.approx(wd)
+            and g["momentum"] == 0.9
+        )
 
     sched = make_lr_scheduler(cfg, opt)
     lrs = []
@@ -125,21 +142,37 @@ def test_deformable_offsets_get_their_lr_factor():
     cfg.SOLVER.BASE_LR = 0.01
     cfg.SOLVER.DCONV_OFFSETS_LR_FACTOR = 0.1
     model = nn.Sequential(DFConv2d(2, 4, with_modulated_dcn=True, bias=True), nn.Conv2d(4, 1, 1))
-    lrs = {name: g["lr"] for g in make_optimizer(cfg, model).param_groups
-           for name, p in model.named_parameters() if p is g["params"][0]}
-    assert lrs == pytest.approx({"0.offset.weight": 0.001, "0.offset.bias": 0.002, "0.conv.weight": 0.01,
-                                 "0.conv.bias": 0.02, "1.weight": 0.01, "1.bias": 0.02})
+    lrs = {
+        name: g["lr"]
+        for g in make_optimizer(cfg, model).param_groups
+        for name, p in model.named_parameters()
+        if p is g["params"][0]
+    }
+    assert lrs == pytest.approx(
+        {
+            "0.offset.weight": 0.001,
+            "0.offset.bias": 0.002,
+            "0.conv.weight": 0.01,
+            "0.conv.bias": 0.02,
+            "1.weight": 0.01,
+            "1.bias": 0.02,
+        }
+    )
 
 
 def test_unknown_optimizer_is_named():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER = "Adam"
-    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD"):
+    with pytest.raises(
+        ValueError, match=r"SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD"
+    ):
         make_optimizer(cfg, Toy())
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, auto", [(True, False, torch.bfloat16), (False, True, torch.bfloat16),
-                                                    (False, False, None)])
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, auto",
+    [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)],
+)
 def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -152,7 +185,9 @@ def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
     cfg.SOLVER.AMP = "fp16"
     assert make_amp_dtype(cfg, cpu) is torch.float16
     cfg.SOLVER.AMP = "fp32"
-    with pytest.raises(ValueError, match=r"^SOLVER.AMP: unknown value 'fp32', expected off, bf16, fp16 or auto$"):
+    with pytest.raises(
+        ValueError, match=r"^SOLVER.AMP: unknown value 'fp32', expected off, bf16, fp16 or auto$"
+    ):
         make_amp_dtype(cfg, cpu)
 
 

@@ -75,7 +75,9 @@ def test_flip_left_right_values_and_involution():
 def test_flip_top_bottom_values_and_involution():
     bl = make_boxlist()
     flipped = bl.transpose(FLIP_TOP_BOTTOM)
-    torch.testing.assert_close(flipped.bbox[0], torch.tensor([10.0, 20.0, 29.0, 59.0]))  # symmetric in h=80
+    torch.testing.assert_close(
+        flipped.bbox[0], torch.tensor([10.0, 20.0, 29.0, 59.0])
+    )  # symmetric in h=80
     torch.testing.assert_close(flipped.bbox[2], torch.tensor([50.0, 74.0, 50.0, 74.0]))
     torch.testing.assert_close(flipped.transpose(FLIP_TOP_BOTTOM).bbox, bl.bbox)
 
@@ -153,7 +155,10 @@ def test_constructor_accepts_lists_and_empty():
 # ----------------------------------------------------------------------- boxlist_ops
 def test_iou_hand_computed():
     a = BoxList(torch.tensor([[0.0, 0.0, 9.0, 9.0]]), (50, 50))
-    b = BoxList(torch.tensor([[5.0, 5.0, 14.0, 14.0], [0.0, 0.0, 9.0, 9.0], [20.0, 20.0, 30.0, 30.0]]), (50, 50))
+    b = BoxList(
+        torch.tensor([[5.0, 5.0, 14.0, 14.0], [0.0, 0.0, 9.0, 9.0], [20.0, 20.0, 30.0, 30.0]]),
+        (50, 50),
+    )
     iou = boxlist_iou(a, b)
     # 10x10 boxes overlapping on 5x5 pixels: 25 / (100 + 100 - 25)
     torch.testing.assert_close(iou, torch.tensor([[25.0 / 175.0, 1.0, 0.0]]))
@@ -178,7 +183,12 @@ def test_iou_size_mismatch():
 
 def _nms_input():
     boxes = torch.tensor(
-        [[0.0, 0.0, 9.0, 9.0], [1.0, 0.0, 10.0, 9.0], [20.0, 20.0, 29.0, 29.0], [0.0, 0.0, 9.0, 8.0]]
+        [
+            [0.0, 0.0, 9.0, 9.0],
+            [1.0, 0.0, 10.0, 9.0],
+            [20.0, 20.0, 29.0, 29.0],
+            [0.0, 0.0, 9.0, 8.0],
+        ]
     )
     bl = BoxList(boxes, (40, 40))
     bl.add_field("scores", torch.tensor([0.8, 0.9, 0.7, 0.6]))
@@ -269,9 +279,18 @@ def test_box_ops_both_conventions():
     grow = torch.tensor([0.0, 0, 1, 1], dtype=torch.float64)
     for offset, shift in ((0, 0 * grow), (1, grow)):
         expected = torchvision.ops.box_iou(a + shift, b + shift)
-        torch.testing.assert_close(box_ops.box_iou(a, b, offset=offset), expected, rtol=1e-12, atol=0)
-        torch.testing.assert_close(box_ops.box_area(a, offset=offset), torchvision.ops.box_area(a + shift))
         torch.testing.assert_close(
-            box_ops.paired_iou(a[:30], b, offset=offset), expected[torch.arange(30), torch.arange(30)]
+            box_ops.box_iou(a, b, offset=offset), expected, rtol=1e-12, atol=0
         )
-    assert (box_ops.box_iou(a, b, offset=1) > 0).sum() > (box_ops.box_iou(a, b, offset=0) > 0).sum() > 0
+        torch.testing.assert_close(
+            box_ops.box_area(a, offset=offset), torchvision.ops.box_area(a + shift)
+        )
+        torch.testing.assert_close(
+            box_ops.paired_iou(a[:30], b, offset=offset),
+            expected[torch.arange(30), torch.arange(30)],
+        )
+    assert (
+        (box_ops.box_iou(a, b, offset=1) > 0).sum()
+        > (box_ops.box_iou(a, b, offset=0) > 0).sum()
+        > 0
+    )

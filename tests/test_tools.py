@@ -1,5 +1,6 @@
 """End to end: tools/train_net.py under torchrun (2 CPU processes, gloo), resume after a stop,
 tools/test_net.py on the checkpoint, and the one-line errors for bad input."""
+
 import json
 import os
 import re
@@ -58,16 +59,35 @@ def write_split(root, split, n, seed):
             w, h = g.randint(12, 30, 2)
             x, y = g.randint(0, 64 - w), g.randint(0, 64 - h)
             cat = int(g.randint(1, 3))
-            cv2.rectangle(img, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)),
-                          (0, 0, 255) if cat == 1 else (255, 0, 0), -1)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat,
-                         "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h), "iscrowd": 0})
+            cv2.rectangle(
+                img,
+                (int(x), int(y)),
+                (int(x + w - 1), int(y + h - 1)),
+                (0, 0, 255) if cat == 1 else (255, 0, 0),
+                -1,
+            )
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cat,
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
         cv2.imwrite(os.path.join(root, split, f"{i:03d}.png"), img)
         images.append({"id": i + 1, "file_name": f"{i:03d}.png", "width": 64, "height": 64})
     ann_file = os.path.join(root, f"{split}.json")
     with open(ann_file, "w") as f:
-        json.dump({"images": images, "annotations": anns,
-                   "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]}, f)
+        json.dump(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}],
+            },
+            f,
+        )
     return f"tiny_{split}:{os.path.join(root, split)}:{ann_file}"
 
 
@@ -84,12 +104,16 @@ def tiny(tmp_path_factory):
 
 def run(args, cwd, **kwargs):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def start(args, cwd):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def images_per_iteration(log_file, rank):
@@ -106,8 +130,21 @@ def images_per_iteration(log_file, rank):
 def torchrun_output(tiny):
     """Two iterations of tools/train_net.py on 2 CPU processes, with the final evaluation."""
     out = os.path.join(tiny["root"], "out")
-    result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                  TRAIN_NET, "--config-file", tiny["config"], "OUTPUT_DIR", out], cwd=tiny["root"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            TRAIN_NET,
+            "--config-file",
+            tiny["config"],
+            "OUTPUT_DIR",
+            out,
+        ],
+        cwd=tiny["root"],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -127,16 +164,37 @@ def test_torchrun_two_processes_then_test_net(tiny, torchrun_output, tmp_path):
     assert not seen0 & seen1 and seen0 | seen1 == set(range(8))
     # The final evaluation ran over both processes' predictions for all 4 val images.
     assert "| bbox |" in log
-    assert len(torch.load(os.path.join(out, "inference", "tiny_val", "predictions.pth"), weights_only=False)) == 4
+    assert (
+        len(
+            torch.load(
+                os.path.join(out, "inference", "tiny_val", "predictions.pth"), weights_only=False
+            )
+        )
+        == 4
+    )
     assert os.path.isfile(os.path.join(out, "config.yml"))
     ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert ckpt["iteration"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
 
-    result = run([sys.executable, TEST_NET, "--config-file", tiny["config"], "--ckpt",
-                  os.path.join(out, "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")], cwd=str(tmp_path))
+    result = run(
+        [
+            sys.executable,
+            TEST_NET,
+            "--config-file",
+            tiny["config"],
+            "--ckpt",
+            os.path.join(out, "model_final.pth"),
+            "OUTPUT_DIR",
+            str(tmp_path / "eval"),
+        ],
+        cwd=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = re.search(r"\| task \|\s+AP \|\s+AP50 \|\s+AP75 \|\s+APs \|\s+APm \|\s+APl \|\n.*\n"
-                      r"\| bbox \|( +([\d.]+|n/a) \|){6}", result.stdout)
+    table = re.search(
+        r"\| task \|\s+AP \|\s+AP50 \|\s+AP75 \|\s+APs \|\s+APm \|\s+APl \|\n.*\n"
+        r"\| bbox \|( +([\d.]+|n/a) \|){6}",
+        result.stdout,
+    )
     assert table, result.stdout[-2000:]
     assert os.path.isfile(tmp_path / "eval" / "inference" / "tiny_val" / "bbox.json")
 
@@ -151,10 +209,30 @@ def test_two_nodes_train_together(tiny, tmp_path):
     """README's multi-node launch, with this machine playing two nodes of one process each:
     two torchrun launchers meet at 127.0.0.1 (gloo on the CPU) and split the data."""
     out, port = str(tmp_path / "out"), free_port()
-    nodes = [start([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                    f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}", TRAIN_NET,
-                    "--config-file", tiny["config"], "--skip-test", "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"],
-                   cwd=str(tmp_path)) for rank in (0, 1)]
+    nodes = [
+        start(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                f"--node_rank={rank}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                TRAIN_NET,
+                "--config-file",
+                tiny["config"],
+                "--skip-test",
+                "OUTPUT_DIR",
+                out,
+                "MODEL.DEVICE",
+                "cpu",
+            ],
+            cwd=str(tmp_path),
+        )
+        for rank in (0, 1)
+    ]
     for rank, node in enumerate(nodes):
         _, stderr = node.communicate(timeout=300)
         assert node.returncode == 0, (rank, stderr[-3000:])
@@ -176,14 +254,29 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     shutil.copytree(torchrun_output[0], out)
     # lr at iteration 2: linear warm-up 1/3 + 2/3 * 2/10 of 0.01.
     assert re.search(r"iter: 2 .*lr: 0\.004667", torchrun_output[1].stdout)
-    second = run([sys.executable, TRAIN_NET, "--config-file", tiny["config"], "--skip-test", "OUTPUT_DIR", out,
-                  "SOLVER.MAX_ITER", "4", "--resume-changed"], cwd=str(tmp_path))
+    second = run(
+        [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            tiny["config"],
+            "--skip-test",
+            "OUTPUT_DIR",
+            out,
+            "SOLVER.MAX_ITER",
+            "4",
+            "--resume-changed",
+        ],
+        cwd=str(tmp_path),
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "with changed settings (--resume-changed): SOLVER.MAX_ITER 2 (now 4)" in second.stdout
     assert "Resuming from " + os.path.join(out, "model_final.pth") in second.stdout
     # Iterations 3 and 4 follow the schedule: at 4, warm-up 1/3 + 2/3 * 4/10, times 0.1 (step at 3).
     assert re.search(r"iter: 4 .*lr: 0\.000600", second.stdout)
-    assert re.findall(r"iteration (\d+) rank 0/1 images", open(os.path.join(out, "log.txt")).read()) == ["3", "4"]
+    assert re.findall(
+        r"iteration (\d+) rank 0/1 images", open(os.path.join(out, "log.txt")).read()
+    ) == ["3", "4"]
     ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert ckpt["iteration"] == 4 and ckpt["scheduler"]["last_epoch"] == 4
 
@@ -193,22 +286,49 @@ def test_bad_input_gives_one_line(tiny, tmp_path):
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text("MODEL:\n  PAA:\n    NUM_CLASES: 3\n")
     wrong_weights = tmp_path / "wrong.pth"
-    torch.save({"model": {"backbone.body.stem.conv1.weight": torch.zeros(1, 2, 3, 3)}}, wrong_weights)
+    torch.save(
+        {"model": {"backbone.body.stem.conv1.weight": torch.zeros(1, 2, 3, 3)}}, wrong_weights
+    )
     missing_ann = tiny["train"].rsplit(":", 1)[0] + ":" + str(tmp_path / "none.json")
     cases = {
-        "key in file": ([TRAIN_NET, "--config-file", str(bad_key)],
-                        r"error: .*bad_key\.yaml: unknown config key MODEL\.PAA\.NUM_CLASES"),
-        "dataset name": ([TRAIN_NET, "--config-file", tiny["config"], "DATASETS.TRAIN", "('coco_2099_train',)"],
-                         r"error: DATASETS\.TRAIN: unknown dataset 'coco_2099_train'; known: coco_2014_minival, .*"),
-        "annotation file": ([TRAIN_NET, "--config-file", tiny["config"], "--skip-test",
-                             "DATASETS.TRAIN", f"('{missing_ann}',)", "OUTPUT_DIR", str(tmp_path / "o1")],
-                            r"error: COCODataset: annotation file not found: .*none\.json"),
-        "weights": ([TEST_NET, "--config-file", tiny["config"], "MODEL.WEIGHT", str(wrong_weights),
-                     "OUTPUT_DIR", str(tmp_path / "o2")],
-                    r"error: .*wrong\.pth: 1 keys have a shape that does not fit the model: "
-                    r"backbone\.body\.stem\.conv1\.weight \[1, 2, 3, 3\] vs model .*\[8, 3, 7, 7\]"),
+        "key in file": (
+            [TRAIN_NET, "--config-file", str(bad_key)],
+            r"error: .*bad_key\.yaml: unknown config key MODEL\.PAA\.NUM_CLASES",
+        ),
+        "dataset name": (
+            [TRAIN_NET, "--config-file", tiny["config"], "DATASETS.TRAIN", "('coco_2099_train',)"],
+            r"error: DATASETS\.TRAIN: unknown dataset 'coco_2099_train'; known: coco_2014_minival, .*",
+        ),
+        "annotation file": (
+            [
+                TRAIN_NET,
+                "--config-file",
+                tiny["config"],
+                "--skip-test",
+                "DATASETS.TRAIN",
+                f"('{missing_ann}',)",
+                "OUTPUT_DIR",
+                str(tmp_path / "o1"),
+            ],
+            r"error: COCODataset: annotation file not found: .*none\.json",
+        ),
+        "weights": (
+            [
+                TEST_NET,
+                "--config-file",
+                tiny["config"],
+                "MODEL.WEIGHT",
+                str(wrong_weights),
+                "OUTPUT_DIR",
+                str(tmp_path / "o2"),
+            ],
+            r"error: .*wrong\.pth: 1 keys have a shape that does not fit the model: "
+            r"backbone\.body\.stem\.conv1\.weight \[1, 2, 3, 3\] vs model .*\[8, 3, 7, 7\]",
+        ),
     }
-    procs = {name: start([sys.executable] + args, cwd=str(tmp_path)) for name, (args, _) in cases.items()}
+    procs = {
+        name: start([sys.executable] + args, cwd=str(tmp_path)) for name, (args, _) in cases.items()
+    }
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 1, (name, stderr[-2000:])
@@ -227,7 +347,9 @@ def test_config_errors_are_rephrased(tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text("SOLVER:\n  MAX_ITER: 7\n")
     assert fails(tmp_path / "nope.yaml", []) == f"config file not found: {tmp_path / 'nope.yaml'}"
-    assert fails(good, ["SOLVER.MAX_ITRE", "3"]) == "command line: unknown config key SOLVER.MAX_ITRE"
+    assert (
+        fails(good, ["SOLVER.MAX_ITRE", "3"]) == "command line: unknown config key SOLVER.MAX_ITRE"
+    )
     assert fails(good, ["SOLVER.MAX_ITER"]).startswith("command line: Override list has odd length")
     assert "SOLVER.MAX_ITER" in fails(good, ["SOLVER.MAX_ITER", "'many'"])
     broken = tmp_path / "broken.yaml"
@@ -245,5 +367,7 @@ def test_config_errors_are_rephrased(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [["--local-rank=1"], ["--local_rank", "1"], ["--local-rank", "1"]])
 def test_launcher_rank_arguments(argv):
-    args = make_parser("t").parse_args(["--config-file", "x.yaml"] + argv + ["SOLVER.MAX_ITER", "5"])
+    args = make_parser("t").parse_args(
+        ["--config-file", "x.yaml"] + argv + ["SOLVER.MAX_ITER", "5"]
+    )
     assert args.local_rank == 1 and args.opts == ["SOLVER.MAX_ITER", "5"]

@@ -1,6 +1,7 @@
 """tools/visualize_assignment.py: its records are the loss evaluator's own assignment
 (positives, candidate scores), its mixtures are scikit-learn's fit of those scores, and
 the tool writes a picture and the numbers from random weights and from a checkpoint."""
+
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ import torch
 from PIL import Image
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+from test_quick_model import quick_cfg
+from test_tools import TINY_CONFIG, write_split
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
@@ -20,20 +23,35 @@ from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 from paa_core.utils.assignment_view import assignment_records
-from test_quick_model import quick_cfg
-from test_tools import TINY_CONFIG, write_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_OPTS = ("MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 8,
-             "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", 32, "MODEL.PAA.ANCHOR_SIZES", (16, 32, 64, 128, 256),
-             "SOLVER.AMP", "off")
+TINY_OPTS = (
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    8,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    8,
+    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
+    32,
+    "MODEL.PAA.ANCHOR_SIZES",
+    (16, 32, 64, 128, 256),
+    "SOLVER.AMP",
+    "off",
+)
 
 
 def _sklearn_gmm(x):
-    gmm = GaussianMixture(2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
-                          precisions_init=[[[1.0]], [[1.0]]], tol=1e-3, reg_covar=1e-6, max_iter=100,
-                          init_params="random_from_data", random_state=0)
+    gmm = GaussianMixture(
+        2,
+        weights_init=[0.5, 0.5],
+        means_init=[[x.min()], [x.max()]],
+        precisions_init=[[[1.0]], [[1.0]]],
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        init_params="random_from_data",
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return gmm.fit(x[:, None])
@@ -44,8 +62,10 @@ def test_records_are_the_loss_evaluators_assignment():
     model = build_detection_model(quick_cfg(*TINY_OPTS))
     # Two images of different sizes (padded to one batch), five GTs of three classes.
     images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 96)], 32)
-    targets = [BoxList(torch.tensor([[10.0, 12, 60, 70], [40, 30, 120, 90], [5, 50, 30, 90]]), (128, 96)),
-               BoxList(torch.tensor([[20.0, 10, 90, 75], [0, 0, 40, 30]]), (96, 80))]
+    targets = [
+        BoxList(torch.tensor([[10.0, 12, 60, 70], [40, 30, 120, 90], [5, 50, 30, 90]]), (128, 96)),
+        BoxList(torch.tensor([[20.0, 10, 90, 75], [0, 0, 40, 30]]), (96, 80)),
+    ]
     targets[0].add_field("labels", torch.tensor([1, 3, 5]))
     targets[1].add_field("labels", torch.tensor([2, 3]))
     records = assignment_records(model, images, targets, {1: "ellipse"})
@@ -63,8 +83,13 @@ def test_records_are_the_loss_evaluators_assignment():
     per_image = sum(len(a) for a in anchors[0])
     all_boxes = torch.cat([torch.cat([a.bbox for a in im]) for im in anchors])
 
-    ours = sorted((i, c["anchor_index"]) for i, r in enumerate(records)
-                  for g in r["gts"] for c in g["candidates"] if c["positive"])
+    ours = sorted(
+        (i, c["anchor_index"])
+        for i, r in enumerate(records)
+        for g in r["gts"]
+        for c in g["candidates"]
+        if c["positive"]
+    )
     assert ours == sorted((int(p) // per_image, int(p) % per_image) for p in pos_idx)
     assert len(ours) >= 5
     for i, r in enumerate(records):
@@ -73,31 +98,47 @@ def test_records_are_the_loss_evaluators_assignment():
             cands = g["candidates"]
             flat = torch.tensor([i * per_image + c["anchor_index"] for c in cands])
             # Positives carry their GT's label in the evaluator's labels.
-            assert all(labels[i * per_image + c["anchor_index"]] == g["label"] for c in cands if c["positive"])
+            assert all(
+                labels[i * per_image + c["anchor_index"]] == g["label"]
+                for c in cands
+                if c["positive"]
+            )
             # Scores are the evaluator's anchor cost for this GT, in ascending order.
             gt = torch.tensor([g["box"]] * len(cands))
             box = all_boxes[flat]
             coder = evaluator.box_coder
             expected = evaluator.compute_anchor_scores(
-                cls_flat[flat], reg_flat[flat], box, coder.decode(coder.encode(gt, box), box),
-                torch.full((len(cands),), g["label"]))
+                cls_flat[flat],
+                reg_flat[flat],
+                box,
+                coder.decode(coder.encode(gt, box), box),
+                torch.full((len(cands),), g["label"]),
+            )
             scores = np.array([c["score"] for c in cands])
             np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-6)
             assert list(scores) == sorted(scores)
             assert [c["box"] for c in cands] == box.tolist()
             assert sum(g["candidates_per_level"]) == g["num_candidates"] == len(cands)
             assert all(n <= 9 for n in g["candidates_per_level"])  # TOPK per level
-            assert all(a >= b for a, b in zip(g["iou_candidates_per_level"], g["candidates_per_level"]))
+            assert all(
+                a >= b for a, b in zip(g["iou_candidates_per_level"], g["candidates_per_level"])
+            )
             assert sum(g["positives_per_level"]) == g["num_positives"] >= 1
-            assert [c["positive"] for c in cands] == [k < g["num_positives"] for k in range(len(cands))]
+            assert [c["positive"] for c in cands] == [
+                k < g["num_positives"] for k in range(len(cands))
+            ]
             assert g["cut"] == cands[g["num_positives"] - 1]["score"]
             # The mixture is scikit-learn's fit of exactly these scores.
             ref = _sklearn_gmm(scores)
             np.testing.assert_allclose(g["gmm"]["means"], ref.means_.ravel(), rtol=1e-4, atol=1e-9)
-            np.testing.assert_allclose(g["gmm"]["variances"], ref.covariances_.ravel(), rtol=1e-4, atol=1e-12)
+            np.testing.assert_allclose(
+                g["gmm"]["variances"], ref.covariances_.ravel(), rtol=1e-4, atol=1e-12
+            )
             np.testing.assert_allclose(g["gmm"]["weights"], ref.weights_, rtol=1e-4, atol=1e-9)
             assert g["gmm"]["iterations"] == ref.n_iter_
-    assert records[0]["gts"][0]["category"] == "ellipse" and records[0]["gts"][1]["category"] is None
+    assert (
+        records[0]["gts"][0]["category"] == "ellipse" and records[0]["gts"][1]["category"] is None
+    )
 
 
 def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
@@ -108,11 +149,21 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     with open(config, "w") as f:
         f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{train}",)\n')
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    tool = [sys.executable, os.path.join(REPO, "tools", "visualize_assignment.py"), "--config-file", config]
+    tool = [
+        sys.executable,
+        os.path.join(REPO, "tools", "visualize_assignment.py"),
+        "--config-file",
+        config,
+    ]
 
     def run(output, *extra):
-        result = subprocess.run(tool + ["--output", output, *extra], env=env, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            tool + ["--output", output, *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         with open(os.path.join(output, "001.json")) as f:
             record = json.load(f)
@@ -122,7 +173,12 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
 
     # 001.png is image id 2; ids and file names both pick images.
     random = run(os.path.join(root, "random"), "--images", "000.png,2")
-    assert sorted(os.listdir(os.path.join(root, "random"))) == ["000.json", "000.png", "001.json", "001.png"]
+    assert sorted(os.listdir(os.path.join(root, "random"))) == [
+        "000.json",
+        "000.png",
+        "001.json",
+        "001.png",
+    ]
     assert random["image_id"] == 2 and random["weights"] is None
     assert random["image_size"] == [64, 64] and random["num_levels"] == 5 and random["gts"]
 
@@ -139,6 +195,13 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     scores = lambda r: [c["score"] for g in r["gts"] for c in g["candidates"]]  # noqa: E731
     assert scores(loaded) != scores(random)
 
-    bad = subprocess.run(tool + ["--output", root, "--images", "nope.png"], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --images: nope.png")
+    bad = subprocess.run(
+        tool + ["--output", root, "--images", "nope.png"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: --images: nope.png"
+    )

@@ -11,6 +11,7 @@ box decoding, score threshold, per-level top-k, class-wise NMS (ONNX NonMaxSuppr
 the detections cap and score voting. Deformable convolutions have no ONNX translation here,
 so configs with DCN are refused.
 """
+
 import argparse
 import math
 
@@ -32,18 +33,24 @@ def ml_nms_onnx(dets, scores, labels, iou_threshold: float, offset: float = 1.0)
     one NMS class: a box scores -1 (below the score threshold) in every other class.
     """
     boxes = op.Concat(
-        op.Slice(dets, [0], [2], [1]), op.Add(op.Slice(dets, [2], [4], [1]), op.CastLike(offset, dets)),
+        op.Slice(dets, [0], [2], [1]),
+        op.Add(op.Slice(dets, [2], [4], [1]), op.CastLike(offset, dets)),
         axis=1,
     )
     labels = op.Cast(labels, to=7)  # int64
-    num_classes = op.Add(op.ReduceMax(op.Concat(labels, op.Constant(value_ints=[0]), axis=0), keepdims=1), 1)
+    num_classes = op.Add(
+        op.ReduceMax(op.Concat(labels, op.Constant(value_ints=[0]), axis=0), keepdims=1), 1
+    )
     classes = op.Range(op.Constant(value_int=0), op.Squeeze(num_classes), op.Constant(value_int=1))
     same = op.Equal(op.Unsqueeze(classes, [1]), op.Unsqueeze(labels, [0]))  # [C, N]
     class_scores = op.Where(same, op.Unsqueeze(scores, [0]), op.CastLike(-1.0, scores))
     num_boxes = op.Shape(dets, start=0, end=1)
     selected = op.NonMaxSuppression(
-        op.Unsqueeze(boxes, [0]), op.Unsqueeze(class_scores, [0]), num_boxes,
-        op.Constant(value_floats=[iou_threshold]), op.Constant(value_floats=[-0.5]),
+        op.Unsqueeze(boxes, [0]),
+        op.Unsqueeze(class_scores, [0]),
+        num_boxes,
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[-0.5]),
     )
     keep = op.Gather(selected, op.Constant(value_int=2), axis=1)  # [K] box indices
     _, order = op.TopK(op.Gather(scores, keep), op.Shape(keep), axis=0, largest=1, sorted=1)
@@ -74,8 +81,12 @@ def export_onnx(cfg, model, output, size=None):
     height, width = input_size(cfg, size)
     example = torch.zeros(1, 3, height, width)
     program = torch.onnx.export(
-        DetectionsAsTensors(model).cpu(), (example,), dynamo=True, optimize=True,
-        input_names=["images"], output_names=["boxes", "scores", "labels"],
+        DetectionsAsTensors(model).cpu(),
+        (example,),
+        dynamo=True,
+        optimize=True,
+        input_names=["images"],
+        output_names=["boxes", "scores", "labels"],
         custom_translation_table={torch.ops.paa_core.ml_nms.default: ml_nms_onnx},
     )
     program.save(output)
@@ -85,10 +96,20 @@ def export_onnx(cfg, model, output, size=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Export a PAA detector to ONNX")
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--output", default="paa.onnx", help="ONNX file to write (default paa.onnx)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="input height and width (default: the config's test size)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHT W")
+    parser.add_argument(
+        "--output", default="paa.onnx", help="ONNX file to write (default paa.onnx)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="input height and width (default: the config's test size)",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHT W"
+    )
     args = parser.parse_args(argv)
     cfg = default_cfg.clone()
     load_config(cfg, args.config_file, args.opts)

@@ -16,6 +16,7 @@ with <root> = $PAA_DATA_DIR/shapes, or <repo>/datasets/shapes when PAA_DATA_DIR 
 Every image is drawn from its own random stream seeded by (seed, split, index), so the
 output does not depend on the number of worker processes.
 """
+
 import argparse
 import json
 import math
@@ -49,7 +50,9 @@ def default_root():
     """$PAA_DATA_DIR/shapes, else datasets/shapes in the repository."""
     data_dir = os.environ.get("PAA_DATA_DIR")
     if data_dir is None:
-        data_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets")
+        data_dir = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets"
+        )
     return os.path.join(data_dir, "shapes")
 
 
@@ -69,8 +72,23 @@ def _star(inner):
 
 def _cross(arm):
     a = arm
-    return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
-                     [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]], dtype=np.float64)
+    return np.array(
+        [
+            [-a, -1],
+            [a, -1],
+            [a, -a],
+            [1, -a],
+            [1, a],
+            [a, a],
+            [a, 1],
+            [-a, 1],
+            [-a, a],
+            [-1, a],
+            [-1, -a],
+            [-a, -a],
+        ],
+        dtype=np.float64,
+    )
 
 
 def _triangle(rng):
@@ -182,17 +200,29 @@ def draw_clutter(rng, image, count, thin_only=False):
         kind = 0 if thin_only else rng.integers(4)
         if kind == 0:  # straight line
             p = rng.uniform(0, [width, height, width, height]).astype(int)
-            cv2.line(image, (p[0], p[1]), (p[2], p[3]), colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+            cv2.line(
+                image, (p[0], p[1]), (p[2], p[3]), colour, int(rng.integers(1, 3)), cv2.LINE_AA
+            )
         elif kind == 1:  # wiggly curve
             n = int(rng.integers(4, 9))
             start = rng.uniform(0, [width, height])
             pts = start + np.cumsum(rng.normal(0, 20, (n, 2)), 0)
-            cv2.polylines(image, [pts.astype(np.int32)], False, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+            cv2.polylines(
+                image, [pts.astype(np.int32)], False, colour, int(rng.integers(1, 4)), cv2.LINE_AA
+            )
         elif kind == 2:  # letters and digits
             text = "".join(rng.choice(list("ABDEFGKMNPRSUVWYZ2345679"), int(rng.integers(1, 4))))
             org = (int(rng.uniform(0, width * 0.9)), int(rng.uniform(10, height)))
-            cv2.putText(image, text, org, int(rng.choice([0, 2, 3, 4])), rng.uniform(0.3, 1.2), colour,
-                        int(rng.integers(1, 3)), cv2.LINE_AA)
+            cv2.putText(
+                image,
+                text,
+                org,
+                int(rng.choice([0, 2, 3, 4])),
+                rng.uniform(0.3, 1.2),
+                colour,
+                int(rng.integers(1, 3)),
+                cv2.LINE_AA,
+            )
         else:  # irregular blob: a noisy polygon with many vertices
             n = 14
             t = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -239,7 +269,9 @@ def render_image(rng, size):
             x0, y0 = np.floor(outer.min(0)).astype(int)
             x1, y1 = np.ceil(outer.max(0)).astype(int) + 1
             x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
-            mask = polygon_mask(outer - [x0, y0], None if hole is None else hole - [x0, y0], y1 - y0, x1 - x0)
+            mask = polygon_mask(
+                outer - [x0, y0], None if hole is None else hole - [x0, y0], y1 - y0, x1 - x0
+            )
             area = int(mask.sum())
             if area < 16:
                 continue
@@ -255,7 +287,9 @@ def render_image(rng, size):
             region[mask > 0] = len(full_area)
             full_area.append(area)
             labels.append(label)
-            boxes.append((x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+            boxes.append(
+                (x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+            )
             break
     draw_clutter(rng, image, int(rng.integers(0, 4)), thin_only=True)
     if rng.random() < 0.5:
@@ -270,7 +304,9 @@ def _render_one(job):
     seed, split, index, size, image_dir = job
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     image, objects = render_image(rng, size)
-    cv2.imwrite(os.path.join(image_dir, f"{index + 1:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(
+        os.path.join(image_dir, f"{index + 1:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92]
+    )
     return objects
 
 
@@ -286,17 +322,35 @@ def write_split(root, split, count, size, seed, workers):
         results = [_render_one(job) for job in jobs]
     images, annotations = [], []
     for index, objects in enumerate(results):
-        images.append({"id": index + 1, "file_name": f"{index + 1:06d}.jpg", "width": size, "height": size})
+        images.append(
+            {"id": index + 1, "file_name": f"{index + 1:06d}.jpg", "width": size, "height": size}
+        )
         # No masks: "area" (which sets COCO's small/medium/large ranges) is the box area.
         for label, x, y, w, h in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": label + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     coco = {
-        "info": {"description": "paa_core synthetic shapes", "version": VERSION, "seed": seed, "split": split,
-                 "images": count, "size": size},
+        "info": {
+            "description": "paa_core synthetic shapes",
+            "version": VERSION,
+            "seed": seed,
+            "split": split,
+            "images": count,
+            "size": size,
+        },
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CATEGORIES)],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CATEGORIES)
+        ],
     }
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
@@ -311,13 +365,22 @@ def is_complete(root, split, count, size, seed):
         return False
     with open(path) as f:
         info = json.load(f).get("info", {})
-    same = [info.get(k) for k in ("version", "seed", "images", "size")] == [VERSION, seed, count, size]
-    return same and all(os.path.isfile(os.path.join(root, split, f"{i:06d}.jpg")) for i in range(1, count + 1))
+    same = [info.get(k) for k in ("version", "seed", "images", "size")] == [
+        VERSION,
+        seed,
+        count,
+        size,
+    ]
+    return same and all(
+        os.path.isfile(os.path.join(root, split, f"{i:06d}.jpg")) for i in range(1, count + 1)
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=default_root(), help="dataset root (default: %(default)s)")
+    parser.add_argument(
+        "--output", default=default_root(), help="dataset root (default: %(default)s)"
+    )
     parser.add_argument("--num-train", type=int, default=1600)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--size", type=int, default=320, help="image side in pixels")
@@ -325,8 +388,12 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--force", action="store_true", help="rewrite splits that already exist")
     args = parser.parse_args(argv)
-    for flag, value, least in (("--size", args.size, 64), ("--num-train", args.num_train, 0),
-                               ("--num-val", args.num_val, 0), ("--workers", args.workers, 1)):
+    for flag, value, least in (
+        ("--size", args.size, 64),
+        ("--num-train", args.num_train, 0),
+        ("--num-val", args.num_val, 0),
+        ("--workers", args.workers, 1),
+    ):
         if value < least:
             sys.exit(f"error: {flag} must be at least {least}, got {value}")
     for split, count in (("train", args.num_train), ("val", args.num_val)):

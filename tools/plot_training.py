@@ -6,6 +6,7 @@
 Reads OUTPUT_DIR/metrics.jsonl (written by tools/train_net.py and tools/test_net.py)
 and writes OUTPUT_DIR/training_curves.png (or FILE.png). Needs matplotlib.
 """
+
 import argparse
 import sys
 

@@ -9,6 +9,7 @@ Weights, first found: --ckpt, MODEL.WEIGHT given on the command line, OUTPUT_DIR
 last_checkpoint, MODEL.WEIGHT of the config file. The APs are also appended, at the
 checkpoint's iteration, to metrics.jsonl in OUTPUT_DIR (or in the --eval-dir folder).
 """
+
 import glob
 import os
 import pickle
@@ -59,8 +60,12 @@ def _headline(results):
 def main():
     def add_arguments(parser):
         parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate")
-        parser.add_argument("--eval-dir", dest="eval_dir", default=None,
-                            help="evaluate every model_*.pth in this folder")
+        parser.add_argument(
+            "--eval-dir",
+            dest="eval_dir",
+            default=None,
+            help="evaluate every model_*.pth in this folder",
+        )
 
     args, cfg, distributed, logger = setup("PAA evaluation", add_arguments)
     check_dataset_names(cfg, ("TEST",))
@@ -71,11 +76,15 @@ def main():
         weight = args.ckpt
         if weight is None and "MODEL.WEIGHT" in args.opts[::2]:
             weight = cfg.MODEL.WEIGHT
-        has_latest = bool(cfg.OUTPUT_DIR) and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+        has_latest = bool(cfg.OUTPUT_DIR) and os.path.isfile(
+            os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+        )
         if weight is None and not has_latest:
             weight = cfg.MODEL.WEIGHT
         if weight == "":
-            raise InputError("no weights to evaluate: give --ckpt, MODEL.WEIGHT or an OUTPUT_DIR with a last_checkpoint")
+            raise InputError(
+                "no weights to evaluate: give --ckpt, MODEL.WEIGHT or an OUTPUT_DIR with a last_checkpoint"
+            )
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference") if cfg.OUTPUT_DIR else ""
         evaluate_checkpoint(cfg, model, distributed, output_dir, weight, cfg.OUTPUT_DIR)
         return
@@ -86,8 +95,14 @@ def main():
     summary = []
     for path in checkpoints:
         name = os.path.splitext(os.path.basename(path))[0]
-        results = evaluate_checkpoint(cfg, model, distributed, os.path.join(args.eval_dir, "inference", name), path,
-                                      args.eval_dir)
+        results = evaluate_checkpoint(
+            cfg,
+            model,
+            distributed,
+            os.path.join(args.eval_dir, "inference", name),
+            path,
+            args.eval_dir,
+        )
         if is_main_process():
             summary.extend(f"{name}  {dataset}  {_headline(r)}" for dataset, r in results.items())
     if is_main_process():

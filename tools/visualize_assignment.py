@@ -14,6 +14,7 @@ its initial random weights (seeded by SEED): iteration 0 of training.
 --images takes COCO image ids or file names of the dataset, comma-separated
 (default: its first two).
 """
+
 import json
 import os
 
@@ -23,7 +24,14 @@ import torch
 from paa_core.config import get_cfg
 from paa_core.data.build import build_dataset
 from paa_core.data.transforms import build_transforms
-from paa_core.engine.cli import InputError, check_dataset_names, load_config, make_parser, resolve_device, run_cli
+from paa_core.engine.cli import (
+    InputError,
+    check_dataset_names,
+    load_config,
+    make_parser,
+    resolve_device,
+    run_cli,
+)
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype
 from paa_core.structures.image_list import to_image_list
@@ -48,8 +56,10 @@ def pick_indices(dataset, wanted):
         if i is None and w.isdigit():
             i = index_of_id.get(int(w))
         if i is None:
-            raise InputError(f"--images: {w} is neither an image id nor a file name of the dataset "
-                             "(or the image has no usable box)")
+            raise InputError(
+                f"--images: {w} is neither an image id nor a file name of the dataset "
+                "(or the image has no usable box)"
+            )
         indices.append(i)
     return indices
 
@@ -64,9 +74,17 @@ def to_rgb(image, mean, std, to_bgr255):
 
 def main():
     parser = make_parser("Draw PAA's anchor assignment on training images")
-    parser.add_argument("--dataset", default=None, help="a training dataset name (default: DATASETS.TRAIN[0])")
-    parser.add_argument("--images", type=lambda s: [w for w in s.split(",") if w], action="extend",
-                        default=None, metavar="ID_OR_FILE[,...]", help="image ids or file names, comma-separated")
+    parser.add_argument(
+        "--dataset", default=None, help="a training dataset name (default: DATASETS.TRAIN[0])"
+    )
+    parser.add_argument(
+        "--images",
+        type=lambda s: [w for w in s.split(",") if w],
+        action="extend",
+        default=None,
+        metavar="ID_OR_FILE[,...]",
+        help="image ids or file names, comma-separated",
+    )
     parser.add_argument("--output", required=True, help="folder for the PNG + JSON files")
     args = parser.parse_args()
     try:
@@ -76,9 +94,21 @@ def main():
     cfg = get_cfg()
     load_config(cfg, args.config_file, args.opts)
     resolve_device(cfg)
-    sizes = cfg.INPUT.MIN_SIZE_RANGE_TRAIN if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0 else cfg.INPUT.MIN_SIZE_TRAIN
-    cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (-1, -1), "INPUT.MIN_SIZE_TRAIN", (max(sizes),),
-                         "INPUT.HORIZONTAL_FLIP_PROB_TRAIN", 0.0])
+    sizes = (
+        cfg.INPUT.MIN_SIZE_RANGE_TRAIN
+        if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0
+        else cfg.INPUT.MIN_SIZE_TRAIN
+    )
+    cfg.merge_from_list(
+        [
+            "INPUT.MIN_SIZE_RANGE_TRAIN",
+            (-1, -1),
+            "INPUT.MIN_SIZE_TRAIN",
+            (max(sizes),),
+            "INPUT.HORIZONTAL_FLIP_PROB_TRAIN",
+            0.0,
+        ]
+    )
     if args.dataset:
         cfg.merge_from_list(["DATASETS.TRAIN", (args.dataset,)])
     cfg.freeze()
@@ -87,7 +117,9 @@ def main():
     catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True).DatasetCatalog
     dataset = build_dataset(cfg.DATASETS.TRAIN[:1], build_transforms(cfg, True), catalog, True)[0]
     indices = pick_indices(dataset, args.images)
-    categories = {dataset.json_category_id_to_contiguous_id[c]: n for c, n in dataset.categories.items()}
+    categories = {
+        dataset.json_category_id_to_contiguous_id[c]: n for c, n in dataset.categories.items()
+    }
 
     torch.manual_seed(cfg.SEED)
     model = build_detection_model(cfg)
@@ -103,16 +135,26 @@ def main():
         image, target, _ = dataset[idx]
         info = dataset.get_img_info(idx)
         images = to_image_list([image], cfg.DATALOADER.SIZE_DIVISIBILITY).to(device)
-        record = assignment_records(model, images, [target.to(device)], categories,
-                                    make_amp_dtype(cfg, device))[0]
-        record.update(image_id=info["id"], file_name=info["file_name"], weights=weights or None, dataset=cfg.DATASETS.TRAIN[0])
+        record = assignment_records(
+            model, images, [target.to(device)], categories, make_amp_dtype(cfg, device)
+        )[0]
+        record.update(
+            image_id=info["id"],
+            file_name=info["file_name"],
+            weights=weights or None,
+            dataset=cfg.DATASETS.TRAIN[0],
+        )
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(info["file_name"]))[0])
         with open(stem + ".json", "w") as f:
             json.dump(record, f, indent=1)
         rgb = to_rgb(image, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
-        plot_assignment(rgb, record, stem + ".png", f"PAA assignment, {info['file_name']}, {source}")
-        print(f"{stem}.png  {stem}.json  ({len(record['gts'])} GTs, "
-              f"{sum(g['num_positives'] for g in record['gts'])} positives)")
+        plot_assignment(
+            rgb, record, stem + ".png", f"PAA assignment, {info['file_name']}, {source}"
+        )
+        print(
+            f"{stem}.png  {stem}.json  ({len(record['gts'])} GTs, "
+            f"{sum(g['num_positives'] for g in record['gts'])} positives)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The config tree. Callers take their own copy with `get_cfg()`; `cfg` itself (the
 defaults, importable as in maskrcnn-benchmark) is never changed by paa_core."""
+
 from .defaults import _C as cfg
 
 

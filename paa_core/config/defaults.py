@@ -15,6 +15,7 @@ where its PAA configs set the key anyway (MODEL.PAA_ON, MODEL.RPN_ONLY,
 MODEL.BACKBONE.CONV_BODY, MODEL.RETINANET.USE_C5, the solver schedule, ...): the
 reference's bare defaults describe a Faster R-CNN, ours the PAA R-50-FPN 1x recipe.
 """
+
 import os
 
 from yacs.config import CfgNode as CN

@@ -10,10 +10,11 @@ A dataset that is not in the catalog can be used without editing code by naming 
 are used as given (relative paths are relative to the current directory) and the
 json must be in COCO format.
 """
+
 import os
 
 
-class DatasetCatalog(object):
+class DatasetCatalog:
     DATA_DIR = "datasets"
     DATASETS = {
         "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
@@ -44,7 +45,7 @@ class DatasetCatalog(object):
             parts = name.split(":")
             if len(parts) != 3 or not all(parts):
                 raise ValueError(
-                    "custom dataset {!r} must look like 'name:image_dir:annotation.json'".format(name)
+                    f"custom dataset {name!r} must look like 'name:image_dir:annotation.json'"
                 )
             _, img_dir, ann_file = parts
         elif name in DatasetCatalog.DATASETS:
@@ -59,7 +60,7 @@ class DatasetCatalog(object):
         return dict(args=dict(root=img_dir, ann_file=ann_file))
 
 
-class ModelCatalog(object):
+class ModelCatalog:
     """URLs of the Detectron (Caffe2) ImageNet backbones, named as in the configs.
 
     `get("ImageNetPretrained/MSRA/R-50")` (a `catalog://` prefix is accepted too).
@@ -77,9 +78,9 @@ class ModelCatalog(object):
     @staticmethod
     def get(name):
         if name.startswith("catalog://"):
-            name = name[len("catalog://"):]
+            name = name[len("catalog://") :]
         prefix = "ImageNetPretrained/"
-        key = name[len(prefix):] if name.startswith(prefix) else None
+        key = name[len(prefix) :] if name.startswith(prefix) else None
         if key not in ModelCatalog.C2_IMAGENET_MODELS:
             raise RuntimeError(
                 "model {!r} is not in the catalog; known: {}".format(

@@ -9,6 +9,7 @@ FBNet bodies): they load with the reference's defaults and stay inert while thei
 is off. `check_reference_switches` refuses, in one line, a config that switches one of
 those parts on, so that nothing a file asks for is ignored silently.
 """
+
 from yacs.config import CfgNode as CN
 
 _ANCHOR_STRIDES = (8, 16, 32, 64, 128)
@@ -202,18 +203,24 @@ def check_reference_switches(cfg):
 
     problems = []
     if cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
-        problems.append("MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after "
-                        "the one-stage PAA detector, which paa_core does not have (set RPN_ONLY "
-                        "True, or PAA_ON False for Faster R-CNN)")
+        problems.append(
+            "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after "
+            "the one-stage PAA detector, which paa_core does not have (set RPN_ONLY "
+            "True, or PAA_ON False for Faster R-CNN)"
+        )
     for key, (accepted, part) in SWITCHES.items():
         value = _get(cfg, key)
         if value not in accepted:
             expected = " or ".join(repr(a) if isinstance(a, str) else str(a) for a in accepted)
-            problems.append(f"{key} {value!r} asks for {part}, which paa_core does not have "
-                            f"(it accepts {expected})")
+            problems.append(
+                f"{key} {value!r} asks for {part}, which paa_core does not have "
+                f"(it accepts {expected})"
+            )
     body = cfg.MODEL.BACKBONE.CONV_BODY
     if body not in BACKBONES:
-        problems.append(f"MODEL.BACKBONE.CONV_BODY {body!r} is a body paa_core does not have "
-                        f"(it has {', '.join(sorted(BACKBONES))})")
+        problems.append(
+            f"MODEL.BACKBONE.CONV_BODY {body!r} is a body paa_core does not have "
+            f"(it has {', '.join(sorted(BACKBONES))})"
+        )
     if problems:
         raise ValueError("; ".join(problems))

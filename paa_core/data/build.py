@@ -1,4 +1,5 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
+
 import bisect
 import os
 
@@ -29,14 +30,19 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
         data = dataset_catalog.get(name)
         # A catalog written for the reference may still name a dataset class.
         if data.get("factory", "COCODataset") != "COCODataset":
-            raise ValueError(f"dataset {name!r}: the catalog names {data['factory']!r}, but "
-                             f"paa_core reads COCO-format json only (COCODataset)")
+            raise ValueError(
+                f"dataset {name!r}: the catalog names {data['factory']!r}, but "
+                f"paa_core reads COCO-format json only (COCODataset)"
+            )
         # training skips images without a usable box; testing keeps every image
-        dataset = D.COCODataset(**data["args"], remove_images_without_annotations=is_train,
-                                transforms=transforms)
+        dataset = D.COCODataset(
+            **data["args"], remove_images_without_annotations=is_train, transforms=transforms
+        )
         if is_train and len(dataset) == 0:
-            raise InputError(f"DATASETS.TRAIN: {name}: no image has a usable box "
-                             "(non-crowd, wider and taller than 1 pixel): nothing to train on")
+            raise InputError(
+                f"DATASETS.TRAIN: {name}: no image has a usable box "
+                "(non-crowd, wider and taller than 1 pixel): nothing to train on"
+            )
         datasets.append(dataset)
     if not is_train:
         return datasets
@@ -48,8 +54,10 @@ def check_num_classes(dataset, name, num_classes):
     parts = getattr(dataset, "datasets", [dataset])
     needed = max(len(d.categories) for d in parts) + 1
     if num_classes < needed:
-        raise InputError(f"MODEL.PAA.NUM_CLASSES is {num_classes} but {name} has {needed - 1} categories: "
-                         f"set it to {needed} (categories + background)")
+        raise InputError(
+            f"MODEL.PAA.NUM_CLASSES is {num_classes} but {name} has {needed - 1} categories: "
+            f"set it to {needed} (categories + background)"
+        )
 
 
 def _leave_stop_signals_to_main(worker_id):
@@ -110,9 +118,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
         shuffle, num_iters, start_iter = False, None, 0
     if images_per_batch <= 0 or images_per_batch % num_gpus != 0:
         raise InputError(
-            "{} ({}) must be a positive multiple of the number of processes ({})".format(
-                key, images_per_batch, num_gpus
-            )
+            f"{key} ({images_per_batch}) must be a positive multiple of the number of processes ({num_gpus})"
         )
     images_per_gpu = images_per_batch // num_gpus
 
@@ -135,7 +141,9 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
         if is_train:
             # Augmentation seeded per sample, so a resumed run sees the same images.
             dataset = samplers.SeededDataset(dataset)
-            batch_sampler = samplers.SeededBatchSampler(batch_sampler, cfg.SEED, get_rank(), start_iter)
+            batch_sampler = samplers.SeededBatchSampler(
+                batch_sampler, cfg.SEED, get_rank(), start_iter
+            )
         loaders.append(
             DataLoader(
                 dataset,

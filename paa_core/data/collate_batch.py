@@ -1,8 +1,9 @@
 """Collate (image, target, idx) samples into batches."""
+
 from paa_core.structures.image_list import to_image_list
 
 
-class BatchCollator(object):
+class BatchCollator:
     """-> (ImageList padded to multiples of `size_divisible`, targets tuple, indices tuple)."""
 
     def __init__(self, size_divisible=0):
@@ -13,7 +14,7 @@ class BatchCollator(object):
         return to_image_list(images, self.size_divisible), targets, img_ids
 
 
-class BBoxAugCollator(object):
+class BBoxAugCollator:
     """-> (images, targets, indices) tuples, untouched: test-time augmentation resizes
     and batches the raw images itself, once per scale and flip."""
 

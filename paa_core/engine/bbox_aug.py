@@ -5,8 +5,9 @@ transforms at its own size (and mirrored), runs the detector and maps the boxes 
 to the frame of the identity size (`MIN_SIZE_TEST`, `MAX_SIZE_TEST`), where all
 detections are merged.
 """
+
 import functools
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ class AugRun(NamedTuple):
 
     transform: Callable
     hflip: bool
-    scale_range: Optional[Tuple[float, float]]
+    scale_range: Optional[tuple[float, float]]
 
 
 class BBoxAugOptions(NamedTuple):
@@ -38,7 +39,7 @@ class BBoxAugOptions(NamedTuple):
     `detections_per_img` are kept.
     """
 
-    runs: Tuple[AugRun, ...]
+    runs: tuple[AugRun, ...]
     size_divisible: int
     vote: bool
     merge_type: str
@@ -88,7 +89,7 @@ def vote_clusters(boxes, scores, labels, vote_th):
         members[i] = True
         leader[members] = i
         unassigned &= ~members
-        rest = np.flatnonzero(unassigned[i + 1:])
+        rest = np.flatnonzero(unassigned[i + 1 :])
         if rest.size == 0:
             break
         i += 1 + int(rest[0])
@@ -119,8 +120,9 @@ def merge_boxes_by_vote(boxes, scores, labels, vote_th, merge_type="vote", soft_
     weighted = torch.zeros_like(boxes).index_add_(0, leader, boxes * scores[:, None])
     weight = torch.zeros_like(scores).index_add_(0, leader, scores)
     leaders = (size > 0).nonzero().squeeze(1)
-    merged = torch.where((size[leaders] > 1)[:, None],
-                         weighted[leaders] / weight[leaders, None], boxes[leaders])
+    merged = torch.where(
+        (size[leaders] > 1)[:, None], weighted[leaders] / weight[leaders, None], boxes[leaders]
+    )
     out_boxes, out_scores, out_labels = [merged], [scores[leaders]], [labels[leaders]]
 
     if merge_type == "soft-vote":
@@ -129,8 +131,11 @@ def merge_boxes_by_vote(boxes, scores, labels, vote_th, merge_type="vote", soft_
         out_boxes.append(boxes[keep])
         out_scores.append(soft_scores[keep])
         out_labels.append(labels[keep])
-    return (torch.cat(out_boxes).to(device), torch.cat(out_scores).to(device),
-            torch.cat(out_labels).to(device))
+    return (
+        torch.cat(out_boxes).to(device),
+        torch.cat(out_scores).to(device),
+        torch.cat(out_labels).to(device),
+    )
 
 
 def keep_top_scores(boxlist, max_detections):
@@ -155,18 +160,26 @@ def im_detect_bbox_aug(model, images, device, options):
 
     results = []
     for dets in per_image:
-        boxlist = cat_boxlist([d.convert("xyxy").copy_with_fields(["scores", "labels"]) for d in dets])
+        boxlist = cat_boxlist(
+            [d.convert("xyxy").copy_with_fields(["scores", "labels"]) for d in dets]
+        )
         if options.vote:
             boxes, scores, labels = merge_boxes_by_vote(
-                boxlist.bbox, boxlist.get_field("scores"), boxlist.get_field("labels"),
-                options.vote_th, options.merge_type, options.soft_vote_th)
+                boxlist.bbox,
+                boxlist.get_field("scores"),
+                boxlist.get_field("labels"),
+                options.vote_th,
+                options.merge_type,
+                options.soft_vote_th,
+            )
             boxlist = BoxList(boxes, boxlist.size, mode="xyxy")
             boxlist.add_field("scores", scores)
             boxlist.add_field("labels", labels)
             results.append(keep_top_scores(boxlist, options.max_vote_detections))
         else:
-            results.append(keep_top_scores(boxlist_ml_nms(boxlist, options.nms_th),
-                                           options.detections_per_img))
+            results.append(
+                keep_top_scores(boxlist_ml_nms(boxlist, options.nms_th), options.detections_per_img)
+            )
     return results
 
 
@@ -179,10 +192,14 @@ def make_bbox_aug_options(cfg):
     """
     aug = cfg.TEST.BBOX_AUG
     if aug.SCALE_RANGES and len(aug.SCALE_RANGES) != len(aug.SCALES):
-        raise ValueError(f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
-                         f"{len(aug.SCALE_RANGES)} ranges for {len(aug.SCALES)} SCALES")
+        raise ValueError(
+            f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
+            f"{len(aug.SCALE_RANGES)} ranges for {len(aug.SCALES)} SCALES"
+        )
     if aug.MERGE_TYPE not in MERGE_TYPES:
-        raise ValueError(f"TEST.BBOX_AUG.MERGE_TYPE must be one of {MERGE_TYPES}, got {aug.MERGE_TYPE!r}")
+        raise ValueError(
+            f"TEST.BBOX_AUG.MERGE_TYPE must be one of {MERGE_TYPES}, got {aug.MERGE_TYPE!r}"
+        )
     sizes = [(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, aug.H_FLIP, None)]
     for i, scale in enumerate(aug.SCALES):
         max_size = cfg.INPUT.MAX_SIZE_TEST if scale < aug.MAX_SIZE_FROM_SCALE else aug.MAX_SIZE
@@ -191,7 +208,9 @@ def make_bbox_aug_options(cfg):
     runs = []
     for min_size, max_size, with_flip, scale_range in sizes:
         for hflip in (False, True) if with_flip else (False,):
-            runs.append(AugRun(build_test_transforms(cfg, min_size, max_size, hflip), hflip, scale_range))
+            runs.append(
+                AugRun(build_test_transforms(cfg, min_size, max_size, hflip), hflip, scale_range)
+            )
     return BBoxAugOptions(
         runs=tuple(runs),
         size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,

@@ -1,5 +1,6 @@
 """What `tools/train_net.py` and `tools/test_net.py` share: arguments, config, processes, logging,
 and turning bad input into one clear line instead of a traceback."""
+
 import argparse
 import os
 import random
@@ -47,7 +48,9 @@ def run_cli(main):
 
 def make_parser(description):
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="path to the config file"
+    )
     # torch.distributed.launch passes --local-rank (or --local_rank); torchrun sets LOCAL_RANK.
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     # Parsed with parse_intermixed_args, so flags may also follow the overrides.
@@ -124,7 +127,9 @@ def resolve_device(cfg):
     Returns the warning to log about the fallback, or None.
     """
     if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
-        raise InputError(f"MODEL.DEVICE: unknown device {cfg.MODEL.DEVICE!r}, expected cpu, cuda or cuda:N")
+        raise InputError(
+            f"MODEL.DEVICE: unknown device {cfg.MODEL.DEVICE!r}, expected cpu, cuda or cuda:N"
+        )
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         warning = f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but no GPU is visible: using the CPU"
         cfg.MODEL.DEVICE = "cpu"
@@ -178,10 +183,14 @@ def check_run_definition(cfg, resume_changed):
         return []
     changes = run_definition_changes(cfg, saved_config)
     if changes and not resume_changed:
-        listed = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
-        raise InputError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run with other settings: {listed}; "
-                         "to start afresh choose another OUTPUT_DIR, to continue that run with the new "
-                         "settings add --resume-changed")
+        listed = ", ".join(changes[:4]) + (
+            f" and {len(changes) - 4} more" if len(changes) > 4 else ""
+        )
+        raise InputError(
+            f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run with other settings: {listed}; "
+            "to start afresh choose another OUTPUT_DIR, to continue that run with the new "
+            "settings add --resume-changed"
+        )
     return changes
 
 
@@ -233,8 +242,12 @@ def setup(description, add_arguments=None, training=False):
     cfg = get_cfg()
     parser = make_parser(description)
     if training:
-        parser.add_argument("--resume-changed", dest="resume_changed", action="store_true",
-                            help="continue the run in OUTPUT_DIR although its settings changed")
+        parser.add_argument(
+            "--resume-changed",
+            dest="resume_changed",
+            action="store_true",
+            help="continue the run in OUTPUT_DIR although its settings changed",
+        )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_intermixed_args()
@@ -255,9 +268,14 @@ def setup(description, add_arguments=None, training=False):
     if device_warning:
         logger.warning(device_warning)
     if accepted_changes:
-        logger.warning("Continuing the run in %s with changed settings (--resume-changed): %s", output_dir,
-                       ", ".join(accepted_changes))
-    logger.info("Using %d process(es), device %s", int(os.environ.get("WORLD_SIZE", 1)), cfg.MODEL.DEVICE)
+        logger.warning(
+            "Continuing the run in %s with changed settings (--resume-changed): %s",
+            output_dir,
+            ", ".join(accepted_changes),
+        )
+    logger.info(
+        "Using %d process(es), device %s", int(os.environ.get("WORLD_SIZE", 1)), cfg.MODEL.DEVICE
+    )
     logger.info("Arguments: %s", args)
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     logger.info("Loaded configuration file %s", args.config_file)

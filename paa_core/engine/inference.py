@@ -1,4 +1,5 @@
 """Run a detector over a test loader, gather the predictions of all processes and evaluate them."""
+
 import datetime
 import logging
 import os
@@ -40,13 +41,25 @@ def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
         predictions.update(p)
     missing = sorted(set(range(num_images)) - set(predictions))
     if missing:
-        raise RuntimeError(f"no predictions for {len(missing)} of {num_images} images "
-                           f"(dataset indices {missing[:5]}...): the test sampler did not cover the dataset")
+        raise RuntimeError(
+            f"no predictions for {len(missing)} of {num_images} images "
+            f"(dataset indices {missing[:5]}...): the test sampler did not cover the dataset"
+        )
     return [predictions[i] for i in range(num_images)]
 
 
-def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cuda",
-              expected_results=(), expected_results_sigma_tol=4, output_folder=None, bbox_aug=None):
+def inference(
+    model,
+    data_loader,
+    dataset_name,
+    iou_types=("bbox",),
+    box_only=False,
+    device="cuda",
+    expected_results=(),
+    expected_results_sigma_tol=4,
+    output_folder=None,
+    bbox_aug=None,
+):
     """Evaluate `model` on `data_loader`'s dataset; returns the results dict on the main
     process ({"bbox": {"AP": ..., ...}}, or with `box_only`, for a model that outputs
     proposals, {"box_proposal": {"AR@100": ..., ...}}) and None on the others.
@@ -62,15 +75,24 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     synchronize()
     total_time = time.time() - start_time
     num_devices = get_world_size()
-    logger.info("Total inference time: %s (%.4f s / img per device, on %d devices)",
-                datetime.timedelta(seconds=int(total_time)), total_time * num_devices / max(len(dataset), 1),
-                num_devices)
+    logger.info(
+        "Total inference time: %s (%.4f s / img per device, on %d devices)",
+        datetime.timedelta(seconds=int(total_time)),
+        total_time * num_devices / max(len(dataset), 1),
+        num_devices,
+    )
 
     predictions = _accumulate_predictions_from_multiple_gpus(predictions, len(dataset))
     if not is_main_process():
         return None
     if output_folder:
         torch.save(predictions, os.path.join(output_folder, "predictions.pth"))
-    return evaluate(dataset=dataset, predictions=predictions, output_folder=output_folder,
-                    iou_types=iou_types, box_only=box_only, expected_results=expected_results,
-                    expected_results_sigma_tol=expected_results_sigma_tol)
+    return evaluate(
+        dataset=dataset,
+        predictions=predictions,
+        output_folder=output_folder,
+        iou_types=iou_types,
+        box_only=box_only,
+        expected_results=expected_results,
+        expected_results_sigma_tol=expected_results_sigma_tol,
+    )

@@ -1,4 +1,5 @@
 """The iteration-based training loop."""
+
 import datetime
 import logging
 import os
@@ -37,9 +38,12 @@ def check_losses_finite(loss_dict, iteration, last_checkpoint):
     bad = {k: v.item() for k, v in loss_dict.items() if not torch.isfinite(v).all()}
     if bad:
         listed = ", ".join(f"{k}={v}" for k, v in bad.items())
-        where = (f"the last checkpoint is {last_checkpoint}, but resuming from it with the same settings "
-                 "will likely diverge again (lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)"
-                 if last_checkpoint else "no checkpoint was saved")
+        where = (
+            f"the last checkpoint is {last_checkpoint}, but resuming from it with the same settings "
+            "will likely diverge again (lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)"
+            if last_checkpoint
+            else "no checkpoint was saved"
+        )
         raise InputError(f"non-finite loss at iteration {iteration}: {listed}; {where}")
 
 
@@ -107,8 +111,18 @@ def backward_and_step(losses, optimizer, scaler=None):
     scaler.update()
 
 
-def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
-             amp_dtype=None, scaler=None):
+def do_train(
+    model,
+    data_loader,
+    optimizer,
+    scheduler,
+    checkpointer,
+    device,
+    checkpoint_period,
+    arguments,
+    amp_dtype=None,
+    scaler=None,
+):
     """Train until `len(data_loader)` iterations (the sampler's total), starting after
     `arguments["iteration"]`; `arguments` is saved with every checkpoint.
 
@@ -121,12 +135,34 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     raise an InputError that says where it is; the same command then resumes.
     """
     with StopSignals() as stop:
-        _train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
-               amp_dtype, scaler, stop)
+        _train(
+            model,
+            data_loader,
+            optimizer,
+            scheduler,
+            checkpointer,
+            device,
+            checkpoint_period,
+            arguments,
+            amp_dtype,
+            scaler,
+            stop,
+        )
 
 
-def _train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
-           amp_dtype, scaler, stop):
+def _train(
+    model,
+    data_loader,
+    optimizer,
+    scheduler,
+    checkpointer,
+    device,
+    checkpoint_period,
+    arguments,
+    amp_dtype,
+    scaler,
+    stop,
+):
     logger = logging.getLogger("paa_core.trainer")
     logger.info("Start training")
     meters = MetricLogger(delimiter="  ")
@@ -149,12 +185,17 @@ def _train(model, data_loader, optimizer, scheduler, checkpointer, device, check
         with warnings.catch_warnings():
             # PyTorch warns when the scheduler steps before the first optimizer step; that
             # order is deliberate here (see the docstring).
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            warnings.filterwarnings(
+                "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
+            )
             scheduler.step()
 
         images = images.to(device)
         targets = [target.to(device) for target in targets]
-        with listen() as published, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with (
+            listen() as published,
+            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+        ):
             loss_dict = model(images, targets)
         check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
         losses = sum(loss_dict.values())
@@ -181,15 +222,23 @@ def _train(model, data_loader, optimizer, scheduler, checkpointer, device, check
                 f"lr: {lr:.6f}",
             ]
             if device.type == "cuda":
-                fields.append(f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB")
+                fields.append(
+                    f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB"
+                )
             logger.info(meters.delimiter.join(fields))
             if writer is not None:
                 for name, meter in meters.meters.items():
                     writer.add_scalar(f"train/{name}", meter.median, iteration)
                 writer.add_scalar("train/lr", lr, iteration)
             if checkpointer.save_dir and is_main_process():
-                append_metrics(checkpointer.save_dir, {"iteration": iteration, "lr": lr,
-                                                       **{k: m.median for k, m in meters.meters.items()}})
+                append_metrics(
+                    checkpointer.save_dir,
+                    {
+                        "iteration": iteration,
+                        "lr": lr,
+                        **{k: m.median for k, m in meters.meters.items()},
+                    },
+                )
         if scaler is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
             arguments["grad_scaler"] = scaler.state_dict()
         if iteration % checkpoint_period == 0:
@@ -207,12 +256,17 @@ def _train(model, data_loader, optimizer, scheduler, checkpointer, device, check
                 arguments["grad_scaler"] = scaler.state_dict()
             checkpointer.save(name, **arguments)
         saved = os.path.join(checkpointer.save_dir, name + ".pth")
-        raise InputError(f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
-                         f"saved {saved}; run the same command to resume")
+        raise InputError(
+            f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
+            f"saved {saved}; run the same command to resume"
+        )
 
     total_training_time = time.time() - start_training_time
     done = max(max_iter - start_iter, 1)
-    logger.info("Total training time: %s (%.4f s / it)",
-                datetime.timedelta(seconds=int(total_training_time)), total_training_time / done)
+    logger.info(
+        "Total training time: %s (%.4f s / it)",
+        datetime.timedelta(seconds=int(total_training_time)),
+        total_training_time / done,
+    )
     if writer is not None:
         writer.close()

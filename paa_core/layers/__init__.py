@@ -1,6 +1,7 @@
 """Building blocks and compiled ops shared by the backbone, head, loss and post-processing."""
+
 from .batch_norm import FrozenBatchNorm2d
-from .dcn import DeformConv, ModulatedDeformConv, DFConv2d, deform_conv, modulated_deform_conv
+from .dcn import DeformConv, DFConv2d, ModulatedDeformConv, deform_conv, modulated_deform_conv
 from .misc import Conv2d
 from .nms import ml_nms, nms
 from .scale import Scale

@@ -1,4 +1,5 @@
 """Batch norm with frozen statistics and affine parameters (ImageNet backbones)."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """The GIoU loss of the PAA box branch (paired IoUs: `structures.box_ops`)."""
+
 import torch
 
 
@@ -25,4 +26,3 @@ def giou_loss(pred, target, eps=1e-7):
     union = pred_area + target_area - inter + eps
     giou = inter / union - (enclosing - union) / enclosing
     return 1 - giou
-

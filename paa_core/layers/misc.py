@@ -1,4 +1,5 @@
 """Thin wrappers kept for maskrcnn-benchmark API compatibility."""
+
 from torch import nn
 
 

@@ -1,4 +1,5 @@
 """Greedy NMS (ops `torch.ops.paa_core.nms` / `ml_nms`), for either box convention."""
+
 import torch
 from torch import Tensor
 
@@ -15,8 +16,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: float = 1) 
     return ops.nms(boxes, scores, float(iou_threshold), float(offset))
 
 
-def ml_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float,
-           offset: float = 1) -> Tensor:
+def ml_nms(
+    boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, offset: float = 1
+) -> Tensor:
     """Like `nms`, but a box only suppresses boxes that carry the same label (integer [N])."""
     if labels.is_floating_point():
         # The reference passed labels as floats; accept them when they are whole numbers.

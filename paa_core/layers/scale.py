@@ -1,4 +1,5 @@
 """Learnable scalar multiplier (one per FPN level on the box regression output)."""
+
 import torch
 from torch import nn
 

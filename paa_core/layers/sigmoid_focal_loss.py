@@ -3,6 +3,7 @@
 The op's CPU/CUDA kernels, backward, autocast rule (lower precision logits run in
 float32) and checks are registered with PyTorch's dispatcher (see `paa_core._ops`).
 """
+
 from torch import Tensor, nn
 
 from paa_core._ops import ops

@@ -1,4 +1,5 @@
 """Smooth L1 (Huber-like) loss as used by maskrcnn-benchmark's box heads."""
+
 import torch.nn.functional as F
 
 

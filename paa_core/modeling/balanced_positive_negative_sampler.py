@@ -1,8 +1,9 @@
 """Per-image random subsampling of positive and negative training examples."""
+
 import torch
 
 
-class BalancedPositiveNegativeSampler(object):
+class BalancedPositiveNegativeSampler:
     """Keeps at most `batch_size_per_image` examples per image, of which at most
     `positive_fraction` are positive; negatives fill the rest. Chosen uniformly at random.
     """

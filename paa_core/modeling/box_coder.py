@@ -5,17 +5,18 @@ default; 0: detectron2's, used by the Faster R-CNN path; see `structures.box_ops
 centres are the midpoints `(x1 + x2) / 2`, and decoding returns
 `ctr +- 0.5 * (w - offset)`, so decoding an encoding gives back the original box exactly.
 """
+
 import math
 
 import torch
 
 
-class BoxCoder(object):
+class BoxCoder:
     """Encodes boxes as (dx, dy, dw, dh) relative to reference boxes (anchors)."""
 
     def __init__(self, weights, bbox_xform_clip=math.log(1000.0 / 16), offset=1):
         if len(weights) != 4:
-            raise ValueError("BoxCoder weights must be 4 numbers, got {!r}".format(weights))
+            raise ValueError(f"BoxCoder weights must be 4 numbers, got {weights!r}")
         self.weights = tuple(float(w) for w in weights)
         self.bbox_xform_clip = bbox_xform_clip
         self.offset = offset

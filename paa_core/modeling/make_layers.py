@@ -1,4 +1,5 @@
 """Small conv factories shared by the FPN (and any light backbone added later)."""
+
 from torch import nn
 
 
@@ -6,12 +7,16 @@ def group_norm(channels, dim_per_group=-1, num_groups=32, eps=1e-5):
     """GroupNorm with `num_groups` groups, or groups of `dim_per_group` channels when
     that is set instead (the MODEL.GROUP_NORM keys; exactly one of the two is -1)."""
     if (dim_per_group == -1) == (num_groups == -1):
-        raise ValueError(f"MODEL.GROUP_NORM: set one of DIM_PER_GP ({dim_per_group}) and "
-                         f"NUM_GROUPS ({num_groups}), the other to -1")
+        raise ValueError(
+            f"MODEL.GROUP_NORM: set one of DIM_PER_GP ({dim_per_group}) and "
+            f"NUM_GROUPS ({num_groups}), the other to -1"
+        )
     groups = channels // dim_per_group if dim_per_group > 0 else num_groups
     if groups <= 0 or channels % groups:
-        raise ValueError(f"MODEL.GROUP_NORM: {channels} channels do not split into groups "
-                         f"(DIM_PER_GP {dim_per_group}, NUM_GROUPS {num_groups})")
+        raise ValueError(
+            f"MODEL.GROUP_NORM: {channels} channels do not split into groups "
+            f"(DIM_PER_GP {dim_per_group}, NUM_GROUPS {num_groups})"
+        )
     return nn.GroupNorm(groups, channels, eps=eps)
 
 
@@ -24,8 +29,12 @@ def conv_with_kaiming_uniform(use_gn=False, use_relu=False, gn_args=None, use_bi
 
     def make_conv(in_channels, out_channels, kernel_size, stride=1):
         conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size,
-            stride=stride, padding=kernel_size // 2, bias=use_bias and not use_gn,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            bias=use_bias and not use_gn,
         )
         nn.init.kaiming_uniform_(conv.weight, a=1)
         if conv.bias is not None:

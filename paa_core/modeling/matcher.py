@@ -1,8 +1,9 @@
 """Assign each prediction (anchor) to at most one ground-truth box by IoU."""
+
 import torch
 
 
-class Matcher(object):
+class Matcher:
     """maskrcnn-benchmark's matcher.
 
     For a quality matrix [G, A] (e.g. IoU of GT g with anchor a), each anchor gets
@@ -20,9 +21,7 @@ class Matcher(object):
     def __init__(self, high_threshold, low_threshold, allow_low_quality_matches=False):
         if low_threshold > high_threshold:
             raise ValueError(
-                "Matcher low_threshold {} exceeds high_threshold {}".format(
-                    low_threshold, high_threshold
-                )
+                f"Matcher low_threshold {low_threshold} exceeds high_threshold {high_threshold}"
             )
         self.high_threshold = high_threshold
         self.low_threshold = low_threshold
@@ -32,9 +31,7 @@ class Matcher(object):
         """[G, A] float -> [A] int64 of GT indices or the negative codes above."""
         if match_quality_matrix.dim() != 2:
             raise ValueError(
-                "Matcher expects a [G, A] matrix, got shape {}".format(
-                    tuple(match_quality_matrix.shape)
-                )
+                f"Matcher expects a [G, A] matrix, got shape {tuple(match_quality_matrix.shape)}"
             )
         num_gt, num_anchors = match_quality_matrix.shape
         if num_gt == 0 or num_anchors == 0:

@@ -1,4 +1,5 @@
 """Multi-level ROI feature pooling with torchvision's aligned ROIAlign."""
+
 import math
 import sys
 
@@ -9,7 +10,7 @@ from torchvision.ops import roi_align
 from paa_core.structures.box_ops import box_area
 
 
-class LevelMapper(object):
+class LevelMapper:
     """FPN level of each box: floor(k0 + log2(sqrt(area) / s0 + eps)) clamped to
     [k_min, k_max], returned as an index 0..k_max-k_min (area with `box_offset`)."""
 
@@ -45,10 +46,16 @@ class Pooler(nn.Module):
 
     def forward(self, features, boxes):
         """features: per level [N, C, H, W] (extra levels are ignored); boxes: per image BoxLists."""
-        rois = torch.cat([
-            torch.cat([torch.full((len(b), 1), i, dtype=b.bbox.dtype, device=b.bbox.device), b.bbox], dim=1)
-            for i, b in enumerate(boxes)
-        ], dim=0)
+        rois = torch.cat(
+            [
+                torch.cat(
+                    [torch.full((len(b), 1), i, dtype=b.bbox.dtype, device=b.bbox.device), b.bbox],
+                    dim=1,
+                )
+                for i, b in enumerate(boxes)
+            ],
+            dim=0,
+        )
         levels = self.map_levels(rois[:, 1:])
         first = features[0]
         result = first.new_zeros((len(rois), first.shape[1]) + self.output_size)
@@ -59,7 +66,11 @@ class Pooler(nn.Module):
             # Box coordinates stay float32 (under bf16 autocast, torchvision's roi_align
             # computes in float32 itself).
             result[idx] = roi_align(
-                feature, rois[idx], self.output_size, spatial_scale=scale,
-                sampling_ratio=self.sampling_ratio, aligned=True,
+                feature,
+                rois[idx],
+                self.output_size,
+                spatial_scale=scale,
+                sampling_ratio=self.sampling_ratio,
+                aligned=True,
             )
         return result

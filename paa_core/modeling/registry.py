@@ -4,10 +4,10 @@
 class Registry(dict):
     """A dict whose `register` works as a decorator and whose missing keys fail clearly.
 
-        BACKBONES = Registry("BACKBONES")
+    BACKBONES = Registry("BACKBONES")
 
-        @BACKBONES.register("R-50-FPN-RETINANET")
-        def build(cfg): ...
+    @BACKBONES.register("R-50-FPN-RETINANET")
+    def build(cfg): ...
     """
 
     def __init__(self, name, *args, **kwargs):
@@ -31,9 +31,7 @@ class Registry(dict):
         self[key] = obj
 
     def __missing__(self, key):
-        raise KeyError(
-            f"{self.name}: unknown name '{key}'; known names: {', '.join(sorted(self))}"
-        )
+        raise KeyError(f"{self.name}: unknown name '{key}'; known names: {', '.join(sorted(self))}")
 
 
 BACKBONES = Registry("BACKBONES")

@@ -1,14 +1,18 @@
 """Turns the SOLVER config into an optimizer and a learning-rate schedule."""
+
 import torch
 
 from .lr_scheduler import WarmupMultiStepLR
 
-
 # SOLVER.OPTIMIZER -> how to build it from the parameter groups and the config.
 OPTIMIZERS = {
-    "SGD": lambda params, solver: torch.optim.SGD(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM),
+    "SGD": lambda params, solver: torch.optim.SGD(
+        params, lr=solver.BASE_LR, momentum=solver.MOMENTUM
+    ),
     # Decoupled weight decay; trains the quick start's from-scratch model far faster than SGD.
-    "AdamW": lambda params, solver: torch.optim.AdamW(params, lr=solver.BASE_LR, betas=solver.BETAS),
+    "AdamW": lambda params, solver: torch.optim.AdamW(
+        params, lr=solver.BASE_LR, betas=solver.BETAS
+    ),
 }
 
 
@@ -21,8 +25,11 @@ def make_optimizer(cfg, model):
     times that; frozen parameters are left out.
     """
     if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-        raise ValueError("SOLVER.OPTIMIZER: unknown optimizer {!r}, expected one of {}".format(
-            cfg.SOLVER.OPTIMIZER, ", ".join(sorted(OPTIMIZERS))))
+        raise ValueError(
+            "SOLVER.OPTIMIZER: unknown optimizer {!r}, expected one of {}".format(
+                cfg.SOLVER.OPTIMIZER, ", ".join(sorted(OPTIMIZERS))
+            )
+        )
     params = []
     for key, value in model.named_parameters():
         if not value.requires_grad:
@@ -42,7 +49,9 @@ def native_bf16(device):
     if device.type == "cuda":
         # Pre-Ampere GPUs (V100, T4) only emulate bf16, slower than float32.
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == "cpu" and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
 
 
 def make_amp_dtype(cfg, device):

@@ -1,4 +1,5 @@
 """Step learning-rate schedule with a warm-up ramp, stepped once per iteration."""
+
 from bisect import bisect_right
 
 import torch
@@ -13,14 +14,26 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler._LRScheduler):
     ("constant") or ramps linearly from `warmup_factor` to 1 ("linear"); afterwards it is 1.
     """
 
-    def __init__(self, optimizer, milestones, gamma=0.1, warmup_factor=1.0 / 3,
-                 warmup_iters=500, warmup_method="linear", last_epoch=-1):
+    def __init__(
+        self,
+        optimizer,
+        milestones,
+        gamma=0.1,
+        warmup_factor=1.0 / 3,
+        warmup_iters=500,
+        warmup_method="linear",
+        last_epoch=-1,
+    ):
         milestones = list(milestones)
         if milestones != sorted(milestones):
-            raise ValueError(f"WarmupMultiStepLR: milestones must be increasing integers, got {milestones}")
+            raise ValueError(
+                f"WarmupMultiStepLR: milestones must be increasing integers, got {milestones}"
+            )
         if warmup_method not in WARMUP_METHODS:
-            raise ValueError(f"WarmupMultiStepLR: warmup_method must be one of {WARMUP_METHODS}, "
-                             f"got {warmup_method!r}")
+            raise ValueError(
+                f"WarmupMultiStepLR: warmup_method must be one of {WARMUP_METHODS}, "
+                f"got {warmup_method!r}"
+            )
         self.milestones = milestones
         self.gamma = gamma
         self.warmup_factor = warmup_factor

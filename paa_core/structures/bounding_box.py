@@ -4,7 +4,9 @@ Coordinates follow the legacy "+1" pixel convention of the reference: a box
 `[x1, y1, x2, y2]` covers pixels x1..x2 inclusive, so its width is `x2 - x1 + 1`
 and the last valid coordinate of an image of width `w` is `w - 1`.
 """
-from typing import Any, Dict, List, Sequence, Tuple, Union
+
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import Tensor
@@ -19,7 +21,7 @@ _MODES = ("xyxy", "xywh")
 TO_REMOVE = 1  # the "+1" of the pixel convention
 
 
-class BoxList(object):
+class BoxList:
     """`bbox` is a float tensor [N, 4]; `size` is `(width, height)`.
 
     `extra_fields` holds per-box data (labels, scores, ...) with N rows; it is
@@ -27,24 +29,21 @@ class BoxList(object):
     transforms, which only move coordinates.
     """
 
-    def __init__(self, bbox: Union[Tensor, Sequence], image_size: Sequence[int],
-                 mode: str = "xyxy"):
+    def __init__(
+        self, bbox: Union[Tensor, Sequence], image_size: Sequence[int], mode: str = "xyxy"
+    ):
         device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
         bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
         if bbox.dim() != 2 or bbox.size(-1) != 4:
-            raise ValueError(
-                "BoxList expects boxes of shape [N, 4], got {}".format(tuple(bbox.shape))
-            )
+            raise ValueError(f"BoxList expects boxes of shape [N, 4], got {tuple(bbox.shape)}")
         if mode not in _MODES:
-            raise ValueError("BoxList mode must be 'xyxy' or 'xywh', got {!r}".format(mode))
+            raise ValueError(f"BoxList mode must be 'xyxy' or 'xywh', got {mode!r}")
         if len(image_size) != 2:
-            raise ValueError(
-                "BoxList image_size must be (width, height), got {!r}".format(image_size)
-            )
+            raise ValueError(f"BoxList image_size must be (width, height), got {image_size!r}")
         self.bbox = bbox
         self.size = tuple(image_size)
         self.mode = mode
-        self.extra_fields: Dict[str, Any] = {}
+        self.extra_fields: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fields
     def add_field(self, field: str, field_data: Any) -> None:
@@ -52,23 +51,22 @@ class BoxList(object):
 
     def get_field(self, field: str) -> Any:
         if field not in self.extra_fields:
-            raise KeyError(
-                "BoxList has no field {!r} (fields: {})".format(field, self.fields())
-            )
+            raise KeyError(f"BoxList has no field {field!r} (fields: {self.fields()})")
         return self.extra_fields[field]
 
     def has_field(self, field: str) -> bool:
         return field in self.extra_fields
 
-    def fields(self) -> List[str]:
+    def fields(self) -> list[str]:
         return list(self.extra_fields.keys())
 
     def _copy_extra_fields(self, other):
         for k, v in other.extra_fields.items():
             self.extra_fields[k] = v
 
-    def copy_with_fields(self, fields: Union[str, Sequence[str]],
-                         skip_missing: bool = False) -> "BoxList":
+    def copy_with_fields(
+        self, fields: Union[str, Sequence[str]], skip_missing: bool = False
+    ) -> "BoxList":
         """A new BoxList with the same boxes and only the named fields."""
         bbox = BoxList(self.bbox, self.size, self.mode)
         if not isinstance(fields, (list, tuple)):
@@ -77,9 +75,7 @@ class BoxList(object):
             if self.has_field(field):
                 bbox.add_field(field, self.get_field(field))
             elif not skip_missing:
-                raise KeyError(
-                    "BoxList has no field {!r} (fields: {})".format(field, self.fields())
-                )
+                raise KeyError(f"BoxList has no field {field!r} (fields: {self.fields()})")
         return bbox
 
     # ------------------------------------------------------------- geometry
@@ -102,21 +98,19 @@ class BoxList(object):
 
     def convert(self, mode: str) -> "BoxList":
         if mode not in _MODES:
-            raise ValueError("BoxList mode must be 'xyxy' or 'xywh', got {!r}".format(mode))
+            raise ValueError(f"BoxList mode must be 'xyxy' or 'xywh', got {mode!r}")
         if mode == self.mode:
             return self
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
         if mode == "xyxy":
             bbox = torch.cat((xmin, ymin, xmax, ymax), dim=-1)
         else:
-            bbox = torch.cat(
-                (xmin, ymin, xmax - xmin + TO_REMOVE, ymax - ymin + TO_REMOVE), dim=-1
-            )
+            bbox = torch.cat((xmin, ymin, xmax - xmin + TO_REMOVE, ymax - ymin + TO_REMOVE), dim=-1)
         out = BoxList(bbox, self.size, mode=mode)
         out._copy_extra_fields(self)
         return out
 
-    def resize(self, size: Tuple[float, float], *args, **kwargs) -> "BoxList":
+    def resize(self, size: tuple[float, float], *args, **kwargs) -> "BoxList":
         """Scale the boxes for an image resized from `self.size` to `size` (w, h)."""
         ratio_w, ratio_h = (float(s) / float(s_orig) for s, s_orig in zip(size, self.size))
         if ratio_w == ratio_h:
@@ -124,16 +118,14 @@ class BoxList(object):
             out._copy_extra_fields(self)
             return out
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
-        return self._from_xyxy(
-            xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h, size
-        )
+        return self._from_xyxy(xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h, size)
 
     def transpose(self, method: int) -> "BoxList":
         """Flip the boxes with the image: x' = w - x - 1 (or y' = h - y - 1)."""
         if method not in (FLIP_LEFT_RIGHT, FLIP_TOP_BOTTOM):
             raise ValueError(
                 "transpose method must be FLIP_LEFT_RIGHT (0) or FLIP_TOP_BOTTOM (1), "
-                "got {!r}".format(method)
+                f"got {method!r}"
             )
         image_width, image_height = self.size
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
@@ -206,6 +198,4 @@ class BoxList(object):
         return self.bbox.shape[0]
 
     def __repr__(self):
-        return "{}(num_boxes={}, image_width={}, image_height={}, mode={})".format(
-            self.__class__.__name__, len(self), self.size[0], self.size[1], self.mode
-        )
+        return f"{self.__class__.__name__}(num_boxes={len(self)}, image_width={self.size[0]}, image_height={self.size[1]}, mode={self.mode})"

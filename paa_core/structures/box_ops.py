@@ -6,6 +6,7 @@ x2 - x1 + 1 pixels; `bounding_box.TO_REMOVE`), 0 is the continuous convention of
 detectron2 and torchvision (width x2 - x1). The same offset goes to the NMS ops
 (`paa_core.layers.nms`), so one detector uses one convention throughout.
 """
+
 import torch
 from torch import Tensor
 

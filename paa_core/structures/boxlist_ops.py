@@ -1,5 +1,6 @@
 """Operations on BoxLists: IoU, NMS, concatenation, size filtering."""
-from typing import Sequence
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -10,8 +11,9 @@ from .bounding_box import TO_REMOVE, BoxList
 from .box_ops import box_iou
 
 
-def boxlist_nms(boxlist: BoxList, nms_thresh: float, max_proposals: int = -1,
-                score_field: str = "scores") -> BoxList:
+def boxlist_nms(
+    boxlist: BoxList, nms_thresh: float, max_proposals: int = -1, score_field: str = "scores"
+) -> BoxList:
     """Class-agnostic NMS; keeps at most `max_proposals` (> 0) boxes, best first."""
     if nms_thresh <= 0:
         return boxlist
@@ -24,7 +26,10 @@ def boxlist_nms(boxlist: BoxList, nms_thresh: float, max_proposals: int = -1,
 
 
 def boxlist_ml_nms(
-    boxlist: BoxList, nms_thresh: float, max_proposals: int = -1, score_field: str = "scores",
+    boxlist: BoxList,
+    nms_thresh: float,
+    max_proposals: int = -1,
+    score_field: str = "scores",
     label_field: str = "labels",
 ) -> BoxList:
     """NMS within each label (boxes of different labels never suppress each other)."""
@@ -54,9 +59,7 @@ def boxlist_iou(boxlist1: BoxList, boxlist2: BoxList) -> Tensor:
     """IoU matrix [N, M] of two BoxLists of the same image (+1 areas)."""
     if boxlist1.size != boxlist2.size:
         raise RuntimeError(
-            "boxlist_iou needs BoxLists of the same image, got sizes {} and {}".format(
-                boxlist1.size, boxlist2.size
-            )
+            f"boxlist_iou needs BoxLists of the same image, got sizes {boxlist1.size} and {boxlist2.size}"
         )
     return box_iou(boxlist1.convert("xyxy").bbox, boxlist2.convert("xyxy").bbox, offset=TO_REMOVE)
 
@@ -66,25 +69,17 @@ def cat_boxlist(bboxes: Sequence[BoxList]) -> BoxList:
     if not isinstance(bboxes, (list, tuple)) or len(bboxes) == 0:
         raise ValueError("cat_boxlist needs a non-empty list of BoxLists")
     if not all(isinstance(b, BoxList) for b in bboxes):
-        raise TypeError(
-            "cat_boxlist needs BoxLists, got {}".format([type(b).__name__ for b in bboxes])
-        )
+        raise TypeError(f"cat_boxlist needs BoxLists, got {[type(b).__name__ for b in bboxes]}")
     first = bboxes[0]
     fields = set(first.fields())
     for b in bboxes[1:]:
         if b.size != first.size:
-            raise ValueError(
-                "cat_boxlist: image sizes differ ({} vs {})".format(first.size, b.size)
-            )
+            raise ValueError(f"cat_boxlist: image sizes differ ({first.size} vs {b.size})")
         if b.mode != first.mode:
-            raise ValueError(
-                "cat_boxlist: modes differ ({} vs {})".format(first.mode, b.mode)
-            )
+            raise ValueError(f"cat_boxlist: modes differ ({first.mode} vs {b.mode})")
         if set(b.fields()) != fields:
             raise ValueError(
-                "cat_boxlist: fields differ ({} vs {})".format(
-                    sorted(fields), sorted(b.fields())
-                )
+                f"cat_boxlist: fields differ ({sorted(fields)} vs {sorted(b.fields())})"
             )
     if len(bboxes) == 1:
         return bboxes[0]

@@ -1,15 +1,17 @@
 """`ImageList`: a zero-padded batch of images plus each image's true size."""
+
 import math
-from typing import List, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
 
 
-class ImageList(object):
+class ImageList:
     """`tensors` is [B, C, H, W]; `image_sizes[i]` is the (h, w) of image i before padding."""
 
-    def __init__(self, tensors: Tensor, image_sizes: List[Tuple[int, int]]):
+    def __init__(self, tensors: Tensor, image_sizes: list[tuple[int, int]]):
         self.tensors = tensors
         self.image_sizes = image_sizes
 
@@ -17,8 +19,9 @@ class ImageList(object):
         return ImageList(self.tensors.to(*args, **kwargs), self.image_sizes)
 
 
-def to_image_list(tensors: Union[ImageList, Tensor, Sequence[Tensor]],
-                  size_divisible: int = 0) -> ImageList:
+def to_image_list(
+    tensors: Union[ImageList, Tensor, Sequence[Tensor]], size_divisible: int = 0
+) -> ImageList:
     """Batch images into an ImageList, padding H and W up to multiples of `size_divisible`.
 
     Accepts an ImageList (returned as is), a [C, H, W] or [B, C, H, W] tensor, or a
@@ -31,15 +34,13 @@ def to_image_list(tensors: Union[ImageList, Tensor, Sequence[Tensor]],
             tensors = tensors[None]
         if tensors.dim() != 4:
             raise ValueError(
-                "to_image_list expects a [C, H, W] or [B, C, H, W] tensor, got shape {}".format(
-                    tuple(tensors.shape)
-                )
+                f"to_image_list expects a [C, H, W] or [B, C, H, W] tensor, got shape {tuple(tensors.shape)}"
             )
         tensors = list(tensors.unbind(0))
     if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:
         raise TypeError(
             "to_image_list expects a tensor, an ImageList or a non-empty list of tensors, "
-            "got {}".format(type(tensors).__name__)
+            f"got {type(tensors).__name__}"
         )
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != tensors[0].shape[0]:

@@ -15,6 +15,7 @@ only regroups them per image and GT. Per GT a record holds:
   positive mode), its EM iterations, or None when the GT has fewer than 2 candidates;
 - `num_positives`, `positives_per_level` and `cut`: the highest positive score.
 """
+
 import math
 
 import numpy as np
@@ -36,15 +37,23 @@ def assignment_records(model, images, targets, categories=None, amp_dtype=None):
     model.train()
     device = images.tensors.device
     try:
-        with torch.no_grad(), listen() as published, \
-                torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with (
+            torch.no_grad(),
+            listen() as published,
+            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+        ):
             model(images, targets)
     finally:
         model.train(was_training)
     if "paa_candidates" not in published:
         raise RuntimeError("the model published no PAA assignment: is its head PAA?")
-    return _records(published["paa_candidates"], published.get("paa_gmm"), targets, images.image_sizes,
-                    categories or {})
+    return _records(
+        published["paa_candidates"],
+        published.get("paa_gmm"),
+        targets,
+        images.image_sizes,
+        categories or {},
+    )
 
 
 def _records(cand, gmm_part, targets, image_sizes, categories):
@@ -60,8 +69,12 @@ def _records(cand, gmm_part, targets, image_sizes, categories):
         if gmm_part["gmm"] is not None:
             g = gmm_part["gmm"]
             for row, gt in enumerate(gmm_part["fit_rows"].tolist()):
-                gmm_of_gt[gt] = {"means": g.means[row].tolist(), "variances": g.variances[row].tolist(),
-                                 "weights": g.weights[row].tolist(), "iterations": int(g.n_iter[row])}
+                gmm_of_gt[gt] = {
+                    "means": g.means[row].tolist(),
+                    "variances": g.variances[row].tolist(),
+                    "weights": g.weights[row].tolist(),
+                    "iterations": int(g.n_iter[row]),
+                }
     records, first_gt = [], 0
     for image, target in enumerate(targets):
         target = target.convert("xyxy")
@@ -72,22 +85,35 @@ def _records(cand, gmm_part, targets, image_sizes, categories):
             in_set = selected[cand["gt"][selected] == gt]  # ascending score
             npos = int(num_pos[gt])
             candidates = [
-                {"anchor_index": int(cand["anchor_index"][c]) - image * per_image,
-                 "level": int(cand["level"][c]), "box": cand["box"][c].tolist(),
-                 "score": float(cand["score"][c]), "positive": rank < npos}
+                {
+                    "anchor_index": int(cand["anchor_index"][c]) - image * per_image,
+                    "level": int(cand["level"][c]),
+                    "box": cand["box"][c].tolist(),
+                    "score": float(cand["score"][c]),
+                    "positive": rank < npos,
+                }
                 for rank, c in enumerate(in_set.tolist())
             ]
-            gts.append({
-                "gt": j, "box": box, "label": label, "category": categories.get(label),
-                "iou_candidates_per_level": np.bincount(cand["level"][cand["gt"] == gt].numpy(),
-                                                        minlength=num_levels).tolist(),
-                "candidates_per_level": _per_level(candidates, num_levels),
-                "positives_per_level": _per_level([c for c in candidates if c["positive"]], num_levels),
-                "num_candidates": len(candidates), "num_positives": npos,
-                "cut": candidates[npos - 1]["score"] if npos else None,
-                "gmm": gmm_of_gt.get(gt),
-                "candidates": candidates,
-            })
+            gts.append(
+                {
+                    "gt": j,
+                    "box": box,
+                    "label": label,
+                    "category": categories.get(label),
+                    "iou_candidates_per_level": np.bincount(
+                        cand["level"][cand["gt"] == gt].numpy(), minlength=num_levels
+                    ).tolist(),
+                    "candidates_per_level": _per_level(candidates, num_levels),
+                    "positives_per_level": _per_level(
+                        [c for c in candidates if c["positive"]], num_levels
+                    ),
+                    "num_candidates": len(candidates),
+                    "num_positives": npos,
+                    "cut": candidates[npos - 1]["score"] if npos else None,
+                    "gmm": gmm_of_gt.get(gt),
+                    "candidates": candidates,
+                }
+            )
         h, w = image_sizes[image]
         records.append({"image_size": [w, h], "num_levels": num_levels, "gts": gts})
         first_gt += len(target)
@@ -116,10 +142,15 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     cols = 2 if len(shown) > 1 else 1
     rows = max(1, math.ceil(len(shown) / cols))
     fig = plt.figure(figsize=(9 + 4.2 * cols, max(7.5, 2.9 * rows)), dpi=90)
-    grid = fig.add_gridspec(rows, 1 + cols, width_ratios=[9] + [4.2] * cols, wspace=0.35, hspace=0.75)
+    grid = fig.add_gridspec(
+        rows, 1 + cols, width_ratios=[9] + [4.2] * cols, wspace=0.35, hspace=0.75
+    )
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(image)
-    ax.set_title(f"{title}\ncandidate anchors coloured by score, positives outlined red, GTs dashed white", fontsize=10)
+    ax.set_title(
+        f"{title}\ncandidate anchors coloured by score, positives outlined red, GTs dashed white",
+        fontsize=10,
+    )
     ax.set_xlabel("x (px, network input)")
     ax.set_ylabel("y (px)")
 
@@ -132,16 +163,44 @@ def plot_assignment(image, record, path, title, max_histograms=6):
         for c in sorted(g["candidates"], key=lambda c: (c["positive"], -c["score"])):
             x1, y1, x2, y2 = c["box"]
             if c["positive"]:
-                ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red",
-                                               linewidth=3.4))
-            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.3,
-                                           edgecolor=cmap(norm(c["score"])), alpha=1.0 if c["positive"] else 0.7))
+                ax.add_patch(
+                    patches.Rectangle(
+                        (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=3.4
+                    )
+                )
+            ax.add_patch(
+                patches.Rectangle(
+                    (x1, y1),
+                    x2 - x1,
+                    y2 - y1,
+                    fill=False,
+                    linewidth=1.3,
+                    edgecolor=cmap(norm(c["score"])),
+                    alpha=1.0 if c["positive"] else 0.7,
+                )
+            )
         x1, y1, x2, y2 = g["box"]
         outline = [patheffects.withStroke(linewidth=3.5, foreground="black")]
-        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white",
-                                       linewidth=1.6, linestyle="--", path_effects=outline))
-        ax.text(x1, y1 - 2, f"#{g['gt']} {g['category'] or g['label']}", color="black", fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "edgecolor": "none"})
+        ax.add_patch(
+            patches.Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor="white",
+                linewidth=1.6,
+                linestyle="--",
+                path_effects=outline,
+            )
+        )
+        ax.text(
+            x1,
+            y1 - 2,
+            f"#{g['gt']} {g['category'] or g['label']}",
+            color="black",
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "edgecolor": "none"},
+        )
     w, h = record["image_size"]
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
@@ -152,11 +211,22 @@ def plot_assignment(image, record, path, title, max_histograms=6):
         hax = fig.add_subplot(grid[k // cols, 1 + k % cols])
         _histogram(hax, g)
         if k == 0:
-            fig.legend(*hax.get_legend_handles_labels(), loc="lower right", fontsize=8, ncol=3,
-                       bbox_to_anchor=(0.98, 0.0))
+            fig.legend(
+                *hax.get_legend_handles_labels(),
+                loc="lower right",
+                fontsize=8,
+                ncol=3,
+                bbox_to_anchor=(0.98, 0.0),
+            )
     if len(gts) > len(shown):
-        fig.text(0.4, 0.0, f"histograms of {len(shown)} of {len(gts)} GTs; the JSON has all",
-                 ha="left", va="bottom", fontsize=8)
+        fig.text(
+            0.4,
+            0.0,
+            f"histograms of {len(shown)} of {len(gts)} GTs; the JSON has all",
+            ha="left",
+            va="bottom",
+            fontsize=8,
+        )
     save_figure(fig, path)
 
 
@@ -167,8 +237,13 @@ def _histogram(ax, g):
     scores = np.array([c["score"] for c in g["candidates"]])
     positive = np.array([c["positive"] for c in g["candidates"]], dtype=bool)
     name = g["category"] or g["label"]
-    iters = f", {g['gmm']['iterations']} EM iterations" if g["gmm"] else ", no mixture (< 2 candidates)"
-    ax.set_title(f"#{g['gt']} {name}: {g['num_positives']} of {g['num_candidates']} positive{iters}", fontsize=9)
+    iters = (
+        f", {g['gmm']['iterations']} EM iterations" if g["gmm"] else ", no mixture (< 2 candidates)"
+    )
+    ax.set_title(
+        f"#{g['gt']} {name}: {g['num_positives']} of {g['num_candidates']} positive{iters}",
+        fontsize=9,
+    )
     ax.set_xlabel("anchor score (loss)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
@@ -177,8 +252,14 @@ def _histogram(ax, g):
     lo, hi = float(scores.min()), float(scores.max())
     pad = max(0.05 * (hi - lo), 1e-3)
     bins = np.linspace(lo - pad, hi + pad, 16)
-    heights, _, _ = ax.hist([scores[positive], scores[~positive]], bins=bins, density=False, stacked=True,
-                            color=["#e05050", "#9a9a9a"], label=["positive candidates", "negative candidates"])
+    heights, _, _ = ax.hist(
+        [scores[positive], scores[~positive]],
+        bins=bins,
+        density=False,
+        stacked=True,
+        color=["#e05050", "#9a9a9a"],
+        label=["positive candidates", "negative candidates"],
+    )
     # Densities of the mixture in counts per bin, so bars and curves share one axis.
     scale = len(scores) * (bins[1] - bins[0])
     top = max(float(np.max(heights)), 1.0)

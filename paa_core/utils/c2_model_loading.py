@@ -5,6 +5,7 @@ the body's state-dict names (`layer1.0.conv1.weight` / `layer1.0.bn1.weight`). T
 batch norm of these files is already folded into scale (`_bn_s`) and shift (`_bn_b`), so the
 FrozenBatchNorm2d statistics are set neutral (mean 0, var 1).
 """
+
 import pickle
 import re
 
@@ -15,10 +16,18 @@ from .d2_model_loading import convert_detectron2_weights, is_detectron2_state_di
 
 # res<stage>_<block>_branch<...>: stage 2..5 is layer 1..4.
 _BLOCK = re.compile(r"^res(\d+)_(\d+)_(branch1|branch2a|branch2b|branch2c)_(w|b|bn_s|bn_b)$")
-_BRANCH = {"branch1": ("downsample.0", "downsample.1"),
-           "branch2a": ("conv1", "bn1"), "branch2b": ("conv2", "bn2"), "branch2c": ("conv3", "bn3")}
-_STEM = {"conv1_w": "stem.conv1.weight", "conv1_b": "stem.conv1.bias",
-         "res_conv1_bn_s": "stem.bn1.weight", "res_conv1_bn_b": "stem.bn1.bias"}
+_BRANCH = {
+    "branch1": ("downsample.0", "downsample.1"),
+    "branch2a": ("conv1", "bn1"),
+    "branch2b": ("conv2", "bn2"),
+    "branch2c": ("conv3", "bn3"),
+}
+_STEM = {
+    "conv1_w": "stem.conv1.weight",
+    "conv1_b": "stem.conv1.bias",
+    "res_conv1_bn_s": "stem.bn1.weight",
+    "res_conv1_bn_b": "stem.bn1.bias",
+}
 _PARAM = {"w": "weight", "b": "bias", "bn_s": "weight", "bn_b": "bias"}
 # Blobs that are not backbone weights: solver state and the ImageNet classifier.
 _SKIP = re.compile(r"(_momentum$|^fc1000_|^pred_)")
@@ -28,11 +37,16 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only dicts of numpy arrays: a weight file cannot run code when loaded."""
 
     _ALLOWED = {
-        ("collections", "OrderedDict"), ("_codecs", "encode"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module, name):

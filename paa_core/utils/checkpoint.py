@@ -1,4 +1,5 @@
 """Save and restore training state; initialise a model from local files, URLs or catalog names."""
+
 import io
 import logging
 import os
@@ -35,8 +36,12 @@ def rename_torchvision_resnet(state_dict):
 
 def _unreadable(path, kind, error):
     """The one-line error for a weight file that cannot be decoded (text, truncated, ...)."""
-    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    return InputError(f"{path}: not a readable {kind} weight file (truncated or another format?): {reason}")
+    reason = (
+        str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    )
+    return InputError(
+        f"{path}: not a readable {kind} weight file (truncated or another format?): {reason}"
+    )
 
 
 class Checkpointer:
@@ -48,8 +53,16 @@ class Checkpointer:
     Their `state_dict` may be collective, so `save` is called on every process.
     """
 
-    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
-                 states=None):
+    def __init__(
+        self,
+        model,
+        optimizer=None,
+        scheduler=None,
+        save_dir="",
+        save_to_disk=None,
+        logger=None,
+        states=None,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -78,7 +91,9 @@ class Checkpointer:
         buffer = io.BytesIO()
         torch.save(data, buffer)
         atomic_write(path, lambda f: f.write(buffer.getbuffer()))
-        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(f"{name}.pth"), mode="w")
+        atomic_write(
+            os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(f"{name}.pth"), mode="w"
+        )
         return path
 
     def load(self, f=None, use_latest=True):
@@ -100,7 +115,9 @@ class Checkpointer:
                     obj.load_state_dict(checkpoint.pop(key))
             return checkpoint
         if not f:
-            self.logger.info("No checkpoint found and no weights given: the model keeps its initialisation")
+            self.logger.info(
+                "No checkpoint found and no weights given: the model keeps its initialisation"
+            )
             return {}
         # A weight file initialises the model; the optimizer state and iteration it may
         # hold belong to another run and are not restored.
@@ -136,7 +153,9 @@ class Checkpointer:
         except Exception as e:  # whatever the unpickler or zip reader trips over
             raise _unreadable(f, "PyTorch", e) from None
         if not isinstance(loaded, dict):
-            raise InputError(f"{f}: expected a state dict or a checkpoint dict, found {type(loaded).__name__}")
+            raise InputError(
+                f"{f}: expected a state dict or a checkpoint dict, found {type(loaded).__name__}"
+            )
         if "model" in loaded:
             return loaded, True
         if _is_torchvision_resnet(loaded):
@@ -147,15 +166,24 @@ class Checkpointer:
 class DetectronCheckpointer(Checkpointer):
     """Checkpointer that also reads `catalog://` names, URLs and Caffe2 `.pkl` backbones."""
 
-    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
-                 states=None):
+    def __init__(
+        self,
+        cfg,
+        model,
+        optimizer=None,
+        scheduler=None,
+        save_dir="",
+        save_to_disk=None,
+        logger=None,
+        states=None,
+    ):
         super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger, states)
         self.paths_catalog = cfg.PATHS_CATALOG
 
     def _load_file(self, f):
         if f.startswith("catalog://"):
             catalog = import_file("paa_core.config.paths_catalog", self.paths_catalog, True)
-            url = catalog.ModelCatalog.get(f[len("catalog://"):])
+            url = catalog.ModelCatalog.get(f[len("catalog://") :])
             self.logger.info("%s points to %s", f, url)
             f = url
         if f.startswith(URL_SCHEMES):

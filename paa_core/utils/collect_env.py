@@ -5,6 +5,7 @@ and which compiled ops paa_core has and for which devices. Ops are found both wa
 can be built: registered with PyTorch's dispatcher (`torch.ops.paa_core.*`, one kernel per
 dispatch key) and as plain Python functions of the extension module `paa_core._C`.
 """
+
 import glob
 import importlib
 import os
@@ -13,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -24,20 +25,21 @@ DISPATCH_KEYS = ("CPU", "CUDA", "Meta", "Autograd", "AutocastCPU", "AutocastCUDA
 
 class ExtensionInfo(NamedTuple):
     path: Optional[str]  # the loaded library, None when there is none
-    functions: List[str]  # its Python-bound functions (none for an ops-only library)
+    functions: list[str]  # its Python-bound functions (none for an ops-only library)
     with_cuda: bool  # whether CUDA kernels were compiled in
     error: str  # why it could not be loaded
 
 
-def _output_line(command: List[str], containing: str = "") -> Optional[str]:
+def _output_line(command: list[str], containing: str = "") -> Optional[str]:
     """The first non-empty stdout line of `command` that contains `containing`; None when
     the command cannot run or fails."""
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = [line.strip() for line in result.stdout.splitlines()
-             if line.strip() and containing in line]
+    lines = [
+        line.strip() for line in result.stdout.splitlines() if line.strip() and containing in line
+    ]
     return lines[0] if result.returncode == 0 and lines else None
 
 
@@ -47,7 +49,7 @@ def torch_build_compiler() -> Optional[str]:
     return match.group(1).strip() if match else None
 
 
-def library_compilers(path: str) -> List[str]:
+def library_compilers(path: str) -> list[str]:
     """Compilers named in a shared library's `.comment` strings ("GCC: (Debian 12.2.0) 12.2.0")."""
     with open(path, "rb") as f:
         data = f.read()
@@ -55,13 +57,14 @@ def library_compilers(path: str) -> List[str]:
     return sorted({name.decode("ascii", "replace") for name in found})
 
 
-def dispatcher_ops(namespace: str = "paa_core") -> Dict[str, List[str]]:
+def dispatcher_ops(namespace: str = "paa_core") -> dict[str, list[str]]:
     """{op name: dispatch keys with a kernel} for the ops registered under `namespace`."""
     ops = {}
     for name in sorted(torch._C._dispatch_get_all_op_names()):
         if name.startswith(namespace + "::"):
             ops[name.split("::", 1)[1]] = [
-                key for key in DISPATCH_KEYS
+                key
+                for key in DISPATCH_KEYS
                 if torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
             ]
     return ops
@@ -77,13 +80,18 @@ def extension_ops(module_name: str = "paa_core._C") -> ExtensionInfo:
     try:
         module = importlib.import_module(module_name)
         path = getattr(module, "__file__", None)
-        functions = sorted(name for name in dir(module)
-                           if not name.startswith("_") and callable(getattr(module, name)))
+        functions = sorted(
+            name
+            for name in dir(module)
+            if not name.startswith("_") and callable(getattr(module, name))
+        )
     except Exception as e:  # not built, built against another torch, or an ops-only library
         package, _, leaf = module_name.rpartition(".")
         folder = os.path.dirname(importlib.import_module(package).__file__)
-        libraries = sorted(glob.glob(os.path.join(folder, leaf + ".*.so"))
-                           + glob.glob(os.path.join(folder, leaf + ".*.pyd")))
+        libraries = sorted(
+            glob.glob(os.path.join(folder, leaf + ".*.so"))
+            + glob.glob(os.path.join(folder, leaf + ".*.pyd"))
+        )
         if not libraries:
             return ExtensionInfo(None, [], False, f"{type(e).__name__}: {e}")
         path, functions = libraries[0], []
@@ -98,13 +106,15 @@ def extension_ops(module_name: str = "paa_core._C") -> ExtensionInfo:
     return ExtensionInfo(path, functions, with_cuda, "")
 
 
-def _versions() -> List[Tuple[str, str]]:
+def _versions() -> list[tuple[str, str]]:
     compiler = torch_build_compiler() or "an unknown compiler"
     rows = [
         ("Python", sys.version.replace("\n", " ")),
         ("Platform", platform.platform()),
-        ("PyTorch", f"{torch.__version__} (built with {compiler}, "
-                    f"CUDA {torch.version.cuda or 'none'})"),
+        (
+            "PyTorch",
+            f"{torch.__version__} (built with {compiler}, CUDA {torch.version.cuda or 'none'})",
+        ),
     ]
     try:
         import torchvision
@@ -116,8 +126,13 @@ def _versions() -> List[Tuple[str, str]]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            rows.append((f"GPU {i}", f"{p.name}, compute capability {p.major}.{p.minor}, "
-                                     f"{p.total_memory / 2**30:.1f} GiB"))
+            rows.append(
+                (
+                    f"GPU {i}",
+                    f"{p.name}, compute capability {p.major}.{p.minor}, "
+                    f"{p.total_memory / 2**30:.1f} GiB",
+                )
+            )
         if torch.backends.cudnn.is_available():
             rows.append(("cuDNN", str(torch.backends.cudnn.version())))
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
@@ -128,7 +143,7 @@ def _versions() -> List[Tuple[str, str]]:
     return rows
 
 
-def _ops() -> List[Tuple[str, str]]:
+def _ops() -> list[tuple[str, str]]:
     import paa_core
 
     rows = [("paa_core", os.path.dirname(os.path.abspath(paa_core.__file__)))]
@@ -149,12 +164,12 @@ def _ops() -> List[Tuple[str, str]]:
     return rows
 
 
-def collect_env() -> List[Tuple[str, str]]:
+def collect_env() -> list[tuple[str, str]]:
     """(name, value) rows, in the order they are printed."""
     return _versions() + _ops()
 
 
-def format_env(rows: List[Tuple[str, str]]) -> str:
+def format_env(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -4,6 +4,7 @@ Losses normalise by quantities summed over all processes (docs/DESIGN.md §5), a
 averages loss dicts over processes; both go through here so that single-process
 CPU runs need no process group at all.
 """
+
 import torch
 import torch.distributed as dist
 

@@ -6,6 +6,7 @@ detectron2 names the same modules differently (`backbone.bottom_up.res2.0.conv1.
 for it; here it is class 0 and has (unused) deltas. The renamed weights fill the
 baseline config (configs/faster_rcnn/faster_rcnn_R_50_FPN_1x.yaml).
 """
+
 import re
 
 import numpy as np
@@ -21,7 +22,10 @@ def _stage(g):
 _RULES = [
     (r"backbone\.bottom_up\.stem\.conv1\.norm\.", lambda g: "backbone.body.stem.bn1."),
     (r"backbone\.bottom_up\.stem\.conv1\.", lambda g: "backbone.body.stem.conv1."),
-    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.", lambda g: f"{_stage(g)}.downsample.1."),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.",
+        lambda g: f"{_stage(g)}.downsample.1.",
+    ),
     (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.", lambda g: f"{_stage(g)}.downsample.0."),
     (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.", lambda g: f"{_stage(g)}.bn{g[2]}."),
     (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.", lambda g: f"{_stage(g)}.conv{g[2]}."),
@@ -43,7 +47,7 @@ def rename_detectron2_key(key):
     for pattern, prefix in _RULES:
         m = re.match(pattern, key)
         if m:
-            return prefix(m.groups()) + key[m.end():]
+            return prefix(m.groups()) + key[m.end() :]
     return key  # left as is: it will be reported as a key that fits no model key
 
 
@@ -59,12 +63,16 @@ def convert_detectron2_weights(state_dict):
         name = rename_detectron2_key(key)
         if name is None:
             continue
-        out[name] = torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        out[name] = (
+            torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        )
     for kind in ("weight", "bias"):
         cls_key = f"roi_heads.box.predictor.cls_score.{kind}"
         box_key = f"roi_heads.box.predictor.bbox_pred.{kind}"
         if cls_key in out:
             out[cls_key] = torch.cat([out[cls_key][-1:], out[cls_key][:-1]])
         if box_key in out:
-            out[box_key] = torch.cat([out[box_key].new_zeros((4,) + out[box_key].shape[1:]), out[box_key]])
+            out[box_key] = torch.cat(
+                [out[box_key].new_zeros((4,) + out[box_key].shape[1:]), out[box_key]]
+            )
     return out

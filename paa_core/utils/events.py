@@ -6,6 +6,7 @@ nothing is kept, so publishing costs nothing in normal use. The trainer listens 
 float statistics (logged with the losses); `tools/visualize_assignment.py` listens for
 the PAA assignment's candidates and mixtures.
 """
+
 from contextlib import contextmanager
 
 _listeners = []

@@ -1,4 +1,5 @@
 """Import a Python module from a file path (used for the swappable `PATHS_CATALOG`)."""
+
 import importlib.util
 import sys
 

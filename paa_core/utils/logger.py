@@ -1,4 +1,5 @@
 """Logging set-up: the main process logs to stdout and to `<save_dir>/log.txt`."""
+
 import logging
 import os
 import sys

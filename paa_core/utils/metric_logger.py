@@ -1,4 +1,5 @@
 """Smoothed training statistics (window median and global average) for logging."""
+
 from collections import defaultdict, deque
 
 import torch
@@ -42,7 +43,9 @@ class MetricLogger:
             if isinstance(v, torch.Tensor):
                 v = v.item()
             if not isinstance(v, (float, int)):
-                raise TypeError(f"MetricLogger.update: {k} must be a number or a scalar tensor, got {type(v)}")
+                raise TypeError(
+                    f"MetricLogger.update: {k} must be a number or a scalar tensor, got {type(v)}"
+                )
             self.meters[k].update(v)
 
     def __getattr__(self, attr):
@@ -53,5 +56,6 @@ class MetricLogger:
 
     def __str__(self):
         return self.delimiter.join(
-            f"{name}: {meter.median:.4f} ({meter.global_avg:.4f})" for name, meter in self.meters.items()
+            f"{name}: {meter.median:.4f} ({meter.global_avg:.4f})"
+            for name, meter in self.meters.items()
         )

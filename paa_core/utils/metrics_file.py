@@ -7,6 +7,7 @@ An evaluation of a checkpoint appends {"iteration", "dataset", "AP", "AP50", ...
 (AP in [0, 1]). A resumed run appends again; readers keep the last line per iteration
 (and dataset). `tools/plot_training.py` draws the file.
 """
+
 import json
 import os
 
@@ -25,7 +26,9 @@ def append_evaluation(output_dir, iteration, results):
     {"box_proposal": {"AR@100": ...}} for a proposal-only model)."""
     for dataset, result in results.items():
         metrics = {k: v for task in result.values() for k, v in task.items()}
-        append_metrics(output_dir, {"iteration": iteration, "dataset": dataset.split(":")[0], **metrics})
+        append_metrics(
+            output_dir, {"iteration": iteration, "dataset": dataset.split(":")[0], **metrics}
+        )
 
 
 def read_metrics(path):
@@ -44,5 +47,4 @@ def read_metrics(path):
                 evals[(iteration, record["dataset"])] = record
             else:
                 train[iteration] = record
-    return ([train[k] for k in sorted(train)],
-            [evals[k] for k in sorted(evals)])
+    return ([train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)])

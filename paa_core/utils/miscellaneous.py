@@ -1,4 +1,5 @@
 """Small file-system helpers shared by the tools and the checkpointer."""
+
 import errno
 import glob
 import os
@@ -28,7 +29,9 @@ def atomic_write(path, write_fn, mode="wb"):
     leaves the temporary file; `remove_temporaries` cleans it up at the next start.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=TMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=TMP_SUFFIX
+    )
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)

@@ -1,6 +1,6 @@
 """Match a weight file's keys to a model's state dict and load them, with a clear report."""
-import logging
 
+import logging
 
 # How many offending keys an error message lists.
 MAX_LISTED = 4
@@ -20,7 +20,7 @@ def strip_prefix_if_present(state_dict, prefix):
     keys = list(state_dict.keys())
     if not keys or not all(key.startswith(prefix) for key in keys):
         return state_dict
-    return type(state_dict)((key[len(prefix):], value) for key, value in state_dict.items())
+    return type(state_dict)((key[len(prefix) :], value) for key, value in state_dict.items())
 
 
 def match_keys_by_suffix(model_keys, loaded_keys):
@@ -42,10 +42,12 @@ def match_keys_by_suffix(model_keys, loaded_keys):
     used = {}
     for model_key, loaded_key in matches.items():
         used.setdefault(loaded_key, []).append(model_key)
-    return {m: l for m, l in matches.items() if len(used[l]) == 1}
+    return {m: k for m, k in matches.items() if len(used[k]) == 1}
 
 
-def align_and_update_state_dicts(model_state_dict, loaded_state_dict, source="weights", strict=False):
+def align_and_update_state_dicts(
+    model_state_dict, loaded_state_dict, source="weights", strict=False
+):
     """Copy matching tensors of `loaded_state_dict` into `model_state_dict` (in place).
 
     Raises WeightMismatchError, naming `source`, when a matched key has another shape,
@@ -56,33 +58,49 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict, source="we
     logger = logging.getLogger(__name__)
     matches = match_keys_by_suffix(list(model_state_dict.keys()), list(loaded_state_dict.keys()))
     bad_shapes = [
-        f"{l} {list(loaded_state_dict[l].shape)} vs model {m} {list(model_state_dict[m].shape)}"
-        for m, l in matches.items()
-        if loaded_state_dict[l].shape != model_state_dict[m].shape
+        f"{k} {list(loaded_state_dict[k].shape)} vs model {m} {list(model_state_dict[m].shape)}"
+        for m, k in matches.items()
+        if loaded_state_dict[k].shape != model_state_dict[m].shape
     ]
     if bad_shapes:
         raise WeightMismatchError(
-            f"{source}: {len(bad_shapes)} keys have a shape that does not fit the model: {_listing(bad_shapes)}")
+            f"{source}: {len(bad_shapes)} keys have a shape that does not fit the model: {_listing(bad_shapes)}"
+        )
     if not matches:
         raise WeightMismatchError(
             f"{source}: none of its {len(loaded_state_dict)} keys fit the model "
-            f"(file keys: {_listing(list(loaded_state_dict))}; model keys: {_listing(list(model_state_dict))})")
+            f"(file keys: {_listing(list(loaded_state_dict))}; model keys: {_listing(list(model_state_dict))})"
+        )
     used = set(matches.values())
     unexpected = [key for key in loaded_state_dict if key not in used]
     if unexpected:
         raise WeightMismatchError(
-            f"{source}: {len(unexpected)} keys fit no model key: {_listing(unexpected)}")
+            f"{source}: {len(unexpected)} keys fit no model key: {_listing(unexpected)}"
+        )
     missing = [key for key in model_state_dict if key not in matches]
     if strict and missing:
         raise WeightMismatchError(
-            f"{source}: {len(missing)} model keys are missing from the file: {_listing(missing)}")
+            f"{source}: {len(missing)} model keys are missing from the file: {_listing(missing)}"
+        )
 
     for model_key, loaded_key in matches.items():
         model_state_dict[model_key] = loaded_state_dict[loaded_key]
-        logger.debug("%s loaded from %s of shape %s", model_key, loaded_key, tuple(loaded_state_dict[loaded_key].shape))
-    logger.info("Loaded %d of %d model tensors from %s", len(matches), len(model_state_dict), source)
+        logger.debug(
+            "%s loaded from %s of shape %s",
+            model_key,
+            loaded_key,
+            tuple(loaded_state_dict[loaded_key].shape),
+        )
+    logger.info(
+        "Loaded %d of %d model tensors from %s", len(matches), len(model_state_dict), source
+    )
     if missing:
-        logger.info("%d model tensors keep their initialisation (not in %s): %s", len(missing), source, _listing(missing))
+        logger.info(
+            "%d model tensors keep their initialisation (not in %s): %s",
+            len(missing),
+            source,
+            _listing(missing),
+        )
     return list(matches)
 
 
@@ -92,5 +110,3 @@ def load_state_dict(model, loaded_state_dict, source="weights", strict=False):
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
     align_and_update_state_dicts(model_state_dict, loaded_state_dict, source=source, strict=strict)
     model.load_state_dict(model_state_dict)
-
-

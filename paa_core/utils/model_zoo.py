@@ -1,4 +1,5 @@
 """Download weight files named by URL into a local cache, once."""
+
 import logging
 import os
 from urllib.parse import urlparse

@@ -12,7 +12,9 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise PlottingUnavailable(f"plots need matplotlib, which is not installed: {INSTALL_HINT}") from None
+        raise PlottingUnavailable(
+            f"plots need matplotlib, which is not installed: {INSTALL_HINT}"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

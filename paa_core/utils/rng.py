@@ -1,6 +1,7 @@
 """Random-number states: saved with checkpoints so a resumed run draws what an
 uninterrupted one would, and fixed per sample so data augmentation does not depend
 on which process or DataLoader worker loads an image."""
+
 import contextlib
 import random
 
@@ -49,7 +50,11 @@ class ProcessRNG:
 def seeded(seed):
     """Run the block with Python's, NumPy's and torch's CPU generators seeded by `seed`,
     then put their previous states back (CUDA generators are not touched)."""
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    python_state, numpy_state, torch_state = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+    )
     random.seed(seed)
     np.random.seed(seed)
     torch.default_generator.manual_seed(seed)

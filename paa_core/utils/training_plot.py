@@ -1,4 +1,5 @@
 """One picture of a training run from its metrics file (paa_core/utils/metrics_file.py)."""
+
 import os
 
 from .metrics_file import METRICS_FILE, read_metrics
@@ -24,8 +25,12 @@ def plot_training(output_dir, path=None):
     ax = axes[0, 0]
     for name in LOSSES:
         if any(name in r for r in train):
-            ax.plot([r["iteration"] for r in train if name in r], [r[name] for r in train if name in r],
-                    label="total" if name == "loss" else name, linewidth=2 if name == "loss" else 1.2)
+            ax.plot(
+                [r["iteration"] for r in train if name in r],
+                [r[name] for r in train if name in r],
+                label="total" if name == "loss" else name,
+                linewidth=2 if name == "loss" else 1.2,
+            )
     _labels(ax, "losses (median over the logging window)", "loss")
     ax.legend(fontsize=8)
 
@@ -37,8 +42,12 @@ def plot_training(output_dir, path=None):
 
     ax = axes[1, 0]
     if any("pos_per_gt" in r for r in train):
-        ax.plot([r["iteration"] for r in train if "pos_per_gt" in r],
-                [r["pos_per_gt"] for r in train if "pos_per_gt" in r], color="tab:red", label="positives per GT")
+        ax.plot(
+            [r["iteration"] for r in train if "pos_per_gt" in r],
+            [r["pos_per_gt"] for r in train if "pos_per_gt" in r],
+            color="tab:red",
+            label="positives per GT",
+        )
         ax.legend(fontsize=8)
     _labels(ax, "PAA positive anchors per GT box", "anchors")
 
@@ -46,13 +55,24 @@ def plot_training(output_dir, path=None):
     for dataset in sorted({r["dataset"] for r in evals}):
         rows = [r for r in evals if r["dataset"] == dataset]
         for metric, marker in (("AP", "o"), ("AP50", "s"), ("AP75", "^")):
-            ax.plot([r["iteration"] for r in rows], [100 * r[metric] for r in rows], marker=marker,
-                    label=f"{metric} {dataset}")
+            ax.plot(
+                [r["iteration"] for r in rows],
+                [100 * r[metric] for r in rows],
+                marker=marker,
+                label=f"{metric} {dataset}",
+            )
     if evals:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no evaluation yet\n(train_net.py or test_net.py writes AP here)",
-                ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.text(
+            0.5,
+            0.5,
+            "no evaluation yet\n(train_net.py or test_net.py writes AP here)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="gray",
+        )
     _labels(ax, "COCO box AP of evaluated checkpoints", "AP (%)")
     if it:
         for ax in axes.flat:

@@ -10,6 +10,7 @@ Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository r
 Times are the best of `--repeats` runs after one warm-up call (the least disturbed by
 other load on the machine).
 """
+
 import argparse
 import time
 import warnings
@@ -34,7 +35,9 @@ def sklearn_num_pos(sorted_scores):
     """The reference's per-GT fit and positive rule on one ascending score vector."""
     x = sorted_scores.reshape(-1, 1)
     gmm = GaussianMixture(
-        2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
+        2,
+        weights_init=[0.5, 0.5],
+        means_init=[[x.min()], [x.max()]],
         precisions_init=[[[1.0]], [[1.0]]],
     )
     with warnings.catch_warnings():
@@ -84,8 +87,10 @@ def make_batch(cfg, device, height=800, width=1216, num_images=2, max_gts=20, se
     images = to_image_list([torch.zeros(3, height, width) for _ in range(num_images)], 32)
     strides = cfg.MODEL.PAA.ANCHOR_STRIDES
     feats = [torch.zeros(num_images, 1, -(-height // s), -(-width // s)) for s in strides]
-    anchors = [[a.to(device) for a in per_image]
-               for per_image in make_anchor_generator_paa(cfg)(images, feats)]
+    anchors = [
+        [a.to(device) for a in per_image]
+        for per_image in make_anchor_generator_paa(cfg)(images, feats)
+    ]
     targets = []
     largest = min(600, 0.9 * min(height, width))
     for _ in range(num_images):
@@ -131,13 +136,19 @@ def main(argv=None):
     cfg = get_cfg()
     coder = BoxCoder(cfg.MODEL.PAA.BBOX_REG_WEIGHTS)
     batch = make_batch(cfg, device, *args.size, args.images, args.max_gts)
-    print("anchors per image: {}, GTs per image: {}".format(
-        sum(len(a) for a in batch[4][0]), [len(t) for t in batch[3]]))
+    print(
+        f"anchors per image: {sum(len(a) for a in batch[4][0])}, GTs per image: {[len(t) for t in batch[3]]}"
+    )
 
     p = cfg.MODEL.PAA
     kwargs = dict(
-        iou_threshold=p.IOU_THRESHOLD, topk=p.TOPK, gamma=p.LOSS_GAMMA, alpha=p.LOSS_ALPHA,
-        reg_loss_weight=p.REG_LOSS_WEIGHT, iou_loss_weight=p.IOU_LOSS_WEIGHT, box_coder=coder,
+        iou_threshold=p.IOU_THRESHOLD,
+        topk=p.TOPK,
+        gamma=p.LOSS_GAMMA,
+        alpha=p.LOSS_ALPHA,
+        reg_loss_weight=p.REG_LOSS_WEIGHT,
+        iou_loss_weight=p.IOU_LOSS_WEIGHT,
+        box_coder=coder,
     )
     ours = RecordingPAALossComputation(**kwargs)
     baseline = LoopPAALossComputation(**kwargs)
@@ -148,8 +159,9 @@ def main(argv=None):
         # The classification loss over every anchor, which both evaluators compute alike.
         cls_all = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, 80) for c in batch[0]])
         background = torch.zeros(len(cls_all), dtype=torch.int64, device=device)
-        t_focal, _ = timed(lambda: sigmoid_focal_loss(cls_all, background, 2.0, 0.25).sum(),
-                           args.repeats, device)
+        t_focal, _ = timed(
+            lambda: sigmoid_focal_loss(cls_all, background, 2.0, 0.25).sum(), args.repeats, device
+        )
     same = all(torch.allclose(a, b, rtol=1e-5) for a, b in zip(losses_ours, losses_base))
 
     cand_gt, cand_level, cand_score, num_gt, num_levels = ours.last_assign_args
@@ -163,16 +175,19 @@ def main(argv=None):
     t_gmm_base, num_pos_base = timed(sklearn_loop, args.repeats, device)
     agree = np.mean([a == b for a, b in zip(num_pos.tolist(), num_pos_base)])
 
-    print("device {}, torch threads {}, best of {} runs".format(device, args.threads, args.repeats))
-    print("(a) loss evaluator: batched {:.1f} ms, per-GT sklearn loop {:.1f} ms, ratio {:.3f}, speed-up {:.1f}x "
-          "(losses equal: {})".format(1e3 * t_ours, 1e3 * t_base, t_ours / t_base, t_base / t_ours, same))
-    print("    of which the shared focal loss over all anchors: {:.1f} ms; without it: "
-          "{:.1f} ms vs {:.1f} ms, speed-up {:.1f}x".format(
-              1e3 * t_focal, 1e3 * (t_ours - t_focal), 1e3 * (t_base - t_focal),
-              (t_base - t_focal) / (t_ours - t_focal)))
-    print("(b) GMM stage ({} GTs, {} candidates): batched {:.1f} ms, sklearn loop {:.1f} ms, "
-          "speed-up {:.1f}x (positive counts agree on {:.1%} of GTs)".format(
-              num_gt, int(mask.sum()), 1e3 * t_gmm, 1e3 * t_gmm_base, t_gmm_base / t_gmm, agree))
+    print(f"device {device}, torch threads {args.threads}, best of {args.repeats} runs")
+    print(
+        f"(a) loss evaluator: batched {1e3 * t_ours:.1f} ms, per-GT sklearn loop {1e3 * t_base:.1f} ms, ratio {t_ours / t_base:.3f}, speed-up {t_base / t_ours:.1f}x "
+        f"(losses equal: {same})"
+    )
+    print(
+        f"    of which the shared focal loss over all anchors: {1e3 * t_focal:.1f} ms; without it: "
+        f"{1e3 * (t_ours - t_focal):.1f} ms vs {1e3 * (t_base - t_focal):.1f} ms, speed-up {(t_base - t_focal) / (t_ours - t_focal):.1f}x"
+    )
+    print(
+        f"(b) GMM stage ({num_gt} GTs, {int(mask.sum())} candidates): batched {1e3 * t_gmm:.1f} ms, sklearn loop {1e3 * t_gmm_base:.1f} ms, "
+        f"speed-up {t_gmm_base / t_gmm:.1f}x (positive counts agree on {agree:.1%} of GTs)"
+    )
 
 
 if __name__ == "__main__":

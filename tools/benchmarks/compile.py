@@ -10,6 +10,7 @@ at its data-dependent sizes), so the compiled share is the backbone, head and lo
 Run with paa_core importable (`PYTHONPATH=.` from the repository root):
 `python tools/benchmarks/compile.py [--model quick|dcn|both] [--size 320] [--repeats 3] [--threads 2]`.
 """
+
 import argparse
 import os
 import time
@@ -28,10 +29,20 @@ def build(name, size):
     model_cfg = cfg.clone()
     config = "paa_quick_shapes.yaml" if name == "quick" else "paa_R_50_FPN_1x.yaml"
     model_cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", config))
-    model_cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", size])
+    model_cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", size]
+    )
     if name == "dcn":
-        model_cfg.merge_from_list(["MODEL.RESNETS.STAGE_WITH_DCN", (False, True, True, True),
-                                   "MODEL.RESNETS.WITH_MODULATED_DCN", True, "MODEL.PAA.USE_DCN_IN_TOWER", True])
+        model_cfg.merge_from_list(
+            [
+                "MODEL.RESNETS.STAGE_WITH_DCN",
+                (False, True, True, True),
+                "MODEL.RESNETS.WITH_MODULATED_DCN",
+                True,
+                "MODEL.PAA.USE_DCN_IN_TOWER",
+                True,
+            ]
+        )
     torch.manual_seed(0)
     return build_detection_model(model_cfg)
 
@@ -39,8 +50,12 @@ def build(name, size):
 def targets_for(size, batch):
     targets = []
     for i in range(batch):
-        t = BoxList(torch.tensor([[10.0, 20.0, size * 0.6, size * 0.7], [size * 0.3, 5.0, size - 8.0, size * 0.5]]),
-                    (size, size))
+        t = BoxList(
+            torch.tensor(
+                [[10.0, 20.0, size * 0.6, size * 0.7], [size * 0.3, 5.0, size - 8.0, size * 0.5]]
+            ),
+            (size, size),
+        )
         t.add_field("labels", torch.tensor([1 + i % 3, 2]))
         targets.append(t)
     return targets
@@ -55,18 +70,24 @@ def train_step(model, images, targets):
 
 def bench(name, args):
     model = build(name, args.size)
-    images = torch.rand(2, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 255 - 115
+    images = (
+        torch.rand(2, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 255
+        - 115
+    )
     targets = targets_for(args.size, 2)
     compiled = torch.compile(model)
     for mode in ("inference", "train"):
         model.train(mode == "train")
         if mode == "inference":
+
             def run(m):
                 with torch.no_grad():
                     return m(images)
         else:
+
             def run(m):
                 return train_step(m, images, targets)
+
         start = time.perf_counter()
         first = run(compiled)
         compile_s = time.perf_counter() - start
@@ -75,9 +96,12 @@ def bench(name, args):
             assert all(abs(first[k] - eager[k]) <= 1e-4 for k in eager), (first, eager)
         eager_s = median_seconds(lambda: run(model), args.repeats)
         compiled_s = median_seconds(lambda: run(compiled), args.repeats)
-        print(f"{name} {mode}, 2 images {args.size}x{args.size}, {args.threads} threads: first compiled call "
-              f"{compile_s:.0f} s, eager {eager_s * 1e3:.0f} ms, compiled {compiled_s * 1e3:.0f} ms, "
-              f"compiled/eager {compiled_s / eager_s:.2f}", flush=True)
+        print(
+            f"{name} {mode}, 2 images {args.size}x{args.size}, {args.threads} threads: first compiled call "
+            f"{compile_s:.0f} s, eager {eager_s * 1e3:.0f} ms, compiled {compiled_s * 1e3:.0f} ms, "
+            f"compiled/eager {compiled_s / eager_s:.2f}",
+            flush=True,
+        )
 
 
 def main():

@@ -9,6 +9,7 @@ to 1000 candidates per level in both.
 Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository root):
 `python tools/benchmarks/detector.py [--device cuda] [--size 800 1333] [--images 1] [--repeats 5]`.
 """
+
 import argparse
 
 import torch
@@ -33,10 +34,11 @@ def main(argv=None):
     with torch.no_grad():
         ours = median_seconds(lambda: paa(paa_images), args.repeats, device)
         theirs = median_seconds(lambda: retinanet(tv_images), args.repeats, device)
-    print("detector inference {}, {}x{}, {} image(s) per call: PAA R-50-FPN {:.1f} ms ({:.2f} images/s), "
-          "torchvision RetinaNet R-50-FPN {:.1f} ms ({:.2f} images/s), ratio {:.3f}".format(
-              device, h, w, args.images, ours * 1e3, args.images / ours, theirs * 1e3, args.images / theirs,
-              ours / theirs), flush=True)
+    print(
+        f"detector inference {device}, {h}x{w}, {args.images} image(s) per call: PAA R-50-FPN {ours * 1e3:.1f} ms ({args.images / ours:.2f} images/s), "
+        f"torchvision RetinaNet R-50-FPN {theirs * 1e3:.1f} ms ({args.images / theirs:.2f} images/s), ratio {ours / theirs:.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository r
 `python tools/benchmarks/faster_rcnn.py [--size 512] [--batch 2] [--repeats 3] [--threads 2]`.
 The two models alternate, and each time is the median of `--repeats` iterations.
 """
+
 import argparse
 import os
 import statistics
@@ -32,20 +33,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def build_ours(size, device):
     c = cfg.clone()
-    c.merge_from_file(os.path.join(ROOT, "configs", "faster_rcnn", "faster_rcnn_R_50_FPN_paa_1x.yaml"))
-    c.merge_from_list(["MODEL.DEVICE", device, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 91,
-                       "INPUT.MIN_SIZE_TRAIN", (size,), "INPUT.MAX_SIZE_TRAIN", size])
+    c.merge_from_file(
+        os.path.join(ROOT, "configs", "faster_rcnn", "faster_rcnn_R_50_FPN_paa_1x.yaml")
+    )
+    c.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            device,
+            "MODEL.ROI_BOX_HEAD.NUM_CLASSES",
+            91,
+            "INPUT.MIN_SIZE_TRAIN",
+            (size,),
+            "INPUT.MAX_SIZE_TRAIN",
+            size,
+        ]
+    )
     return build_detection_model(c).to(device).train()
 
 
 def build_torchvision(size, device):
     body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
     backbone = _resnet_fpn_extractor(body, trainable_layers=3)  # stem and layer1 frozen
-    return FasterRCNN(
-        backbone, num_classes=91, min_size=size, max_size=size,
-        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=1000,
-        rpn_batch_size_per_image=256, box_batch_size_per_image=512,
-    ).to(device).train()
+    return (
+        FasterRCNN(
+            backbone,
+            num_classes=91,
+            min_size=size,
+            max_size=size,
+            rpn_pre_nms_top_n_train=2000,
+            rpn_post_nms_top_n_train=1000,
+            rpn_batch_size_per_image=256,
+            box_batch_size_per_image=512,
+        )
+        .to(device)
+        .train()
+    )
 
 
 def random_targets(batch, size, boxes_per_image, generator):
@@ -94,8 +116,13 @@ def main():
     tv_targets = [{"boxes": b.to(device), "labels": lab.to(device)} for b, lab in gts]
 
     steps = []
-    for model, imgs, targets in ((ours, list(our_images), our_targets), (theirs, list(images), tv_targets)):
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    for model, imgs, targets in (
+        (ours, list(our_images), our_targets),
+        (theirs, list(images), tv_targets),
+    ):
+        opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
+        )
         steps.append(lambda m=model, o=opt, i=imgs, t=targets: training_step(m, o, i, t))
     # Alternate the two models, so that a change in machine load hits both alike.
     times = [[], []]
@@ -108,9 +135,11 @@ def main():
             if repeat > 0:  # the first round warms up
                 times[k].append(time.perf_counter() - start)
     ours_s, theirs_s = (statistics.median(t) for t in times)
-    print(f"Faster R-CNN R-50-FPN training iteration, {args.batch} x {args.size}x{args.size} images, "
-          f"{args.boxes} GT boxes each, {args.device}, {args.threads} threads: ours (PAA RPN) "
-          f"{ours_s * 1e3:.0f} ms, torchvision {theirs_s * 1e3:.0f} ms, ratio {ours_s / theirs_s:.2f}")
+    print(
+        f"Faster R-CNN R-50-FPN training iteration, {args.batch} x {args.size}x{args.size} images, "
+        f"{args.boxes} GT boxes each, {args.device}, {args.threads} threads: ours (PAA RPN) "
+        f"{ours_s * 1e3:.0f} ms, torchvision {theirs_s * 1e3:.0f} ms, ratio {ours_s / theirs_s:.2f}"
+    )
 
 
 if __name__ == "__main__":

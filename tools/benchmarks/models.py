@@ -5,6 +5,7 @@ both a ResNet-50 with frozen BatchNorm, stem and stage 1 frozen, FPN P3-P7 and 4
 heads, random weights (no downloads), 80 classes. Inputs are random images already at the
 benchmark size (so RetinaNet's transform does not resize them) with 3-20 random GT boxes.
 """
+
 import os
 
 import numpy as np
@@ -24,8 +25,16 @@ NUM_CLASSES = 80
 def paa_config(height, width, device):
     paa_cfg = get_cfg()
     paa_cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
-    paa_cfg.merge_from_list(["MODEL.DEVICE", str(device), "INPUT.MIN_SIZE_TEST", min(height, width),
-                             "INPUT.MAX_SIZE_TEST", max(height, width)])
+    paa_cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            str(device),
+            "INPUT.MIN_SIZE_TEST",
+            min(height, width),
+            "INPUT.MAX_SIZE_TEST",
+            max(height, width),
+        ]
+    )
     return paa_cfg
 
 
@@ -37,10 +46,16 @@ def build_retinanet(height, width, device):
     """torchvision's RetinaNet R-50-FPN (v1) as `retinanet_resnet50_fpn` builds it with
     ImageNet weights (FrozenBN, 3 trainable stages), without downloading them."""
     body = torchvision.models.resnet50(weights=None, norm_layer=torchvision.ops.FrozenBatchNorm2d)
-    backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    backbone = _resnet_fpn_extractor(
+        body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
+    )
     model = torchvision.models.detection.RetinaNet(
-        backbone, num_classes=NUM_CLASSES + 1, min_size=min(height, width), max_size=max(height, width),
-        score_thresh=0.05, topk_candidates=1000,
+        backbone,
+        num_classes=NUM_CLASSES + 1,
+        min_size=min(height, width),
+        max_size=max(height, width),
+        score_thresh=0.05,
+        topk_candidates=1000,
     )
     return model.to(device)
 
@@ -56,7 +71,9 @@ def make_inputs(num_images, height, width, device, seed=0):
         n = int(rng.integers(3, 21))
         size = np.exp(rng.uniform(np.log(16), np.log(0.9 * min(height, width)), (n, 2)))
         x1, y1 = rng.uniform(0, width - size[:, 0]), rng.uniform(0, height - size[:, 1])
-        boxes = torch.tensor(np.stack([x1, y1, x1 + size[:, 0] - 1, y1 + size[:, 1] - 1], 1), dtype=torch.float32)
+        boxes = torch.tensor(
+            np.stack([x1, y1, x1 + size[:, 0] - 1, y1 + size[:, 1] - 1], 1), dtype=torch.float32
+        )
         labels = torch.tensor(rng.integers(1, NUM_CLASSES + 1, n))
         target = BoxList(boxes, (width, height))
         target.add_field("labels", labels)

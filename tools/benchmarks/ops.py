@@ -5,6 +5,7 @@ Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository r
 Each benchmark prints the median over several runs of ours, of torchvision's (same
 inputs, same device, same run), and the ratio ours / torchvision (below 1: ours faster).
 """
+
 import argparse
 import statistics
 import time
@@ -38,7 +39,10 @@ def median_seconds(fn, repeats, device="cpu"):
 def report(name, ours, theirs, baseline="torchvision"):
     """One result line; returns (name, ours s, baseline s, ratio) for reports."""
     ratio = ours / theirs
-    print(f"{name}: ours {ours * 1e3:.3f} ms, {baseline} {theirs * 1e3:.3f} ms, ratio {ratio:.3f}", flush=True)
+    print(
+        f"{name}: ours {ours * 1e3:.3f} ms, {baseline} {theirs * 1e3:.3f} ms, ratio {ratio:.3f}",
+        flush=True,
+    )
     return name, ours, theirs, ratio
 
 
@@ -54,7 +58,9 @@ def bench_nms(args):
     boxes = random_boxes(args.boxes, generator).to(args.device)
     scores = torch.rand(args.boxes, generator=generator).to(args.device)
     ours = median_seconds(lambda: nms(boxes, scores, 0.5), args.repeats, args.device)
-    theirs = median_seconds(lambda: torchvision.ops.nms(boxes, scores, 0.5), args.repeats, args.device)
+    theirs = median_seconds(
+        lambda: torchvision.ops.nms(boxes, scores, 0.5), args.repeats, args.device
+    )
     return report(f"nms {args.device}, {args.boxes} boxes, IoU 0.5", ours, theirs)
 
 
@@ -73,12 +79,23 @@ def bench_dcn(args):
         out = conv()
         torch.autograd.grad(out, inputs, torch.ones_like(out))
 
-    ours = median_seconds(lambda: step(lambda: modulated_deform_conv(x, offset, mask, weight, bias, padding=1)),
-                          args.repeats, args.device)
+    ours = median_seconds(
+        lambda: step(lambda: modulated_deform_conv(x, offset, mask, weight, bias, padding=1)),
+        args.repeats,
+        args.device,
+    )
     theirs = median_seconds(
-        lambda: step(lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)),
-        args.repeats, args.device)
-    return report(f"modulated deform conv {args.device} fwd+bwd, batch {n}, {c}->{c} ch, {h}x{w}", ours, theirs)
+        lambda: step(
+            lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+        ),
+        args.repeats,
+        args.device,
+    )
+    return report(
+        f"modulated deform conv {args.device} fwd+bwd, batch {n}, {c}->{c} ch, {h}x{w}",
+        ours,
+        theirs,
+    )
 
 
 def bench_focal_loss(args, gamma=2.0, alpha=0.25):
@@ -86,7 +103,7 @@ def bench_focal_loss(args, gamma=2.0, alpha=0.25):
     formula built from torch element-wise ops (sigmoid, BCE-with-logits, (1 - p_t)^gamma)."""
     num_anchors, num_classes = args.anchors, 80
     generator = torch.Generator().manual_seed(0)
-    logits = (3 * torch.randn(num_anchors, num_classes, generator=generator) - 4)
+    logits = 3 * torch.randn(num_anchors, num_classes, generator=generator) - 4
     labels = torch.randint(1, num_classes + 1, (num_anchors,), generator=generator)
     labels[torch.rand(num_anchors, generator=generator) < 0.9] = 0  # mostly background
     logits, labels = logits.to(args.device).requires_grad_(), labels.to(args.device)
@@ -99,10 +116,17 @@ def bench_focal_loss(args, gamma=2.0, alpha=0.25):
     def step(loss_fn):
         torch.autograd.grad(loss_fn().sum(), logits)
 
-    ours = median_seconds(lambda: step(lambda: sigmoid_focal_loss(logits, labels, gamma, alpha)), args.repeats,
-                          args.device)
+    ours = median_seconds(
+        lambda: step(lambda: sigmoid_focal_loss(logits, labels, gamma, alpha)),
+        args.repeats,
+        args.device,
+    )
     theirs = median_seconds(lambda: step(formula), args.repeats, args.device)
-    return report(f"sigmoid focal loss {args.device} fwd+bwd, {num_anchors}x{num_classes} float32", ours, theirs)
+    return report(
+        f"sigmoid focal loss {args.device} fwd+bwd, {num_anchors}x{num_classes} float32",
+        ours,
+        theirs,
+    )
 
 
 # Benchmarks run by main(), in order; add new ones here.
@@ -112,14 +136,20 @@ BENCHMARKS = (bench_nms, bench_dcn, bench_focal_loss)
 def make_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: the same footing for both sides of every comparison)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: the same footing for both sides of every comparison)",
+    )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--boxes", type=int, default=5000, help="NMS input size")
     parser.add_argument("--dcn-channels", type=int, default=256)
     parser.add_argument("--dcn-size", type=int, nargs=2, default=(100, 152), metavar=("H", "W"))
     parser.add_argument("--dcn-batch", type=int, default=2)
-    parser.add_argument("--anchors", type=int, default=40000, help="focal loss rows (80 classes each)")
+    parser.add_argument(
+        "--anchors", type=int, default=40000, help="focal loss rows (80 classes each)"
+    )
     return parser
 
 

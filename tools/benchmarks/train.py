@@ -8,6 +8,7 @@ Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository r
 `--amp` follows SOLVER.AMP: auto is bf16 on GPUs that have it, fp16 (with a loss scaler) on
 those that don't, and on a CPU bf16 where native, else no mixed-precision run.
 """
+
 import argparse
 import time
 
@@ -21,7 +22,9 @@ from paa_core.solver import make_amp_dtype, make_grad_scaler
 
 def make_step(model, loss_fn, amp_dtype, device):
     """A closure running one training iteration of `model` (SGD, tiny lr: random weights)."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9
+    )
     scaler = make_grad_scaler(amp_dtype, device)
 
     def step():
@@ -61,8 +64,12 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
     parser.add_argument("--images", type=int, default=4, help="images per iteration")
-    parser.add_argument("--amp", default="auto", choices=("off", "bf16", "fp16", "auto"),
-                        help="the mixed-precision run (besides float32); off skips it")
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=("off", "bf16", "fp16", "auto"),
+        help="the mixed-precision run (besides float32); off skips it",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -89,12 +96,17 @@ def main(argv=None):
         theirs = median_seconds(tv_step, args.repeats, device)
         times[name] = ours
         share = assignment_share(paa, paa_step, args.repeats, device)
-        print("train iteration {} {}, {} images {}x{}: PAA R-50-FPN {:.1f} ms, torchvision RetinaNet "
-              "R-50-FPN {:.1f} ms, ratio {:.3f}; assignment + GMM {:.1%} of the PAA iteration".format(
-                  device, name, args.images, h, w, ours * 1e3, theirs * 1e3, ours / theirs, share), flush=True)
+        print(
+            f"train iteration {device} {name}, {args.images} images {h}x{w}: PAA R-50-FPN {ours * 1e3:.1f} ms, torchvision RetinaNet "
+            f"R-50-FPN {theirs * 1e3:.1f} ms, ratio {ours / theirs:.3f}; assignment + GMM {share:.1%} of the PAA iteration",
+            flush=True,
+        )
     if len(times) == 2:
         (_, fp32), (name, mixed) = times.items()
-        print(f"mixed precision ({name}) speed-up of the PAA iteration over float32: {fp32 / mixed:.2f}x", flush=True)
+        print(
+            f"mixed precision ({name}) speed-up of the PAA iteration over float32: {fp32 / mixed:.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

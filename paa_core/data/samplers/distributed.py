@@ -15,13 +15,13 @@ class DistributedSampler(torch.utils.data.Sampler):
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0):
         if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            num_replicas = (
+                dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            )
         if rank is None:
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         if not 0 <= rank < num_replicas:
-            raise ValueError(
-                "DistributedSampler rank {} is outside [0, {})".format(rank, num_replicas)
-            )
+            raise ValueError(f"DistributedSampler rank {rank} is outside [0, {num_replicas})")
         self.dataset = dataset
         self.num_replicas = num_replicas
         self.rank = rank

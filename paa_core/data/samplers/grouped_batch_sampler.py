@@ -1,4 +1,5 @@
 """Batches whose images all belong to one group (e.g. landscape vs portrait)."""
+
 import torch
 from torch.utils.data.sampler import BatchSampler, Sampler
 
@@ -16,14 +17,14 @@ class GroupedBatchSampler(BatchSampler):
     def __init__(self, sampler, group_ids, batch_size, drop_uneven=False):
         if not isinstance(sampler, Sampler):
             raise TypeError(
-                "sampler must be a torch.utils.data.Sampler, got {}".format(type(sampler).__name__)
+                f"sampler must be a torch.utils.data.Sampler, got {type(sampler).__name__}"
             )
         if batch_size <= 0:
-            raise ValueError("batch_size must be positive, got {}".format(batch_size))
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.sampler = sampler
         self.group_ids = torch.as_tensor(group_ids, dtype=torch.int64)
         if self.group_ids.dim() != 1:
-            raise ValueError("group_ids must be 1-D, got shape {}".format(tuple(self.group_ids.shape)))
+            raise ValueError(f"group_ids must be 1-D, got shape {tuple(self.group_ids.shape)}")
         self.batch_size = batch_size
         self.drop_uneven = drop_uneven
 

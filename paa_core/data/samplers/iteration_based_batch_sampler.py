@@ -1,4 +1,5 @@
 """Turn an epoch-based batch sampler into a fixed number of iterations."""
+
 from torch.utils.data.sampler import BatchSampler
 
 
@@ -15,7 +16,7 @@ class IterationBasedBatchSampler(BatchSampler):
     def __init__(self, batch_sampler, num_iterations, start_iter=0):
         if start_iter < 0 or start_iter > num_iterations:
             raise ValueError(
-                "start_iter {} must lie in [0, num_iterations={}]".format(start_iter, num_iterations)
+                f"start_iter {start_iter} must lie in [0, num_iterations={num_iterations}]"
             )
         self.batch_sampler = batch_sampler
         self.num_iterations = num_iterations

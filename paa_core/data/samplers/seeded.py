@@ -5,6 +5,7 @@ before, so it differs between a run and the same run resumed from a checkpoint, 
 with the number of workers. Seeding every sample from (seed, rank, iteration, slot)
 instead makes the augmentation a function of the sample's place in the schedule.
 """
+
 import numpy as np
 from torch.utils.data import Dataset
 from torch.utils.data.sampler import BatchSampler

@@ -1,4 +1,5 @@
 """cfg -> the train or test transform pipeline."""
+
 from . import transforms as T
 
 
@@ -9,9 +10,7 @@ def build_transforms(cfg, is_train=True):
     if lo > 0 and hi > 0:
         if lo > hi:
             raise ValueError(
-                "INPUT.MIN_SIZE_RANGE_TRAIN must be (lo, hi) with lo <= hi, got {}".format(
-                    (lo, hi)
-                )
+                f"INPUT.MIN_SIZE_RANGE_TRAIN must be (lo, hi) with lo <= hi, got {(lo, hi)}"
             )
         # every integer in [lo, hi] equally likely
         min_size = tuple(range(lo, hi + 1))

@@ -1,4 +1,5 @@
 """Image + target transforms. Each takes and returns `(image, target)`; target may be None."""
+
 import random
 
 import torch
@@ -7,7 +8,7 @@ from torchvision.transforms import functional as F
 from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT
 
 
-class Compose(object):
+class Compose:
     def __init__(self, transforms):
         self.transforms = list(transforms)
 
@@ -17,7 +18,7 @@ class Compose(object):
         return image, target
 
     def __repr__(self):
-        lines = ["    {}".format(t) for t in self.transforms]
+        lines = [f"    {t}" for t in self.transforms]
         return "{}(\n{}\n)".format(self.__class__.__name__, "\n".join(lines))
 
 
@@ -28,7 +29,7 @@ def _image_size(image):
     return image.size
 
 
-class Resize(object):
+class Resize:
     """Shorter side to a size picked at random from `min_size`, longer side <= `max_size`.
 
     The size rule and rounding are maskrcnn-benchmark's, so image sizes (and with
@@ -65,13 +66,14 @@ class Resize(object):
 
     def __repr__(self):
         return "Resize(min_size={}, max_size={})".format(
-            self.min_size if len(self.min_size) <= 4
-            else "{}..{} ({} values)".format(self.min_size[0], self.min_size[-1], len(self.min_size)),
+            self.min_size
+            if len(self.min_size) <= 4
+            else f"{self.min_size[0]}..{self.min_size[-1]} ({len(self.min_size)} values)",
             self.max_size,
         )
 
 
-class RandomHorizontalFlip(object):
+class RandomHorizontalFlip:
     def __init__(self, prob=0.5):
         self.prob = prob
 
@@ -83,10 +85,10 @@ class RandomHorizontalFlip(object):
         return image, target
 
     def __repr__(self):
-        return "RandomHorizontalFlip(prob={})".format(self.prob)
+        return f"RandomHorizontalFlip(prob={self.prob})"
 
 
-class ToTensor(object):
+class ToTensor:
     """PIL RGB image -> float tensor [3, H, W] in [0, 1]."""
 
     def __call__(self, image, target=None):
@@ -96,7 +98,7 @@ class ToTensor(object):
         return "ToTensor()"
 
 
-class Normalize(object):
+class Normalize:
     """(x - mean) / std per channel; with `to_bgr255` the RGB [0, 1] input becomes BGR [0, 255] first."""
 
     def __init__(self, mean, std, to_bgr255=True):
@@ -110,4 +112,4 @@ class Normalize(object):
         return F.normalize(image, mean=self.mean, std=self.std), target
 
     def __repr__(self):
-        return "Normalize(mean={}, std={}, to_bgr255={})".format(self.mean, self.std, self.to_bgr255)
+        return f"Normalize(mean={self.mean}, std={self.std}, to_bgr255={self.to_bgr255})"

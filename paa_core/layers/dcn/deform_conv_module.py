@@ -1,4 +1,5 @@
 """Deformable convolution modules; `DFConv2d` is the block the backbone and head use."""
+
 import math
 
 import torch
@@ -11,8 +12,18 @@ from .deform_conv_func import deform_conv, modulated_deform_conv
 class _DeformConvBase(nn.Module):
     """Holds `weight` [out, in/groups, kh, kw] and optional `bias` [out] of a deformable conv."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                 deformable_groups, bias):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        deformable_groups,
+        bias,
+    ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(
@@ -31,7 +42,9 @@ class _DeformConvBase(nn.Module):
         self.dilation = _pair(dilation)
         self.groups = groups
         self.deformable_groups = deformable_groups
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size)
+        )
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
@@ -53,27 +66,84 @@ class _DeformConvBase(nn.Module):
 class DeformConv(_DeformConvBase):
     """DCN v1: forward(input, offset) with offset [N, 2*dg*kh*kw, H_out, W_out]."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 deformable_groups=1, bias=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         deformable_groups, bias)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deformable_groups=1,
+        bias=False,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            deformable_groups,
+            bias,
+        )
 
     def forward(self, input, offset):
-        return deform_conv(input, offset, self.weight, self.stride, self.padding, self.dilation, self.groups,
-                           self.deformable_groups, self.bias)
+        return deform_conv(
+            input,
+            offset,
+            self.weight,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.deformable_groups,
+            self.bias,
+        )
 
 
 class ModulatedDeformConv(_DeformConvBase):
     """DCN v2: forward(input, offset, mask) with mask [N, dg*kh*kw, H_out, W_out] in [0, 1]."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 deformable_groups=1, bias=True):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                         deformable_groups, bias)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        deformable_groups=1,
+        bias=True,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            deformable_groups,
+            bias,
+        )
 
     def forward(self, input, offset, mask):
-        return modulated_deform_conv(input, offset, mask, self.weight, self.bias, self.stride, self.padding,
-                                     self.dilation, self.groups, self.deformable_groups)
+        return modulated_deform_conv(
+            input,
+            offset,
+            mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.deformable_groups,
+        )
 
 
 class DFConv2d(nn.Module):
@@ -86,8 +156,18 @@ class DFConv2d(nn.Module):
     Padding keeps the spatial size at stride 1.
     """
 
-    def __init__(self, in_channels, out_channels, with_modulated_dcn=True, kernel_size=3, stride=1, groups=1,
-                 dilation=1, deformable_groups=1, bias=False):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        with_modulated_dcn=True,
+        kernel_size=3,
+        stride=1,
+        groups=1,
+        dilation=1,
+        deformable_groups=1,
+        bias=False,
+    ):
         super().__init__()
         kh, kw = _pair(kernel_size)
         dil = _pair(dilation)
@@ -95,13 +175,28 @@ class DFConv2d(nn.Module):
         taps = deformable_groups * kh * kw
         self.with_modulated_dcn = with_modulated_dcn
         self.offset_split = 2 * taps
-        self.offset = nn.Conv2d(in_channels, taps * (3 if with_modulated_dcn else 2), (kh, kw), stride=stride,
-                                padding=padding, dilation=dil)
+        self.offset = nn.Conv2d(
+            in_channels,
+            taps * (3 if with_modulated_dcn else 2),
+            (kh, kw),
+            stride=stride,
+            padding=padding,
+            dilation=dil,
+        )
         nn.init.kaiming_uniform_(self.offset.weight, a=1)
         nn.init.zeros_(self.offset.bias)
         conv_block = ModulatedDeformConv if with_modulated_dcn else DeformConv
-        self.conv = conv_block(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, dilation=dil,
-                               groups=groups, deformable_groups=deformable_groups, bias=bias)
+        self.conv = conv_block(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            stride=stride,
+            padding=padding,
+            dilation=dil,
+            groups=groups,
+            deformable_groups=deformable_groups,
+            bias=bias,
+        )
 
     def forward(self, x):
         offset_mask = self.offset(x)

@@ -1,1 +1,3 @@
 from .backbone import build_backbone
+
+__all__ = ["build_backbone"]

@@ -1,5 +1,6 @@
 """Backbone builders: ResNet body + RetinaNet-style FPN giving P3..P7 (PAA), or + the
 Faster R-CNN FPN giving P2..P6."""
+
 from collections import OrderedDict
 
 from torch import nn
@@ -22,7 +23,8 @@ def with_fpn_p3p7(cfg, body):
         in_channels_list=[res2_out * 2, res2_out * 4, res2_out * 8],
         out_channels=out_channels,
         conv_block=conv_with_kaiming_uniform(
-            cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU,
+            cfg.MODEL.FPN.USE_GN,
+            cfg.MODEL.FPN.USE_RELU,
             dict(dim_per_group=gn.DIM_PER_GP, num_groups=gn.NUM_GROUPS, eps=gn.EPSILON),
         ),
         top_blocks=fpn_module.LastLevelP6P7(

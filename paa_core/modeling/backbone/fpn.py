@@ -1,4 +1,5 @@
 """Feature pyramids: C3..C5 -> P3..P7 (RetinaNet variant, PAA) and C2..C5 -> P2..P6 (Faster R-CNN)."""
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -10,8 +11,7 @@ class FPN(nn.Module):
     as the first input the reference names it 2 (C2 has no lateral in this variant).
     """
 
-    def __init__(self, in_channels_list, out_channels, conv_block, top_blocks=None,
-                 first_index=2):
+    def __init__(self, in_channels_list, out_channels, conv_block, top_blocks=None, first_index=2):
         super().__init__()
         self.inner_blocks = []
         self.layer_blocks = []

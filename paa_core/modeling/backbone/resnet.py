@@ -4,6 +4,7 @@ Module names (`stem.conv1`, `layer2.0.conv2.offset`, `layer1.0.downsample.1`, ..
 match the reference checkpoints, so released weights load unchanged. `build_resnet`
 reads the config; the modules below only take plain arguments.
 """
+
 from collections import namedtuple
 
 import torch.nn.functional as F
@@ -35,13 +36,16 @@ def _fpn_p2p6_stages(block_counts):
     )
 
 
-_STAGE_SPECS = Registry("STAGE_SPECS", {
-    "R-50-FPN": _fpn_p2p6_stages((3, 4, 6, 3)),
-    "R-101-FPN": _fpn_p2p6_stages((3, 4, 23, 3)),
-    "R-50-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 6, 3)),
-    "R-101-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 23, 3)),
-    "R-152-FPN-RETINANET": _fpn_p3p7_stages((3, 8, 36, 3)),
-})
+_STAGE_SPECS = Registry(
+    "STAGE_SPECS",
+    {
+        "R-50-FPN": _fpn_p2p6_stages((3, 4, 6, 3)),
+        "R-101-FPN": _fpn_p2p6_stages((3, 4, 23, 3)),
+        "R-50-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 6, 3)),
+        "R-101-FPN-RETINANET": _fpn_p3p7_stages((3, 4, 23, 3)),
+        "R-152-FPN-RETINANET": _fpn_p3p7_stages((3, 8, 36, 3)),
+    },
+)
 
 
 class Bottleneck(nn.Module):
@@ -51,8 +55,18 @@ class Bottleneck(nn.Module):
     (FAIR ResNeXt weights). With `dilation > 1` the block keeps its resolution.
     """
 
-    def __init__(self, in_channels, bottleneck_channels, out_channels, num_groups,
-                 stride_in_1x1, stride, dilation, norm_func, dcn_config=None):
+    def __init__(
+        self,
+        in_channels,
+        bottleneck_channels,
+        out_channels,
+        num_groups,
+        stride_in_1x1,
+        stride,
+        dilation,
+        norm_func,
+        dcn_config=None,
+    ):
         super().__init__()
         self.downsample = None
         if in_channels != out_channels:
@@ -66,20 +80,30 @@ class Bottleneck(nn.Module):
             stride = 1
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
 
-        self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, 1,
-                               stride=stride_1x1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, 1, stride=stride_1x1, bias=False)
         self.bn1 = norm_func(bottleneck_channels)
         if dcn_config is not None:
             self.conv2 = DFConv2d(
-                bottleneck_channels, bottleneck_channels,
-                with_modulated_dcn=dcn_config.with_modulated_dcn, kernel_size=3,
-                stride=stride_3x3, groups=num_groups, dilation=dilation,
-                deformable_groups=dcn_config.deformable_groups, bias=False,
+                bottleneck_channels,
+                bottleneck_channels,
+                with_modulated_dcn=dcn_config.with_modulated_dcn,
+                kernel_size=3,
+                stride=stride_3x3,
+                groups=num_groups,
+                dilation=dilation,
+                deformable_groups=dcn_config.deformable_groups,
+                bias=False,
             )
         else:
             self.conv2 = nn.Conv2d(
-                bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3,
-                padding=dilation, dilation=dilation, groups=num_groups, bias=False,
+                bottleneck_channels,
+                bottleneck_channels,
+                3,
+                stride=stride_3x3,
+                padding=dilation,
+                dilation=dilation,
+                groups=num_groups,
+                bias=False,
             )
             nn.init.kaiming_uniform_(self.conv2.weight, a=1)
         self.bn2 = norm_func(bottleneck_channels)
@@ -130,16 +154,26 @@ class ResNet(nn.Module):
     dilation; the stem and the first `freeze_at - 1` stages get no gradient.
     """
 
-    def __init__(self, stem_module, block_module, stage_specs, num_groups=1,
-                 width_per_group=64, stem_out_channels=64, res2_out_channels=256,
-                 stride_in_1x1=True, stage_with_dcn=(False, False, False, False),
-                 with_modulated_dcn=False, deformable_groups=1, res5_dilation=1,
-                 freeze_at=2):
+    def __init__(
+        self,
+        stem_module,
+        block_module,
+        stage_specs,
+        num_groups=1,
+        width_per_group=64,
+        stem_out_channels=64,
+        res2_out_channels=256,
+        stride_in_1x1=True,
+        stage_with_dcn=(False, False, False, False),
+        with_modulated_dcn=False,
+        deformable_groups=1,
+        res5_dilation=1,
+        freeze_at=2,
+    ):
         super().__init__()
         if len(stage_with_dcn) != len(stage_specs):
             raise ValueError(
-                f"STAGE_WITH_DCN has {len(stage_with_dcn)} flags for "
-                f"{len(stage_specs)} stages"
+                f"STAGE_WITH_DCN has {len(stage_with_dcn)} flags for {len(stage_specs)} stages"
             )
         self.stem = stem_module(stem_out_channels)
         in_channels = stem_out_channels
@@ -148,11 +182,19 @@ class ResNet(nn.Module):
         for spec in stage_specs:
             factor = 2 ** (spec.index - 1)
             out_channels = res2_out_channels * factor
-            dcn = (DCNConfig(with_modulated_dcn, deformable_groups)
-                   if stage_with_dcn[spec.index - 1] else None)
+            dcn = (
+                DCNConfig(with_modulated_dcn, deformable_groups)
+                if stage_with_dcn[spec.index - 1]
+                else None
+            )
             stage = _make_stage(
-                block_module, in_channels, num_groups * width_per_group * factor,
-                out_channels, spec.block_count, num_groups, stride_in_1x1,
+                block_module,
+                in_channels,
+                num_groups * width_per_group * factor,
+                out_channels,
+                spec.block_count,
+                num_groups,
+                stride_in_1x1,
                 first_stride=1 if spec.index == 1 else 2,
                 dilation=res5_dilation if spec.index == 4 else 1,
                 dcn_config=dcn,
@@ -181,17 +223,34 @@ class ResNet(nn.Module):
         return outputs
 
 
-def _make_stage(block_module, in_channels, bottleneck_channels, out_channels,
-                block_count, num_groups, stride_in_1x1, first_stride, dilation,
-                dcn_config):
+def _make_stage(
+    block_module,
+    in_channels,
+    bottleneck_channels,
+    out_channels,
+    block_count,
+    num_groups,
+    stride_in_1x1,
+    first_stride,
+    dilation,
+    dcn_config,
+):
     """`block_count` blocks; only the first changes channels and resolution."""
     blocks = []
     stride = first_stride
     for _ in range(block_count):
-        blocks.append(block_module(
-            in_channels, bottleneck_channels, out_channels, num_groups,
-            stride_in_1x1, stride, dilation, dcn_config=dcn_config,
-        ))
+        blocks.append(
+            block_module(
+                in_channels,
+                bottleneck_channels,
+                out_channels,
+                num_groups,
+                stride_in_1x1,
+                stride,
+                dilation,
+                dcn_config=dcn_config,
+            )
+        )
         stride = 1
         in_channels = out_channels
     return nn.Sequential(*blocks)
@@ -201,11 +260,14 @@ def build_resnet(cfg):
     """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings."""
     r = cfg.MODEL.RESNETS
     # The reference's keys name the one stem and block it has (frozen BatchNorm).
-    for key, value, supported in (("STEM_FUNC", r.STEM_FUNC, StemWithFixedBatchNorm),
-                                  ("TRANS_FUNC", r.TRANS_FUNC, BottleneckWithFixedBatchNorm)):
+    for key, value, supported in (
+        ("STEM_FUNC", r.STEM_FUNC, StemWithFixedBatchNorm),
+        ("TRANS_FUNC", r.TRANS_FUNC, BottleneckWithFixedBatchNorm),
+    ):
         if value != supported.__name__:
-            raise ValueError(f"MODEL.RESNETS.{key} '{value}' is not supported: "
-                             f"only '{supported.__name__}'")
+            raise ValueError(
+                f"MODEL.RESNETS.{key} '{value}' is not supported: only '{supported.__name__}'"
+            )
     return ResNet(
         stem_module=StemWithFixedBatchNorm,
         block_module=BottleneckWithFixedBatchNorm,

@@ -7,6 +7,7 @@ size. Widths come from the usual keys: the stem has `STEM_OUT_CHANNELS`, res2..r
 `RES2_OUT_CHANNELS` x (1, 2, 4, 8), so the FPN in-channel list is the same as for the
 bottleneck ResNets. The FPN (P3-P7, "RETINANET" variant) is the paper's own.
 """
+
 from torch import nn
 from torch.nn import functional as F
 
@@ -53,7 +54,8 @@ class BasicBlockWithGN(nn.Module):
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), group_norm(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                group_norm(out_channels),
             )
 
     def forward(self, x):
@@ -74,12 +76,18 @@ class ResNetLight(nn.Module):
         in_channels = stem_channels
         self.stages = []
         for index, blocks in enumerate(stage_blocks):
-            out_channels = res2_channels * 2 ** index
+            out_channels = res2_channels * 2**index
             first_stride = 1 if index == 0 else 2
-            layer = nn.Sequential(*[
-                BasicBlockWithGN(in_channels if i == 0 else out_channels, out_channels, first_stride if i == 0 else 1)
-                for i in range(blocks)
-            ])
+            layer = nn.Sequential(
+                *[
+                    BasicBlockWithGN(
+                        in_channels if i == 0 else out_channels,
+                        out_channels,
+                        first_stride if i == 0 else 1,
+                    )
+                    for i in range(blocks)
+                ]
+            )
             name = f"layer{index + 1}"
             self.add_module(name, layer)
             self.stages.append(name)
@@ -101,7 +109,7 @@ class ResNetLight(nn.Module):
         for name in self.stages:
             x = getattr(self, name)(x)
             outputs.append(x)
-        return outputs[self.first_returned:]
+        return outputs[self.first_returned :]
 
 
 def build_resnet18_gn(cfg, return_c2=False):
@@ -109,6 +117,9 @@ def build_resnet18_gn(cfg, return_c2=False):
     (or [C2, ..., C5] with `return_c2`)."""
     resnets = cfg.MODEL.RESNETS
     return ResNetLight(
-        R18_STAGE_BLOCKS, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS,
-        cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, return_c2,
+        R18_STAGE_BLOCKS,
+        resnets.STEM_OUT_CHANNELS,
+        resnets.RES2_OUT_CHANNELS,
+        cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+        return_c2,
     )

@@ -1,4 +1,5 @@
 """cfg -> the detector."""
+
 from paa_core.config.reference import check_reference_switches
 
 from .generalized_rcnn import GeneralizedRCNN
@@ -9,5 +10,7 @@ def build_detection_model(cfg):
     check_reference_switches(cfg)
     name = cfg.MODEL.META_ARCHITECTURE
     if name != GeneralizedRCNN.__name__:
-        raise KeyError(f"MODEL.META_ARCHITECTURE '{name}' is unknown; known: {GeneralizedRCNN.__name__}")
+        raise KeyError(
+            f"MODEL.META_ARCHITECTURE '{name}' is unknown; known: {GeneralizedRCNN.__name__}"
+        )
     return GeneralizedRCNN(cfg)

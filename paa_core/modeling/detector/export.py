@@ -1,5 +1,4 @@
 """The detector as a function of tensors only, for torch.export and ONNX."""
-from typing import Tuple
 
 from torch import Tensor, nn
 
@@ -15,7 +14,7 @@ class DetectionsAsTensors(nn.Module):
         self.detector = detector
         self.eval()
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         outputs = []
         for boxlist in self.detector(images):
             outputs += [boxlist.bbox, boxlist.get_field("scores"), boxlist.get_field("labels")]

@@ -1,4 +1,5 @@
 """The detector: backbone (ResNet + FPN), then the PAA stage, or an RPN and ROI heads."""
+
 from torch import nn
 
 from paa_core.structures.bounding_box import TO_REMOVE

@@ -1,4 +1,5 @@
 """The ROI heads of a two-stage detector (a box head; named `roi_heads.box.*`)."""
+
 from torch import nn
 
 from .box_head.box_head import build_roi_box_head

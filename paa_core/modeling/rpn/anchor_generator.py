@@ -1,5 +1,6 @@
 """Anchors per FPN level, with Detectron's `generate_anchors` conventions (docs/DESIGN.md §2)."""
-from typing import List, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -69,25 +70,30 @@ class AnchorGenerator(nn.Module):
     (`generate_centred_anchors`, the Faster R-CNN path).
     """
 
-    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float],
-                 anchor_strides: Sequence[int], centred: bool = False):
+    def __init__(
+        self,
+        sizes: Sequence[Sequence[float]],
+        aspect_ratios: Sequence[float],
+        anchor_strides: Sequence[int],
+        centred: bool = False,
+    ):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
-                f"ANCHOR_SIZES has {len(sizes)} levels but ANCHOR_STRIDES has "
-                f"{len(anchor_strides)}"
+                f"ANCHOR_SIZES has {len(sizes)} levels but ANCHOR_STRIDES has {len(anchor_strides)}"
             )
         self.strides = tuple(anchor_strides)
         self.cell_anchors = BufferList(
-            generate_centred_anchors(level_sizes, aspect_ratios) if centred
+            generate_centred_anchors(level_sizes, aspect_ratios)
+            if centred
             else generate_anchors(stride, level_sizes, aspect_ratios)
             for stride, level_sizes in zip(anchor_strides, sizes)
         )
 
-    def num_anchors_per_location(self) -> List[int]:
+    def num_anchors_per_location(self) -> list[int]:
         return [len(cell) for cell in self.cell_anchors]
 
-    def grid_anchors(self, grid_sizes: Sequence[Tuple[int, int]]) -> List[Tensor]:
+    def grid_anchors(self, grid_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
         """Per level [H*W*A, 4]: cell anchors shifted by (x*s, y*s)."""
         anchors = []
         for (height, width), stride, cell in zip(grid_sizes, self.strides, self.cell_anchors):
@@ -99,7 +105,7 @@ class AnchorGenerator(nn.Module):
             anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
         return anchors
 
-    def forward(self, image_list: ImageList, feature_maps: List[Tensor]) -> List[List[BoxList]]:
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[list[BoxList]]:
         """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
         grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
         level_anchors = self.grid_anchors(grid_sizes)
@@ -123,5 +129,6 @@ def make_anchor_generator_paa(cfg) -> AnchorGenerator:
 def make_anchor_generator_rpn(cfg) -> AnchorGenerator:
     """Faster R-CNN RPN anchors: one size per level (MODEL.RPN.ANCHOR_SIZES), detectron2 geometry."""
     r = cfg.MODEL.RPN
-    return AnchorGenerator(tuple((s,) for s in r.ANCHOR_SIZES), r.ASPECT_RATIOS, r.ANCHOR_STRIDE,
-                           centred=True)
+    return AnchorGenerator(
+        tuple((s,) for s in r.ANCHOR_SIZES), r.ASPECT_RATIOS, r.ANCHOR_STRIDE, centred=True
+    )

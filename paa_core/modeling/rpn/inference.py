@@ -1,4 +1,5 @@
 """RPN proposals: per-level top-k, decoding, clipping, per-level NMS, per-image top-k."""
+
 import torch
 from torchvision.ops import batched_nms
 
@@ -45,19 +46,32 @@ class RPNPostProcessor(torch.nn.Module):
 
     def forward(self, anchors, objectness, box_regression, iou_pred, image_sizes):
         """anchors: per level [T_l, 4]; head outputs per level; image_sizes: (h, w) per image."""
-        objectness, box_regression, iou_pred = flatten_rpn_outputs(objectness, box_regression, iou_pred)
+        objectness, box_regression, iou_pred = flatten_rpn_outputs(
+            objectness, box_regression, iou_pred
+        )
         scores = combined_objectness(objectness, iou_pred)
         boxes, scores, levels = self.select_top_per_level(anchors, scores, box_regression)
         proposals = []
         for boxes_i, scores_i, (height, width) in zip(boxes, scores, image_sizes):
-            boxes_i = torch.stack([
-                boxes_i[:, 0].clamp(0, width), boxes_i[:, 1].clamp(0, height),
-                boxes_i[:, 2].clamp(0, width), boxes_i[:, 3].clamp(0, height),
-            ], dim=1)
+            boxes_i = torch.stack(
+                [
+                    boxes_i[:, 0].clamp(0, width),
+                    boxes_i[:, 1].clamp(0, height),
+                    boxes_i[:, 2].clamp(0, width),
+                    boxes_i[:, 3].clamp(0, height),
+                ],
+                dim=1,
+            )
             size = boxes_i[:, 2:] - boxes_i[:, :2]
-            keep = ((size > self.min_size).all(dim=1) & torch.isfinite(boxes_i).all(dim=1)).nonzero().squeeze(1)
+            keep = (
+                ((size > self.min_size).all(dim=1) & torch.isfinite(boxes_i).all(dim=1))
+                .nonzero()
+                .squeeze(1)
+            )
             boxes_i, scores_i, levels_i = boxes_i[keep], scores_i[keep], levels[keep]
-            keep = batched_nms(boxes_i, scores_i, levels_i, self.nms_thresh)[: self.fpn_post_nms_top_n]
+            keep = batched_nms(boxes_i, scores_i, levels_i, self.nms_thresh)[
+                : self.fpn_post_nms_top_n
+            ]
             proposal = BoxList(boxes_i[keep], (width, height), mode="xyxy")
             proposal.add_field("objectness", scores_i[keep])
             proposals.append(proposal)

@@ -5,11 +5,11 @@ keeps the PAA authors' +1 areas. Anchors are shared by all images of a batch, so
 everything is computed on [N, T] tensors (N images, T anchors); GTs of all images are
 one list of G boxes, and the PAA mixtures of all GTs are fitted in one batched call.
 """
+
 import torch
 import torch.nn.functional as F
 
 from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
-from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE
 from paa_core.structures.box_ops import box_iou, paired_iou
@@ -17,7 +17,7 @@ from paa_core.structures.box_ops import box_iou, paired_iou
 from .paa.loss import assign_positives
 
 
-class RPNLossComputation(object):
+class RPNLossComputation:
     """-> {"loss_objectness", "loss_rpn_box_reg"[, "loss_rpn_iou"]}.
 
     labels: 1 for anchors matched to a GT by `proposal_matcher` (IoU thresholds plus each
@@ -31,8 +31,9 @@ class RPNLossComputation(object):
     constant), and the branch learns u by BCE divided by the number of sampled positives.
     """
 
-    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, use_paa=False, paa_topk=9,
-                 box_offset=0):
+    def __init__(
+        self, proposal_matcher, fg_bg_sampler, box_coder, use_paa=False, paa_topk=9, box_offset=0
+    ):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
@@ -49,7 +50,9 @@ class RPNLossComputation(object):
         for target in targets:
             boxes = target.convert("xyxy").bbox.to(anchors.dtype)
             m = self.proposal_matcher(box_iou(boxes, anchors, offset=self.box_offset))
-            labels.append(torch.where(m >= 0, 1, torch.where(m == Matcher.BELOW_LOW_THRESHOLD, 0, -1)))
+            labels.append(
+                torch.where(m >= 0, 1, torch.where(m == Matcher.BELOW_LOW_THRESHOLD, 0, -1))
+            )
             matched.append(m.clamp(min=0) + start)
             gt_boxes.append(boxes)
             start += len(boxes)
@@ -59,8 +62,9 @@ class RPNLossComputation(object):
         return torch.stack(labels), matched, gt_boxes
 
     @torch.no_grad()
-    def paa_labels(self, labels, matched, num_gt, anchor_levels, objectness, box_regression,
-                   regression_targets):
+    def paa_labels(
+        self, labels, matched, num_gt, anchor_levels, objectness, box_regression, regression_targets
+    ):
         """PAA positives (1) among the matched anchors, every other anchor negative (0).
 
         Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's."""
@@ -79,9 +83,12 @@ class RPNLossComputation(object):
     def prepare_targets(self, anchors, objectness, box_regression, targets):
         """-> labels [N, T] (1 positive, 0 negative, -1 ignored; PAA labels with `use_paa`),
         the matched GT box of every anchor [N, T, 4] and its regression target [N, T, 4]."""
-        anchor_levels = torch.cat([
-            torch.full((len(a),), level, dtype=torch.long, device=a.device) for level, a in enumerate(anchors)
-        ])
+        anchor_levels = torch.cat(
+            [
+                torch.full((len(a),), level, dtype=torch.long, device=a.device)
+                for level, a in enumerate(anchors)
+            ]
+        )
         anchors = torch.cat(anchors, dim=0)
         labels, matched, gt_boxes = self.match_targets(anchors, targets)
         num_images, num_anchors = labels.shape
@@ -92,8 +99,15 @@ class RPNLossComputation(object):
             matched_boxes.reshape(-1, 4), anchors.repeat(num_images, 1)
         ).view(num_images, num_anchors, 4)
         if self.use_paa:
-            labels = self.paa_labels(labels, matched, len(gt_boxes), anchor_levels,
-                                     objectness.detach(), box_regression.detach(), regression_targets)
+            labels = self.paa_labels(
+                labels,
+                matched,
+                len(gt_boxes),
+                anchor_levels,
+                objectness.detach(),
+                box_regression.detach(),
+                regression_targets,
+            )
         return labels, matched_boxes, regression_targets
 
     def __call__(self, anchors, objectness, box_regression, iou_pred, targets):
@@ -109,9 +123,12 @@ class RPNLossComputation(object):
         sampled = pos | torch.stack(neg_masks)
         normalizer = self.fg_bg_sampler.batch_size_per_image * num_images
 
-        loss_objectness = F.binary_cross_entropy_with_logits(
-            objectness[sampled], pos[sampled].to(objectness.dtype), reduction="sum"
-        ) / normalizer
+        loss_objectness = (
+            F.binary_cross_entropy_with_logits(
+                objectness[sampled], pos[sampled].to(objectness.dtype), reduction="sum"
+            )
+            / normalizer
+        )
         l1 = (box_regression[pos] - regression_targets[pos]).abs().sum(dim=1)
         losses = {"loss_objectness": loss_objectness}
         if iou_pred is None:

@@ -1,5 +1,6 @@
 """The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch),
 and `build_rpn`, which picks it or the one-stage PAA module from the config."""
+
 import torch
 from torch import nn
 
@@ -50,8 +51,15 @@ class RPNModule(nn.Module):
     Proposals (detached, BoxLists with "objectness") are only made in training when the
     ROI heads need them (not `rpn_only`)."""
 
-    def __init__(self, head, anchor_generator, loss_evaluator, box_selector_train,
-                 box_selector_test, rpn_only=False):
+    def __init__(
+        self,
+        head,
+        anchor_generator,
+        loss_evaluator,
+        box_selector_train,
+        box_selector_test,
+        rpn_only=False,
+    ):
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
@@ -64,8 +72,9 @@ class RPNModule(nn.Module):
         objectness, box_regression, iou_pred = self.head(features)
         anchors = self.anchor_generator.grid_anchors([tuple(f.shape[-2:]) for f in features])
         if not self.training:
-            return self.box_selector_test(anchors, objectness, box_regression, iou_pred,
-                                          images.image_sizes), {}
+            return self.box_selector_test(
+                anchors, objectness, box_regression, iou_pred, images.image_sizes
+            ), {}
         if targets is None:
             raise ValueError("RPNModule: targets are required in training mode")
         # Under mixed precision only the convolutions run in bfloat16: targets, losses and
@@ -80,8 +89,9 @@ class RPNModule(nn.Module):
             proposals = None
             if not self.rpn_only:
                 with torch.no_grad():
-                    proposals = self.box_selector_train(anchors, objectness, box_regression,
-                                                        iou_pred, images.image_sizes)
+                    proposals = self.box_selector_train(
+                        anchors, objectness, box_regression, iou_pred, images.image_sizes
+                    )
         return proposals, losses
 
 

@@ -1,21 +1,23 @@
 """Head outputs in the anchor generator's order (shared by the losses and the post-processing),
 and the PAA RPN's ranking score."""
-from typing import List, Optional, Tuple
+
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 
-def permute_and_flatten(layer: Tensor, num_images: int, num_anchors: int, channels: int,
-                        height: int, width: int) -> Tensor:
+def permute_and_flatten(
+    layer: Tensor, num_images: int, num_anchors: int, channels: int, height: int, width: int
+) -> Tensor:
     """[N, A*K, H, W] -> [N, H*W*A, K], the anchor generator's order."""
     layer = layer.view(num_images, num_anchors, channels, height, width)
     return layer.permute(0, 3, 4, 1, 2).reshape(num_images, -1, channels)
 
 
 def concat_box_prediction_layers(
-    box_cls: List[Tensor], box_regression: List[Tensor], iou_pred: Optional[List[Tensor]]
-) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    box_cls: list[Tensor], box_regression: list[Tensor], iou_pred: Optional[list[Tensor]]
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """Per-level head outputs -> cls [N, A_total, C], reg [N, A_total, 4], iou [N, A_total] or None."""
     cls_flat, reg_flat, iou_flat = [], [], []
     for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):

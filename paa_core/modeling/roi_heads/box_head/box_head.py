@@ -1,4 +1,5 @@
 """The ROI box head: features of the proposals -> class scores and refined boxes."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """Fast R-CNN inference: class-specific boxes, score threshold, per-class NMS, top detections."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,10 +33,15 @@ class PostProcessor(nn.Module):
             width, height = proposal.size
             scores = probs[start:end, 1:]
             boxes_i = boxes[start:end].view(-1, num_classes, 4)[:, 1:]
-            boxes_i = torch.stack([
-                boxes_i[..., 0].clamp(0, width), boxes_i[..., 1].clamp(0, height),
-                boxes_i[..., 2].clamp(0, width), boxes_i[..., 3].clamp(0, height),
-            ], dim=-1)
+            boxes_i = torch.stack(
+                [
+                    boxes_i[..., 0].clamp(0, width),
+                    boxes_i[..., 1].clamp(0, height),
+                    boxes_i[..., 2].clamp(0, width),
+                    boxes_i[..., 3].clamp(0, height),
+                ],
+                dim=-1,
+            )
             keep = (scores > self.score_thresh) & torch.isfinite(boxes_i).all(dim=-1)
             rows, cols = keep.nonzero(as_tuple=True)
             boxes_k, scores_k = boxes_i[rows, cols], scores[rows, cols]

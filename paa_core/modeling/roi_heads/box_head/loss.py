@@ -1,10 +1,10 @@
 """Fast R-CNN training: match proposals to GTs, sample them, and the classification and box losses."""
+
 import math
 
 import torch
 import torch.nn.functional as F
 
-from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import box_iou
 
@@ -12,7 +12,7 @@ from paa_core.structures.box_ops import box_iou
 GT_PROPOSAL_LOGIT = math.log((1.0 - 1e-10) / 1e-10)
 
 
-class FastRCNNLossComputation(object):
+class FastRCNNLossComputation:
     """Proposals (plus every GT box) are matched by IoU (`box_offset` convention):
     foreground with the GT's class when IoU >= the high threshold, background (class 0)
     below; the sampler keeps `batch_size_per_image` per image. loss_classifier is the
@@ -43,17 +43,21 @@ class FastRCNNLossComputation(object):
             else:
                 labels.append(torch.where(m >= 0, gt_labels[m.clamp(min=0)], 0))
                 regression_targets.append(self.box_coder.encode(gt_boxes[m.clamp(min=0)], boxes))
-            objectness = torch.cat([
-                proposal.get_field("objectness"),
-                boxes.new_full((len(gt_boxes),), GT_PROPOSAL_LOGIT),
-            ])
+            objectness = torch.cat(
+                [
+                    proposal.get_field("objectness"),
+                    boxes.new_full((len(gt_boxes),), GT_PROPOSAL_LOGIT),
+                ]
+            )
             candidate = BoxList(boxes, proposal.size, mode="xyxy")
             candidate.add_field("objectness", objectness)
             candidates.append(candidate)
 
         pos_masks, neg_masks = self.fg_bg_sampler([(lab > 0).long() for lab in labels])
         sampled = []
-        for candidate, lab, reg, pos, neg in zip(candidates, labels, regression_targets, pos_masks, neg_masks):
+        for candidate, lab, reg, pos, neg in zip(
+            candidates, labels, regression_targets, pos_masks, neg_masks
+        ):
             keep = torch.nonzero(pos | neg).squeeze(1)
             candidate = candidate[keep]
             candidate.add_field("labels", lab[keep])

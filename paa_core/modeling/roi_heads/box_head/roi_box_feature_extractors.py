@@ -1,4 +1,5 @@
 """ROI box feature extractors: pooled FPN features -> one vector per box."""
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -21,7 +22,7 @@ class FPN2MLPFeatureExtractor(nn.Module):
     def __init__(self, in_channels, pooler, resolution, representation_size):
         super().__init__()
         self.pooler = pooler
-        self.fc6 = make_fc(in_channels * resolution ** 2, representation_size)
+        self.fc6 = make_fc(in_channels * resolution**2, representation_size)
         self.fc7 = make_fc(representation_size, representation_size)
         self.out_channels = representation_size
 
@@ -32,7 +33,9 @@ class FPN2MLPFeatureExtractor(nn.Module):
 
 def make_roi_box_feature_extractor(cfg, in_channels, box_offset):
     h = cfg.MODEL.ROI_BOX_HEAD
-    pooler = Pooler(h.POOLER_RESOLUTION, h.POOLER_SCALES, h.POOLER_SAMPLING_RATIO, box_offset=box_offset)
+    pooler = Pooler(
+        h.POOLER_RESOLUTION, h.POOLER_SCALES, h.POOLER_SAMPLING_RATIO, box_offset=box_offset
+    )
     return registry.ROI_BOX_FEATURE_EXTRACTORS[h.FEATURE_EXTRACTOR](
         in_channels, pooler, h.POOLER_RESOLUTION, h.MLP_HEAD_DIM
     )

@@ -1,4 +1,5 @@
 """ROI box predictors: class scores and class-specific box deltas from a box's feature vector."""
+
 from torch import nn
 
 from paa_core.modeling import registry

@@ -7,6 +7,7 @@ short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixtu
 step for step (E-step, M-step, lower bound, `|change| < tol`): rows hold a few dozen
 samples, so an eager torch loop was bound by per-op dispatch overhead.
 """
+
 from typing import NamedTuple
 
 import torch
@@ -24,8 +25,9 @@ class GMMResult(NamedTuple):
     n_iter: Tensor
 
 
-def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6,
-              max_iter: int = 100) -> GMMResult:
+def fit_gmm_2(
+    x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100
+) -> GMMResult:
     """Fit B independent two-component mixtures to the valid entries of each row.
 
     x: [B, L] samples, mask: [B, L] bool (at least 2 valid entries per row).
@@ -39,9 +41,14 @@ def fit_gmm_2(x: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-
     return GMMResult(*fit)
 
 
-def select_positives_by_gmm(scores: Tensor, mask: Tensor, tol: float = 1e-3,
-                            reg_covar: float = 1e-6, max_iter: int = 100,
-                            return_fit: bool = False):
+def select_positives_by_gmm(
+    scores: Tensor,
+    mask: Tensor,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    return_fit: bool = False,
+):
     """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries

@@ -1,5 +1,6 @@
 """PAA post-processing (docs/DESIGN.md §6): per-level candidates, class-wise NMS, cap, voting."""
-from typing import List, Optional
+
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,9 +18,16 @@ class PAAPostProcessor(nn.Module):
 
     `num_classes` = C counts the foreground classes, as in the head."""
 
-    def __init__(self, pre_nms_thresh: float, pre_nms_top_n: int, nms_thresh: float,
-                 detections_per_img: int, num_classes: int, box_coder: BoxCoder,
-                 score_voting: bool):
+    def __init__(
+        self,
+        pre_nms_thresh: float,
+        pre_nms_top_n: int,
+        nms_thresh: float,
+        detections_per_img: int,
+        num_classes: int,
+        box_coder: BoxCoder,
+        score_voting: bool,
+    ):
         super().__init__()
         self.pre_nms_thresh = pre_nms_thresh
         self.pre_nms_top_n = pre_nms_top_n
@@ -29,9 +37,13 @@ class PAAPostProcessor(nn.Module):
         self.box_coder = box_coder
         self.score_voting = score_voting
 
-    def forward_for_single_feature_map(self, box_cls: Tensor, box_regression: Tensor,
-                                       iou_pred: Optional[Tensor],
-                                       anchors: List[BoxList]) -> List[BoxList]:
+    def forward_for_single_feature_map(
+        self,
+        box_cls: Tensor,
+        box_regression: Tensor,
+        iou_pred: Optional[Tensor],
+        anchors: list[BoxList],
+    ) -> list[BoxList]:
         """One level for the whole batch -> per-image BoxLists of clipped candidates.
 
         A (location, class) pair is a candidate when its class probability exceeds
@@ -43,9 +55,7 @@ class PAAPostProcessor(nn.Module):
         num_classes = self.num_classes
         if box_cls.shape[1] != num_anchors * num_classes:
             raise ValueError(
-                "PAAPostProcessor: box_cls has {} channels, expected {} anchors x {} classes".format(
-                    box_cls.shape[1], num_anchors, num_classes
-                )
+                f"PAAPostProcessor: box_cls has {box_cls.shape[1]} channels, expected {num_anchors} anchors x {num_classes} classes"
             )
         cls_prob = permute_and_flatten(box_cls, n, num_anchors, num_classes, h, w).sigmoid()
         box_regression = permute_and_flatten(box_regression, n, num_anchors, 4, h, w)
@@ -88,8 +98,13 @@ class PAAPostProcessor(nn.Module):
             result = score_voting(result, boxlist)
         return result
 
-    def forward(self, box_cls: List[Tensor], box_regression: List[Tensor],
-                iou_pred: Optional[List[Tensor]], anchors: List[List[BoxList]]) -> List[BoxList]:
+    def forward(
+        self,
+        box_cls: list[Tensor],
+        box_regression: list[Tensor],
+        iou_pred: Optional[list[Tensor]],
+        anchors: list[list[BoxList]],
+    ) -> list[BoxList]:
         """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
         iou_pred may be None. -> list of per-image BoxLists."""
         per_level = []

@@ -5,7 +5,8 @@ B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs
 all images as one list of G boxes, and the per-GT mixtures are fitted in a single
 batched EM call. Only the IoU pre-assignment loops over images.
 """
-from typing import List, NamedTuple, Optional, Tuple
+
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +58,9 @@ def _rank_in_group(sorted_group: Tensor) -> Tensor:
     return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
 
 
-def candidate_sets(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
-                   num_levels: int, topk: int) -> CandidateSets:
+def candidate_sets(
+    cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int, topk: int
+) -> CandidateSets:
     """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
 
     Returns scores [G, L] ascending along each row, mask [G, L], and for every
@@ -81,8 +83,9 @@ def candidate_sets(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_
     return CandidateSets(scores, mask, order, gt_of, column)
 
 
-def assign_positives(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
-                     num_levels: int, topk: int) -> Tensor:
+def assign_positives(
+    cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int, topk: int
+) -> Tensor:
     """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch, on
     their device; shared by the one-stage loss and the PAA RPN.
 
@@ -99,15 +102,25 @@ def assign_positives(cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, nu
     if listening():
         # The selected candidates (indices into the candidate arrays, by GT then
         # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
-        publish("paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm})
+        publish(
+            "paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm}
+        )
     return order[column < num_pos[gt_of]]
 
 
-class PAALossComputation(object):
+class PAALossComputation:
     """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
-    def __init__(self, iou_threshold: float, topk: int, gamma: float, alpha: float,
-                 reg_loss_weight: float, iou_loss_weight: float, box_coder: BoxCoder):
+    def __init__(
+        self,
+        iou_threshold: float,
+        topk: int,
+        gamma: float,
+        alpha: float,
+        reg_loss_weight: float,
+        iou_loss_weight: float,
+        box_coder: BoxCoder,
+    ):
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=True)
         self.topk = topk
         self.gamma = gamma
@@ -116,8 +129,9 @@ class PAALossComputation(object):
         self.iou_loss_weight = iou_loss_weight
         self.box_coder = box_coder
 
-    def prepare_iou_based_targets(self, targets: List[BoxList],
-                                  anchors: List[List[BoxList]]) -> IoUPreassignment:
+    def prepare_iou_based_targets(
+        self, targets: list[BoxList], anchors: list[list[BoxList]]
+    ) -> IoUPreassignment:
         """IoU pre-assignment (docs/DESIGN.md §4.1).
 
         Returns anchor boxes [B, A, 4], per-anchor level [A], the matched GT of every
@@ -126,16 +140,16 @@ class PAALossComputation(object):
         """
         if len(targets) != len(anchors):
             raise ValueError(
-                "PAA loss: {} target BoxLists for {} images of anchors".format(
-                    len(targets), len(anchors)
-                )
+                f"PAA loss: {len(targets)} target BoxLists for {len(anchors)} images of anchors"
             )
         level_sizes = [len(a) for a in anchors[0]]
         anchor_boxes, matched, gt_boxes, gt_labels = [], [], [], []
         offset = 0
         for targets_im, anchors_im in zip(targets, anchors):
             if [len(a) for a in anchors_im] != level_sizes:
-                raise ValueError("PAA loss: images of one batch must have the same anchors per level")
+                raise ValueError(
+                    "PAA loss: images of one batch must have the same anchors per level"
+                )
             boxes_im = torch.cat([a.bbox for a in anchors_im], dim=0)
             targets_im = targets_im.convert("xyxy")
             iou = boxlist_iou(targets_im, BoxList(boxes_im, anchors_im[0].size, mode="xyxy"))
@@ -159,26 +173,39 @@ class PAALossComputation(object):
         )
 
     @torch.no_grad()
-    def compute_anchor_scores(self, cls_logits: Tensor, box_regression: Tensor, anchors: Tensor,
-                              target_boxes: Tensor, labels: Tensor) -> Tensor:
+    def compute_anchor_scores(
+        self,
+        cls_logits: Tensor,
+        box_regression: Tensor,
+        anchors: Tensor,
+        target_boxes: Tensor,
+        labels: Tensor,
+    ) -> Tensor:
         """Per-candidate cost (docs/DESIGN.md §4.2, eq. P2): focal loss summed over classes
         + GIoU loss. [K]"""
         cls_cost = sigmoid_focal_loss(cls_logits, labels, self.gamma, self.alpha).sum(dim=1)
         pred_boxes = self.box_coder.decode(box_regression, anchors)
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
-    def candidate_sets(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int,
-                       num_levels: int) -> CandidateSets:
+    def candidate_sets(
+        self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
+    ) -> CandidateSets:
         """`candidate_sets` with this loss's TOPK."""
         return candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
-    def assign_positives(self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor,
-                         num_gt: int, num_levels: int) -> Tensor:
+    def assign_positives(
+        self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
+    ) -> Tensor:
         """`assign_positives` with this loss's TOPK."""
         return assign_positives(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
 
-    def compute_targets(self, cls_flat: Tensor, reg_flat: Tensor, targets: List[BoxList],
-                        anchors: List[List[BoxList]]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def compute_targets(
+        self,
+        cls_flat: Tensor,
+        reg_flat: Tensor,
+        targets: list[BoxList],
+        anchors: list[list[BoxList]],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """PAA assignment for a batch (docs/DESIGN.md §4.1-4.5).
 
         cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
@@ -204,21 +231,36 @@ class PAALossComputation(object):
             cls_flat[cand_idx], reg_flat[cand_idx], cand_anchors, cand_targets, gt_labels[cand_gt]
         )
         cand_level = levels[cand_idx % num_anchors]
-        pos = self.assign_positives(cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0]))
+        pos = self.assign_positives(
+            cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0])
+        )
         pos_idx = cand_idx[pos]
         publish("pos_per_gt", pos_idx.numel() / max(len(gt_labels), 1))
         if listening():
-            publish("paa_candidates", {"anchor_index": cand_idx, "box": cand_anchors, "gt": cand_gt,
-                                       "level": cand_level, "score": cand_score,
-                                       "anchors_per_image": num_anchors, "num_levels": len(anchors[0])})
+            publish(
+                "paa_candidates",
+                {
+                    "anchor_index": cand_idx,
+                    "box": cand_anchors,
+                    "gt": cand_gt,
+                    "level": cand_level,
+                    "score": cand_score,
+                    "anchors_per_image": num_anchors,
+                    "num_levels": len(anchors[0]),
+                },
+            )
         labels = torch.zeros_like(matched)
         labels[pos_idx] = gt_labels[cand_gt[pos]]
         return labels, pos_idx, cand_anchors[pos], cand_targets[pos]
 
     def __call__(
-        self, box_cls: List[Tensor], box_regression: List[Tensor],
-        iou_pred: Optional[List[Tensor]], targets: List[BoxList], anchors: List[List[BoxList]],
-    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        self,
+        box_cls: list[Tensor],
+        box_regression: list[Tensor],
+        iou_pred: Optional[list[Tensor]],
+        targets: list[BoxList],
+        anchors: list[list[BoxList]],
+    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
         anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred).
@@ -227,7 +269,9 @@ class PAALossComputation(object):
         and normalised by the IoU targets' sum; without it (iou_pred None, the paper's
         ablation) it is a plain sum over positives normalised by their number, and
         loss_iou_pred is None."""
-        cls_flat, reg_flat, iou_flat = concat_box_prediction_layers(box_cls, box_regression, iou_pred)
+        cls_flat, reg_flat, iou_flat = concat_box_prediction_layers(
+            box_cls, box_regression, iou_pred
+        )
         cls_flat = cls_flat.reshape(-1, cls_flat.shape[2])
         reg_flat = reg_flat.reshape(-1, 4)
         labels, pos_idx, pos_anchors, reg_targets = self.compute_targets(
@@ -236,9 +280,12 @@ class PAALossComputation(object):
         pred_boxes = self.box_coder.decode(reg_flat[pos_idx], pos_anchors)
         iou_targets = paired_iou(pred_boxes.detach(), reg_targets, offset=TO_REMOVE)
 
-        totals = reduce_sum(
-            torch.stack([iou_targets.new_tensor(float(pos_idx.numel())), iou_targets.sum()])
-        ) / get_world_size()
+        totals = (
+            reduce_sum(
+                torch.stack([iou_targets.new_tensor(float(pos_idx.numel())), iou_targets.sum()])
+            )
+            / get_world_size()
+        )
         num_pos_avg = totals[0].clamp(min=1.0)
         # Zero only when every IoU target is 0; the numerator is then 0 as well.
         iou_sum_avg = totals[1].clamp(min=1e-12)
@@ -251,9 +298,13 @@ class PAALossComputation(object):
             loss_reg = reg_losses.sum() / num_pos_avg
         else:
             loss_reg = (reg_losses * iou_targets).sum() / iou_sum_avg
-            loss_iou_pred = F.binary_cross_entropy_with_logits(
-                iou_flat.reshape(-1)[pos_idx], iou_targets, reduction="sum"
-            ) / num_pos_avg * self.iou_loss_weight
+            loss_iou_pred = (
+                F.binary_cross_entropy_with_logits(
+                    iou_flat.reshape(-1)[pos_idx], iou_targets, reduction="sum"
+                )
+                / num_pos_avg
+                * self.iou_loss_weight
+            )
         return loss_cls, loss_reg * self.reg_loss_weight, loss_iou_pred
 
 

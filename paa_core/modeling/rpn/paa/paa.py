@@ -1,13 +1,13 @@
 """PAA head and module: towers + classification / box / IoU branches over P3..P7."""
+
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from paa_core.layers import DFConv2d, Scale
 from paa_core.modeling.box_coder import BoxCoder
-
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import ImageList
 
@@ -30,17 +30,31 @@ class PAAHead(nn.Module):
     box deltas [N, A*4, H, W] times the level's `Scale`, IoU logits [N, A, H, W].
     """
 
-    def __init__(self, in_channels: int, num_classes: int, num_anchors: int, num_convs: int = 4,
-                 prior_prob: float = 0.01, use_dcn_in_tower: bool = False,
-                 use_iou_pred: bool = True, num_levels: int = 5):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_anchors: int,
+        num_convs: int = 4,
+        prior_prob: float = 0.01,
+        use_dcn_in_tower: bool = False,
+        use_iou_pred: bool = True,
+        num_levels: int = 5,
+    ):
         super().__init__()
         self.use_iou_pred = use_iou_pred
         towers = {"cls_tower": [], "bbox_tower": []}
         for tower in towers.values():
             for i in range(num_convs):
                 if use_dcn_in_tower and i == num_convs - 1:
-                    conv = DFConv2d(in_channels, in_channels, with_modulated_dcn=True,
-                                    kernel_size=3, stride=1, bias=True)
+                    conv = DFConv2d(
+                        in_channels,
+                        in_channels,
+                        with_modulated_dcn=True,
+                        kernel_size=3,
+                        stride=1,
+                        bias=True,
+                    )
                 else:
                     conv = nn.Conv2d(in_channels, in_channels, 3, stride=1, padding=1)
                 _init_normal(conv)
@@ -61,14 +75,13 @@ class PAAHead(nn.Module):
         self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
 
     def forward(
-        self, features: List[Tensor]
-    ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]:
+        self, features: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor], Optional[list[Tensor]]]:
         """-> (logits, bbox_reg, iou_pred): per-level lists; iou_pred is None
         without the IoU branch."""
         if len(features) > len(self.scales):
             raise ValueError(
-                f"PAAHead got {len(features)} feature levels but has "
-                f"{len(self.scales)} scales"
+                f"PAAHead got {len(features)} feature levels but has {len(self.scales)} scales"
             )
         logits, bbox_reg, iou_pred = [], [], []
         for level, feature in enumerate(features):
@@ -89,8 +102,13 @@ def _float(outputs):
 class PAAModule(nn.Module):
     """The detector's single stage: head + anchors, then losses (train) or boxes (eval)."""
 
-    def __init__(self, head: PAAHead, anchor_generator: AnchorGenerator,
-                 loss_evaluator: PAALossComputation, box_selector_test: PAAPostProcessor):
+    def __init__(
+        self,
+        head: PAAHead,
+        anchor_generator: AnchorGenerator,
+        loss_evaluator: PAALossComputation,
+        box_selector_test: PAAPostProcessor,
+    ):
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
@@ -98,8 +116,8 @@ class PAAModule(nn.Module):
         self.box_selector_test = box_selector_test
 
     def forward(
-        self, images: ImageList, features: List[Tensor], targets: Optional[List[BoxList]] = None
-    ) -> Tuple[Optional[List[BoxList]], Dict[str, Tensor]]:
+        self, images: ImageList, features: list[Tensor], targets: Optional[list[BoxList]] = None
+    ) -> tuple[Optional[list[BoxList]], dict[str, Tensor]]:
         """images: ImageList; features: P3..P7; targets: per-image BoxLists ("labels").
 
         Training -> (None, {"loss_cls", "loss_reg"[, "loss_iou_pred"]});
@@ -127,8 +145,10 @@ class PAAModule(nn.Module):
 def build_paa(cfg, in_channels: int) -> PAAModule:
     p = cfg.MODEL.PAA
     if p.NUM_CLASSES < 2:
-        raise ValueError(f"MODEL.PAA.NUM_CLASSES={p.NUM_CLASSES}: must count the "
-                         "background plus at least one class")
+        raise ValueError(
+            f"MODEL.PAA.NUM_CLASSES={p.NUM_CLASSES}: must count the "
+            "background plus at least one class"
+        )
     anchor_generator = make_anchor_generator_paa(cfg)
     head = PAAHead(
         in_channels,

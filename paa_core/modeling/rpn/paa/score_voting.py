@@ -1,12 +1,14 @@
 """Score voting (docs/DESIGN.md §6.3, eq. P6): kept boxes refined by the pre-NMS boxes near them."""
+
 import torch
 
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
 
 
-def score_voting(detections: BoxList, candidates: BoxList, sigma: float = 0.025,
-                 iou_floor: float = 0.01) -> BoxList:
+def score_voting(
+    detections: BoxList, candidates: BoxList, sigma: float = 0.025, iou_floor: float = 0.01
+) -> BoxList:
     """Replace every box of `detections` by the weighted mean of the same-class boxes
     of `candidates` (the pre-NMS boxes of the same image) overlapping it by IoU > iou_floor,
     with weights exp(-(1 - IoU)^2 / sigma) * score. Scores and labels are unchanged.
