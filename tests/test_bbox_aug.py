@@ -209,3 +209,16 @@ def test_tta_options_keep_the_merge_numbers_and_cap_large_scales_from_the_config
     assert (options.soft_vote_th, options.max_vote_detections) == (0.2, 7)
     with pytest.raises(ValueError, match="SCALE_RANGES needs one"):
         tta_options(SCALES=(400, 800), SCALE_RANGES=((0, 1),))
+
+
+def test_tta_of_faster_rcnn_uses_the_box_heads_nms_and_cap():
+    cfg = get_cfg()
+    cfg.MODEL.PAA_ON, cfg.MODEL.RPN_ONLY = False, False
+    cfg.MODEL.ROI_HEADS.NMS, cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 0.45, 77
+    options = make_bbox_aug_options(cfg)
+    assert (options.nms_th, options.detections_per_img) == (0.45, 77)
+    paa = make_bbox_aug_options(get_cfg())
+    assert (paa.nms_th, paa.detections_per_img) == (0.6, 100)
+    cfg.MODEL.RPN_ONLY = True
+    with pytest.raises(ValueError, match="^TEST.BBOX_AUG.ENABLED: a proposal-only model"):
+        make_bbox_aug_options(cfg)

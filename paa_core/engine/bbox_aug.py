@@ -188,9 +188,15 @@ def make_bbox_aug_options(cfg):
 
     Runs: the identity size (and its mirror with H_FLIP), then each of SCALES (and its
     mirror with SCALE_H_FLIP); a scale below MAX_SIZE_FROM_SCALE keeps MAX_SIZE_TEST as
-    the longer-side cap, the others take MAX_SIZE.
+    the longer-side cap, the others take MAX_SIZE. The merged detections get the
+    detector's own class-wise NMS and cap: MODEL.PAA's, or the ROI box head's.
     """
     aug = cfg.TEST.BBOX_AUG
+    if not cfg.MODEL.PAA_ON and cfg.MODEL.RPN_ONLY:
+        raise ValueError(
+            "TEST.BBOX_AUG.ENABLED: a proposal-only model (MODEL.RPN_ONLY) has no classes to "
+            "merge detections by; evaluate it without test-time augmentation"
+        )
     if aug.SCALE_RANGES and len(aug.SCALE_RANGES) != len(aug.SCALES):
         raise ValueError(
             f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
@@ -219,8 +225,12 @@ def make_bbox_aug_options(cfg):
         vote_th=aug.VOTE_TH,
         soft_vote_th=aug.SOFT_VOTE_TH,
         max_vote_detections=aug.VOTE_MAX_DETECTIONS,
-        nms_th=cfg.MODEL.PAA.NMS_TH,
-        detections_per_img=cfg.TEST.DETECTIONS_PER_IMG,
+        nms_th=cfg.MODEL.PAA.NMS_TH if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_HEADS.NMS,
+        detections_per_img=(
+            cfg.TEST.DETECTIONS_PER_IMG
+            if cfg.MODEL.PAA_ON
+            else cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG
+        ),
     )
 
 
