@@ -135,138 +135,114 @@ def do_train(
     raise an InputError that says where it is; the same command then resumes.
     """
     with StopSignals() as stop:
-        _train(
-            model,
-            data_loader,
-            optimizer,
-            scheduler,
-            checkpointer,
-            device,
-            checkpoint_period,
-            arguments,
-            amp_dtype,
-            scaler,
-            stop,
-        )
-
-
-def _train(
-    model,
-    data_loader,
-    optimizer,
-    scheduler,
-    checkpointer,
-    device,
-    checkpoint_period,
-    arguments,
-    amp_dtype,
-    scaler,
-    stop,
-):
-    logger = logging.getLogger("paa_core.trainer")
-    logger.info("Start training")
-    meters = MetricLogger(delimiter="  ")
-    max_iter = len(data_loader)
-    start_iter = arguments["iteration"]
-    writer = _summary_writer(checkpointer.save_dir) if checkpointer.save_dir else None
-    rank, world_size = get_rank(), get_world_size()
-    if scaler is not None and "grad_scaler" in arguments:
-        scaler.load_state_dict(arguments["grad_scaler"])
-    elif scaler is None:
-        arguments.pop("grad_scaler", None)  # resumed without float16: nothing to carry on
-    model.train()
-    start_training_time = time.time()
-    end = time.time()
-    for iteration, (images, targets, idxs) in enumerate(stop.batches(data_loader), start_iter + 1):
-        data_time = time.time() - end
-        arguments["iteration"] = iteration
-        logger.debug("iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs))
-
-        with warnings.catch_warnings():
-            # PyTorch warns when the scheduler steps before the first optimizer step; that
-            # order is deliberate here (see the docstring).
-            warnings.filterwarnings(
-                "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
-            )
-            scheduler.step()
-
-        images = images.to(device)
-        targets = [target.to(device) for target in targets]
-        with (
-            listen() as published,
-            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
-        ):
-            loss_dict = model(images, targets)
-        check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
-        losses = sum(loss_dict.values())
-
-        loss_dict_reduced = reduce_dict(loss_dict)
-        meters.update(loss=sum(loss_dict_reduced.values()), **loss_dict_reduced)
-        # Statistics the model published (e.g. PAA's positives per GT), this process's.
-        meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
-
-        optimizer.zero_grad()
-        backward_and_step(losses, optimizer, scaler)
-
-        batch_time = time.time() - end
+        logger = logging.getLogger("paa_core.trainer")
+        logger.info("Start training")
+        meters = MetricLogger(delimiter="  ")
+        max_iter = len(data_loader)
+        start_iter = arguments["iteration"]
+        writer = _summary_writer(checkpointer.save_dir) if checkpointer.save_dir else None
+        rank, world_size = get_rank(), get_world_size()
+        if scaler is not None and "grad_scaler" in arguments:
+            scaler.load_state_dict(arguments["grad_scaler"])
+        elif scaler is None:
+            arguments.pop("grad_scaler", None)  # resumed without float16: nothing to carry on
+        model.train()
+        start_training_time = time.time()
         end = time.time()
-        meters.update(time=batch_time, data=data_time)
+        for iteration, (images, targets, idxs) in enumerate(
+            stop.batches(data_loader), start_iter + 1
+        ):
+            data_time = time.time() - end
+            arguments["iteration"] = iteration
+            logger.debug(
+                "iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs)
+            )
 
-        if iteration % LOG_PERIOD == 0 or iteration == max_iter:
-            eta_seconds = meters.time.global_avg * (max_iter - iteration)
-            lr = optimizer.param_groups[0]["lr"]
-            fields = [
-                f"eta: {datetime.timedelta(seconds=int(eta_seconds))}",
-                f"iter: {iteration}",
-                str(meters),
-                f"lr: {lr:.6f}",
-            ]
-            if device.type == "cuda":
-                fields.append(
-                    f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB"
+            with warnings.catch_warnings():
+                # PyTorch warns when the scheduler steps before the first optimizer step; that
+                # order is deliberate here (see the docstring).
+                warnings.filterwarnings(
+                    "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
                 )
-            logger.info(meters.delimiter.join(fields))
-            if writer is not None:
-                for name, meter in meters.meters.items():
-                    writer.add_scalar(f"train/{name}", meter.median, iteration)
-                writer.add_scalar("train/lr", lr, iteration)
-            if checkpointer.save_dir and is_main_process():
-                append_metrics(
-                    checkpointer.save_dir,
-                    {
-                        "iteration": iteration,
-                        "lr": lr,
-                        **{k: m.median for k, m in meters.meters.items()},
-                    },
-                )
-        if scaler is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
-            arguments["grad_scaler"] = scaler.state_dict()
-        if iteration % checkpoint_period == 0:
-            checkpointer.save(f"model_{iteration:07d}", **arguments)
-        if iteration == max_iter:
-            checkpointer.save("model_final", **arguments)
-        if iteration < max_iter and stop.requested():
-            break
-    iteration = arguments["iteration"]
-    signum = stop.requested() if iteration < max_iter else 0
-    if signum:
-        name = f"model_{iteration:07d}"
-        if iteration % checkpoint_period or iteration == start_iter:
-            if scaler is not None:
+                scheduler.step()
+
+            images = images.to(device)
+            targets = [target.to(device) for target in targets]
+            with (
+                listen() as published,
+                torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+            ):
+                loss_dict = model(images, targets)
+            check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
+            losses = sum(loss_dict.values())
+
+            loss_dict_reduced = reduce_dict(loss_dict)
+            meters.update(loss=sum(loss_dict_reduced.values()), **loss_dict_reduced)
+            # Statistics the model published (e.g. PAA's positives per GT), this process's.
+            meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
+
+            optimizer.zero_grad()
+            backward_and_step(losses, optimizer, scaler)
+
+            batch_time = time.time() - end
+            end = time.time()
+            meters.update(time=batch_time, data=data_time)
+
+            if iteration % LOG_PERIOD == 0 or iteration == max_iter:
+                eta_seconds = meters.time.global_avg * (max_iter - iteration)
+                lr = optimizer.param_groups[0]["lr"]
+                fields = [
+                    f"eta: {datetime.timedelta(seconds=int(eta_seconds))}",
+                    f"iter: {iteration}",
+                    str(meters),
+                    f"lr: {lr:.6f}",
+                ]
+                if device.type == "cuda":
+                    fields.append(
+                        f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB"
+                    )
+                logger.info(meters.delimiter.join(fields))
+                if writer is not None:
+                    for name, meter in meters.meters.items():
+                        writer.add_scalar(f"train/{name}", meter.median, iteration)
+                    writer.add_scalar("train/lr", lr, iteration)
+                if checkpointer.save_dir and is_main_process():
+                    append_metrics(
+                        checkpointer.save_dir,
+                        {
+                            "iteration": iteration,
+                            "lr": lr,
+                            **{k: m.median for k, m in meters.meters.items()},
+                        },
+                    )
+            if scaler is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
                 arguments["grad_scaler"] = scaler.state_dict()
-            checkpointer.save(name, **arguments)
-        saved = os.path.join(checkpointer.save_dir, name + ".pth")
-        raise InputError(
-            f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
-            f"saved {saved}; run the same command to resume"
-        )
+            if iteration % checkpoint_period == 0:
+                checkpointer.save(f"model_{iteration:07d}", **arguments)
+            if iteration == max_iter:
+                checkpointer.save("model_final", **arguments)
+            if iteration < max_iter and stop.requested():
+                break
+        iteration = arguments["iteration"]
+        signum = stop.requested() if iteration < max_iter else 0
+        if signum:
+            name = f"model_{iteration:07d}"
+            if iteration % checkpoint_period or iteration == start_iter:
+                if scaler is not None:
+                    arguments["grad_scaler"] = scaler.state_dict()
+                checkpointer.save(name, **arguments)
+            saved = os.path.join(checkpointer.save_dir, name + ".pth")
+            raise InputError(
+                f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
+                f"saved {saved}; run the same command to resume"
+            )
 
-    total_training_time = time.time() - start_training_time
-    done = max(max_iter - start_iter, 1)
-    logger.info(
-        "Total training time: %s (%.4f s / it)",
-        datetime.timedelta(seconds=int(total_training_time)),
-        total_training_time / done,
-    )
-    if writer is not None:
-        writer.close()
+        total_training_time = time.time() - start_training_time
+        done = max(max_iter - start_iter, 1)
+        logger.info(
+            "Total training time: %s (%.4f s / it)",
+            datetime.timedelta(seconds=int(total_training_time)),
+            total_training_time / done,
+        )
+        if writer is not None:
+            writer.close()
