@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer  # noqa: E402
 from paa_core.config import get_cfg  # noqa: E402
 from paa_core.config.paths_catalog import DatasetCatalog  # noqa: E402
 from paa_core.data.datasets.coco import read_rgb_image  # noqa: E402
@@ -32,7 +33,6 @@ from paa_core.data.transforms import build_transforms  # noqa: E402
 from paa_core.engine.cli import InputError, load_config, resolve_device, run_cli  # noqa: E402
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
 from paa_core.structures.image_list import to_image_list  # noqa: E402
-from paa_core.utils.checkpoint import DetectronCheckpointer  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -20,12 +20,12 @@ import traceback
 import cv2  # noqa: F401
 import torch
 
+import paa_core.checkpoint.checkpoint  # noqa: F401
 import paa_core.data  # noqa: F401
 import paa_core.engine.cli  # noqa: F401
 import paa_core.engine.trainer  # noqa: F401
 import paa_core.modeling.detector  # noqa: F401
 import paa_core.solver  # noqa: F401
-import paa_core.utils.checkpoint  # noqa: F401
 
 
 def exit_code(e):

@@ -5,7 +5,7 @@ import math
 import torch
 
 from paa_core.config import get_cfg
-from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
+from paa_core.modeling.anchor_generator import make_anchor_generator_paa
 from paa_core.structures.image_list import to_image_list
 
 

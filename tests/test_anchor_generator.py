@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from paa_core.config import get_cfg
-from paa_core.modeling.rpn.anchor_generator import (
+from paa_core.modeling.anchor_generator import (
     AnchorGenerator,
     generate_anchors,
     make_anchor_generator_paa,

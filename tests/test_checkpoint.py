@@ -12,14 +12,14 @@ import torch
 import torchvision
 from torch import nn
 
+from paa_core.checkpoint.checkpoint import Checkpointer, DetectronCheckpointer
+from paa_core.checkpoint.model_serialization import WeightMismatchError
 from paa_core.config import get_cfg
 from paa_core.engine.trainer import do_train
 from paa_core.layers import FrozenBatchNorm2d
 from paa_core.solver import WarmupMultiStepLR
 from paa_core.structures.image_list import to_image_list
-from paa_core.utils.checkpoint import Checkpointer, DetectronCheckpointer
 from paa_core.utils.errors import InputError
-from paa_core.utils.model_serialization import WeightMismatchError
 
 
 class ToyDetector(nn.Module):

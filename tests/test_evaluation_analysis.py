@@ -209,8 +209,8 @@ def test_without_matplotlib_json_is_written_and_the_hint_given(tmp_path, monkeyp
     ]
     assert "pip install -r requirements-viz.txt" in caplog.text
     from paa_core.utils.metrics_file import append_metrics
-    from paa_core.utils.plotting import PlottingUnavailable
-    from paa_core.utils.training_plot import plot_training
+    from paa_core.visualization.plotting import PlottingUnavailable
+    from paa_core.visualization.training_plot import plot_training
 
     append_metrics(str(tmp_path), {"iteration": 1, "loss": 1.0})
     with pytest.raises(

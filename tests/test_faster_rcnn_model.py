@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
-from paa_core.utils.checkpoint import DetectronCheckpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs", "faster_rcnn")

@@ -12,13 +12,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from paa_core.config import cfg
+from paa_core.modeling.anchor_generator import make_anchor_generator_rpn
 from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from paa_core.modeling.box_coder import BoxCoder
+from paa_core.modeling.head_outputs import flatten_rpn_outputs
 from paa_core.modeling.matcher import Matcher
-from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_rpn
 from paa_core.modeling.rpn.inference import RPNPostProcessor
 from paa_core.modeling.rpn.loss import RPNLossComputation
-from paa_core.modeling.rpn.utils import flatten_rpn_outputs
 from paa_core.structures.bounding_box import BoxList
 
 CODER = BoxCoder((1.0, 1.0, 1.0, 1.0), offset=0)

@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from paa_core._ops import ops
-from paa_core.modeling.rpn.paa.gmm import fit_gmm_2, select_positives_by_gmm
+from paa_core.modeling.paa_assigner import fit_gmm_2, select_positives_by_gmm
 
 NUM_SETS = 1050
 

@@ -10,7 +10,7 @@ from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
-from paa_core.modeling.rpn.utils import concat_box_prediction_layers
+from paa_core.modeling.head_outputs import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.image_list import to_image_list

@@ -10,8 +10,8 @@ from paa_inputs import real_anchors
 
 from paa_core.config import get_cfg
 from paa_core.modeling.box_coder import BoxCoder
-from paa_core.modeling.rpn.paa.inference import PAAPostProcessor, make_paa_postprocessor
-from paa_core.modeling.rpn.paa.score_voting import score_voting
+from paa_core.modeling.paa.inference import PAAPostProcessor, make_paa_postprocessor
+from paa_core.modeling.paa.score_voting import score_voting
 from paa_core.structures.bounding_box import BoxList
 
 C = 3  # foreground classes

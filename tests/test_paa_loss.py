@@ -15,9 +15,9 @@ from sklearn.mixture import GaussianMixture
 from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.box_coder import BoxCoder
+from paa_core.modeling.head_outputs import concat_box_prediction_layers
 from paa_core.modeling.matcher import Matcher
-from paa_core.modeling.rpn.paa.loss import PAALossComputation, make_paa_loss_evaluator
-from paa_core.modeling.rpn.utils import concat_box_prediction_layers
+from paa_core.modeling.paa.loss import PAALossComputation, make_paa_loss_evaluator
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
 

@@ -36,7 +36,7 @@ def test_round_trip_into_the_plot(tmp_path):
     ]
 
     pytest.importorskip("matplotlib")
-    from paa_core.utils.training_plot import plot_training
+    from paa_core.visualization.training_plot import plot_training
 
     path = plot_training(out)
     assert path == os.path.join(out, "training_curves.png") and os.path.getsize(path) > 10000

@@ -19,10 +19,10 @@ from test_tools import TINY_CONFIG, write_split
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
-from paa_core.modeling.rpn.paa.loss import concat_box_prediction_layers
+from paa_core.modeling.paa.loss import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
-from paa_core.utils.assignment_view import assignment_records
+from paa_core.visualization.assignment_view import assignment_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,11 +18,11 @@ import math
 import torch
 from onnxscript import opset18 as op
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import cfg as default_cfg
 from paa_core.engine.cli import InputError, load_config, run_cli
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
-from paa_core.utils.checkpoint import DetectronCheckpointer
 
 
 def ml_nms_onnx(dets, scores, labels, iou_threshold: float, offset: float = 1.0):

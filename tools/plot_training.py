@@ -10,8 +10,8 @@ and writes OUTPUT_DIR/training_curves.png (or FILE.png). Needs matplotlib.
 import argparse
 import sys
 
-from paa_core.utils.plotting import PlottingUnavailable
-from paa_core.utils.training_plot import plot_training
+from paa_core.visualization.plotting import PlottingUnavailable
+from paa_core.visualization.training_plot import plot_training
 
 
 def main():

@@ -16,9 +16,9 @@ import pickle
 
 import torch
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
 from paa_core.modeling.detector import build_detection_model
-from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.comm import is_main_process
 from paa_core.utils.metrics_file import append_evaluation
 

@@ -15,18 +15,18 @@ import os
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.data import make_data_loader
 from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
 from paa_core.engine.trainer import do_train
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
-from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.comm import get_rank, is_main_process
 from paa_core.utils.metrics_file import METRICS_FILE, append_evaluation
 from paa_core.utils.miscellaneous import remove_temporaries
-from paa_core.utils.plotting import INSTALL_HINT, have_matplotlib
 from paa_core.utils.rng import ProcessRNG
-from paa_core.utils.training_plot import plot_training
+from paa_core.visualization.plotting import INSTALL_HINT, have_matplotlib
+from paa_core.visualization.training_plot import plot_training
 
 
 def train(cfg, distributed, logger):

@@ -9,7 +9,7 @@ on each image, resized as in training at its largest scale and not flipped, and 
 DIR/<image>.png (the image, its GTs, each GT's candidate anchors coloured by score
 with the positives outlined, and per GT the histogram of candidate scores with the
 fitted mixture and the cut) and DIR/<image>.json (the numbers:
-paa_core/utils/assignment_view.py describes them). Without MODEL.WEIGHT the model has
+paa_core/visualization/assignment_view.py describes them). Without MODEL.WEIGHT the model has
 its initial random weights (seeded by SEED): iteration 0 of training.
 --images takes COCO image ids or file names of the dataset, comma-separated
 (default: its first two).
@@ -21,6 +21,7 @@ import os
 import numpy as np
 import torch
 
+from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import get_cfg
 from paa_core.data.build import build_dataset
 from paa_core.data.transforms import build_transforms
@@ -35,10 +36,9 @@ from paa_core.engine.cli import (
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype
 from paa_core.structures.image_list import to_image_list
-from paa_core.utils.assignment_view import assignment_records, plot_assignment
-from paa_core.utils.checkpoint import DetectronCheckpointer
 from paa_core.utils.imports import import_file
-from paa_core.utils.plotting import PlottingUnavailable, pyplot
+from paa_core.visualization.assignment_view import assignment_records, plot_assignment
+from paa_core.visualization.plotting import PlottingUnavailable, pyplot
 
 
 def pick_indices(dataset, wanted):

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import yaml
 from yacs.config import CfgNode as CN
 
+from paa_core.checkpoint.model_serialization import WeightMismatchError
 from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
 from paa_core.data import make_data_loader
@@ -21,7 +22,6 @@ from paa_core.utils.errors import InputError
 from paa_core.utils.imports import import_file
 from paa_core.utils.logger import setup_logger
 from paa_core.utils.miscellaneous import mkdir, save_config
-from paa_core.utils.model_serialization import WeightMismatchError
 
 from .bbox_aug import make_bbox_aug
 from .inference import inference

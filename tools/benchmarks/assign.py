@@ -23,10 +23,10 @@ from sklearn.mixture import GaussianMixture
 
 from paa_core.config import get_cfg
 from paa_core.layers import sigmoid_focal_loss
+from paa_core.modeling.anchor_generator import make_anchor_generator_paa
 from paa_core.modeling.box_coder import BoxCoder
-from paa_core.modeling.rpn.anchor_generator import make_anchor_generator_paa
-from paa_core.modeling.rpn.paa.gmm import select_positives_by_gmm
-from paa_core.modeling.rpn.paa.loss import PAALossComputation
+from paa_core.modeling.paa.loss import PAALossComputation
+from paa_core.modeling.paa_assigner import select_positives_by_gmm
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 

@@ -5,7 +5,7 @@ from torchvision.ops import batched_nms
 
 from paa_core.structures.bounding_box import BoxList
 
-from .utils import combined_objectness, flatten_rpn_outputs
+from ..head_outputs import combined_objectness, flatten_rpn_outputs
 
 
 class RPNPostProcessor(torch.nn.Module):

@@ -14,7 +14,7 @@ from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE
 from paa_core.structures.box_ops import box_iou, paired_iou
 
-from .paa.loss import assign_positives
+from ..paa.loss import assign_positives
 
 
 class RPNLossComputation:

@@ -7,11 +7,11 @@ from torch import nn
 from paa_core.modeling import registry
 from paa_core.modeling.box_coder import BoxCoder
 
-from .anchor_generator import make_anchor_generator_rpn
+from ..anchor_generator import make_anchor_generator_rpn
+from ..head_outputs import flatten_rpn_outputs
+from ..paa.paa import build_paa
 from .inference import make_rpn_postprocessor
 from .loss import make_rpn_loss_evaluator
-from .paa.paa import build_paa
-from .utils import flatten_rpn_outputs
 
 # Boxes on the Faster R-CNN path use detectron2's convention: width x2 - x1.
 FASTER_RCNN_BOX_OFFSET = 0

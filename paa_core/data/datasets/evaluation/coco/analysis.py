@@ -17,7 +17,7 @@ import os
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from paa_core.utils.plotting import INSTALL_HINT, PlottingUnavailable, pyplot, save_figure
+from paa_core.visualization.plotting import INSTALL_HINT, PlottingUnavailable, pyplot, save_figure
 
 FP_KINDS = ("duplicate", "poor_localisation", "wrong_class", "background")
 LOC_IOU = 0.1  # overlap that still points at an object (localisation and class errors)

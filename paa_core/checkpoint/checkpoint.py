@@ -6,10 +6,11 @@ import os
 
 import torch
 
+from paa_core.utils.errors import InputError
+from paa_core.utils.imports import import_file
+from paa_core.utils.miscellaneous import atomic_write, mkdir
+
 from .c2_model_loading import load_c2_format
-from .errors import InputError
-from .imports import import_file
-from .miscellaneous import atomic_write, mkdir
 from .model_serialization import load_state_dict
 from .model_zoo import cache_url
 

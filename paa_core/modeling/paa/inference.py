@@ -9,7 +9,7 @@ from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 
-from ..utils import permute_and_flatten
+from ..head_outputs import permute_and_flatten
 from .score_voting import score_voting
 
 

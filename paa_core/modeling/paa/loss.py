@@ -22,8 +22,8 @@ from paa_core.structures.boxlist_ops import boxlist_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
 from paa_core.utils.events import listening, publish
 
-from ..utils import concat_box_prediction_layers
-from .gmm import select_positives_by_gmm
+from ..head_outputs import concat_box_prediction_layers
+from ..paa_assigner import select_positives_by_gmm
 
 
 class IoUPreassignment(NamedTuple):

@@ -2,7 +2,8 @@
 
 import os
 
-from .metrics_file import METRICS_FILE, read_metrics
+from paa_core.utils.metrics_file import METRICS_FILE, read_metrics
+
 from .plotting import pyplot, save_figure
 
 LOSSES = ("loss", "loss_cls", "loss_reg", "loss_iou_pred")

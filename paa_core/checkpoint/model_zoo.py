@@ -6,8 +6,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from .comm import is_main_process, synchronize
-from .miscellaneous import mkdir
+from paa_core.utils.comm import is_main_process, synchronize
+from paa_core.utils.miscellaneous import mkdir
 
 
 def default_cache_dir():
