@@ -17,6 +17,7 @@ from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiv
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.head_outputs import flatten_rpn_outputs
 from paa_core.modeling.matcher import Matcher
+from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner
 from paa_core.modeling.rpn.inference import RPNPostProcessor
 from paa_core.modeling.rpn.loss import RPNLossComputation
 from paa_core.structures.bounding_box import BoxList
@@ -42,8 +43,7 @@ def _evaluator(use_paa, fg=0.1, bg=0.1, batch=10**7, fraction=1.0):
         Matcher(fg, bg, True),
         BalancedPositiveNegativeSampler(batch, fraction),
         CODER,
-        use_paa=use_paa,
-        paa_topk=9,
+        paa_assigner=ProbabilisticAnchorAssigner(9) if use_paa else None,
         box_offset=0,
     )
 

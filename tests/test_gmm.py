@@ -170,7 +170,7 @@ def test_parameters_and_likelihoods_match_sklearn(fitted):
 
 def test_positive_selection_matches_sklearn_loop(fitted, device):
     sets, x, mask, _, theirs = fitted
-    ours = select_positives_by_gmm(x.to(device), mask.to(device)).tolist()
+    ours = select_positives_by_gmm(x.to(device), mask.to(device)).num_pos.tolist()
     reference = [_reference_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
     agree = np.mean([a == b for a, b in zip(ours, reference)])
     assert agree >= 0.995, f"only {agree:.4f} of sets agree"
@@ -185,16 +185,18 @@ def test_known_answers():
         [[0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.8, 0.9, 5.0, 5.1]], dtype=torch.float64
     )
     full = torch.ones_like(two_modes, dtype=torch.bool)
-    assert select_positives_by_gmm(two_modes, full).item() == 3
+    assert select_positives_by_gmm(two_modes, full).num_pos.item() == 3
     assert fit_gmm_2(two_modes, full).components[0].tolist() == [0] * 8 + [1] * 2
     # All equal: both components coincide, everything is component 0 with equal
     # likelihood, so the first sample alone (j = 0) is positive.
     equal = torch.full((1, 5), 0.4, dtype=torch.float64)
-    assert select_positives_by_gmm(equal, torch.ones_like(equal, dtype=torch.bool)).item() == 1
+    assert (
+        select_positives_by_gmm(equal, torch.ones_like(equal, dtype=torch.bool)).num_pos.item() == 1
+    )
     # Rows with a single valid entry keep it; padding is ignored.
     single = torch.tensor([[0.3, 99.0], [0.2, 0.25]], dtype=torch.float64)
     mask = torch.tensor([[True, False], [True, True]])
-    num_pos = select_positives_by_gmm(single, mask)
+    num_pos = select_positives_by_gmm(single, mask).num_pos
     assert num_pos[0].item() == 1
     pair = single[1].numpy()
     assert num_pos[1].item() == _reference_num_pos(pair, _sklearn_fit(pair))

@@ -18,6 +18,7 @@ from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.head_outputs import concat_box_prediction_layers
 from paa_core.modeling.matcher import Matcher
 from paa_core.modeling.paa.loss import PAALossComputation, make_paa_loss_evaluator
+from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner, make_paa_assigner
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.boxlist_ops import boxlist_iou
 
@@ -28,7 +29,7 @@ CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
 def _evaluator(topk=9):
     return PAALossComputation(
         iou_threshold=0.1,
-        topk=topk,
+        assigner=ProbabilisticAnchorAssigner(topk),
         gamma=2.0,
         alpha=0.25,
         reg_loss_weight=1.3,
@@ -221,10 +222,10 @@ def test_hand_made_scores_known_assignment():
     cand_gt = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])
     cand_level = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2])
     cand_score = torch.tensor([0.10, 5.0, 0.20, 0.15, 4.0, 0.12, 3.0, 7.0])
-    pos = ev.assign_positives(cand_gt, cand_level, cand_score, num_gt=3, num_levels=3)
+    pos = ev.assigner(cand_gt, cand_level, cand_score, num_gt=3, num_levels=3)
     assert sorted(pos.tolist()) == [0, 3, 5, 7]
     assert (
-        ev.assign_positives(
+        ev.assigner(
             torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0), 2, 5
         ).numel()
         == 0
@@ -236,7 +237,7 @@ def test_hand_made_all_in_one_mode():
     # the tie-breaking rules decide; the answer equals scikit-learn's loop.
     ev = _evaluator(topk=9)
     scores = torch.tensor([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], dtype=torch.float64)
-    pos = ev.assign_positives(
+    pos = ev.assigner(
         torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long), scores, 1, 1
     )
     assert sorted(pos.tolist()) == list(range(_sklearn_num_pos(scores.tolist())))
@@ -407,8 +408,8 @@ def test_normalisation_constants():
 
 
 def test_make_from_config_and_giou_definition():
-    ev = make_paa_loss_evaluator(get_cfg(), CODER)
-    assert (ev.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (
+    ev = make_paa_loss_evaluator(get_cfg(), CODER, make_paa_assigner(get_cfg()))
+    assert (ev.assigner.topk, ev.reg_loss_weight, ev.iou_loss_weight, ev.gamma, ev.alpha) == (
         9,
         1.3,
         0.5,

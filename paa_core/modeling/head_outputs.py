@@ -1,5 +1,5 @@
-"""Head outputs in the anchor generator's order (shared by the losses and the post-processing),
-and the PAA RPN's ranking score."""
+"""Head outputs in the anchor generator's order, shared by both detectors' losses and
+post-processing."""
 
 from typing import Optional
 
@@ -38,12 +38,3 @@ def flatten_rpn_outputs(objectness, box_regression, iou_pred=None):
     IoU [N, T] or None, with T = sum_l H_l * W_l * A in the anchors' (level, y, x, a) order."""
     obj, reg, iou = concat_box_prediction_layers(objectness, box_regression, iou_pred)
     return obj.squeeze(2), reg, iou
-
-
-def combined_objectness(objectness, iou_pred):
-    """The PAA RPN's ranking logit: logit(sqrt(sigmoid(o) * sigmoid(q))) (may be +-inf;
-    only the order is used); plain `objectness` without the IoU branch."""
-    if iou_pred is None:
-        return objectness
-    p = torch.sqrt(torch.sigmoid(objectness) * torch.sigmoid(iou_pred))
-    return torch.log(p) - torch.log1p(-p)

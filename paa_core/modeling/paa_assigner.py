@@ -1,6 +1,10 @@
-"""Batched two-component 1-D Gaussian mixture fitted by EM (op `torch.ops.paa_core.gmm2_fit`).
+"""Probabilistic anchor assignment (docs/DESIGN.md §4.3-4.4), the paper's idea, shared by
+the one-stage PAA loss and the Faster R-CNN RPN with PAA labels; the IoU `Matcher` beside
+it makes the candidates.
 
-PAA fits one mixture per GT box to the scores of its candidate anchors (docs/DESIGN.md §4.4).
+Each GT's candidates are cut to the `topk` lowest scores per level, and a two-component
+1-D Gaussian mixture fitted by EM (op `torch.ops.paa_core.gmm2_fit`) to their scores
+splits them into positives and negatives.
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
 call as padded rows [B, L] with a validity mask, on the input's device. Each row is a
 short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixture.fit`
@@ -8,12 +12,13 @@ step for step (E-step, M-step, lower bound, `|change| < tol`): rows hold a few d
 samples, so an eager torch loop was bound by per-op dispatch overhead.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 from paa_core._ops import ops
+from paa_core.utils.events import listening, publish
 
 
 class GMMResult(NamedTuple):
@@ -41,14 +46,17 @@ def fit_gmm_2(
     return GMMResult(*fit)
 
 
+class GMMSelection(NamedTuple):
+    """`select_positives_by_gmm`'s answer."""
+
+    num_pos: Tensor  # [B] int64
+    fit_rows: Tensor  # [F] the rows with at least 2 candidates
+    fit: Optional[GMMResult]  # their mixtures, None when F = 0
+
+
 def select_positives_by_gmm(
-    scores: Tensor,
-    mask: Tensor,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    max_iter: int = 100,
-    return_fit: bool = False,
-):
+    scores: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100
+) -> GMMSelection:
     """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
     scores: [B, L] candidate scores sorted ascending along each row (valid entries
@@ -56,15 +64,14 @@ def select_positives_by_gmm(
     candidate keeps it; otherwise, with j the sorted position of the component-0
     sample of highest log-likelihood (first such position on ties), the first j + 1
     candidates are positive, or all of them when no sample falls in component 0.
-    Returns [B] int64; with `return_fit`, (that, the fitted rows [F] (rows with
-    at least 2 candidates), their `GMMResult` or None when F = 0).
+    Returns the counts with the fitted rows and their mixtures (for the assignment view).
     """
     mask = mask.bool()
     counts = mask.sum(dim=1)
     num_pos = counts.clone()
     fit_rows = torch.nonzero(counts >= 2).squeeze(1)
     if fit_rows.numel() == 0:
-        return (num_pos, fit_rows, None) if return_fit else num_pos
+        return GMMSelection(num_pos, fit_rows, None)
     sub_mask = mask[fit_rows]
     gmm = fit_gmm_2(scores[fit_rows], sub_mask, tol, reg_covar, max_iter)
 
@@ -76,4 +83,93 @@ def select_positives_by_gmm(
     j = is_best.long().argmax(dim=1)
     has_fg = fg.any(dim=1)
     num_pos[fit_rows] = torch.where(has_fg, j + 1, counts[fit_rows])
-    return (num_pos, fit_rows, gmm) if return_fit else num_pos
+    return GMMSelection(num_pos, fit_rows, gmm)
+
+
+class CandidateSets(NamedTuple):
+    """Each GT's candidates as padded rows (see `candidate_sets`)."""
+
+    scores: Tensor  # [G, L] ascending along each row
+    mask: Tensor  # [G, L] valid entries
+    order: Tensor  # [S] index into the candidate arrays of each selected candidate
+    gt_of: Tensor  # [S] its GT (row)
+    column: Tensor  # [S] its column
+
+
+def _group_sort(group: Tensor, score: Tensor) -> Tensor:
+    """Permutation sorting by group, then by score within a group (both stable)."""
+    by_score = torch.argsort(score, stable=True)
+    return by_score[torch.argsort(group[by_score], stable=True)]
+
+
+def _rank_in_group(sorted_group: Tensor) -> Tensor:
+    """Position of each element within its run of a sorted group vector."""
+    first = torch.searchsorted(sorted_group, sorted_group)
+    return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
+
+
+def candidate_sets(
+    cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int, topk: int
+) -> CandidateSets:
+    """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
+
+    Returns scores [G, L] ascending along each row, mask [G, L], and for every
+    selected candidate its index (into the candidate arrays), GT and column.
+    """
+    # TOPK lowest scores per (GT, level): sort by score, then stably by group.
+    group = cand_gt * num_levels + cand_level
+    order = _group_sort(group, cand_score)
+    selected = order[_rank_in_group(group[order]) < topk]
+
+    # Each GT's selected candidates in ascending score order.
+    order = selected[_group_sort(cand_gt[selected], cand_score[selected])]
+    gt_of = cand_gt[order]
+    column = _rank_in_group(gt_of)
+    width = int(column.max()) + 1
+    scores = cand_score.new_zeros((num_gt, width))
+    mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
+    scores[gt_of, column] = cand_score[order]
+    mask[gt_of, column] = True
+    return CandidateSets(scores, mask, order, gt_of, column)
+
+
+class ProbabilisticAnchorAssigner:
+    """Picks the positives among the IoU-matched candidates of a whole batch, on their
+    device: each GT's `topk` lowest-cost candidates per level, cut by its mixture.
+
+    Built once per model (`make_paa_assigner`) and handed to the loss that needs it;
+    `tools/benchmarks/assign.py` hands in its per-GT scikit-learn loop instead.
+    """
+
+    def __init__(self, topk: int):
+        self.topk = topk
+
+    def __call__(
+        self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
+    ) -> Tensor:
+        """cand_gt (index into the batch's GTs), cand_level, cand_score: [K] per candidate
+        (an anchor that some GT pre-assigned). Returns the indices (into the candidate
+        arrays) of the positive candidates; each keeps its GT.
+        """
+        if cand_score.numel() == 0:
+            return cand_gt.new_zeros((0,))
+        scores, mask, order, gt_of, column = candidate_sets(
+            cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk
+        )
+        num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask)
+        if listening():
+            # The selected candidates (indices into the candidate arrays, by GT then
+            # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
+            publish(
+                "paa_gmm",
+                {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm},
+            )
+        return order[column < num_pos[gt_of]]
+
+
+def make_paa_assigner(cfg) -> ProbabilisticAnchorAssigner:
+    """The assigner of the model `cfg` builds: MODEL.PAA.TOPK for the one-stage detector,
+    MODEL.RPN.PAA_TOPK for an RPN with PAA labels."""
+    return ProbabilisticAnchorAssigner(
+        cfg.MODEL.PAA.TOPK if cfg.MODEL.PAA_ON else cfg.MODEL.RPN.PAA_TOPK
+    )

@@ -2,8 +2,8 @@
 
 COCO-like batch: 2 images padded to 800 x 1216 (P3-P7, ~20k anchors per image),
 3-20 GTs per image, 80 classes, random head outputs (`--size`, `--images`, `--max-gts`). The baseline is the same
-evaluator with the candidate selection and mixture fitting done the reference's
-way: loops over GTs and levels and one `sklearn.mixture.GaussianMixture` per GT.
+evaluator given an assigner that does the candidate selection and mixture fitting the
+reference's way: loops over GTs and levels and one `sklearn.mixture.GaussianMixture` per GT.
 
 Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository root):
 `python tools/benchmarks/assign.py [--device cuda] [--repeats 7] [--threads 1] [--size 800 1216]`.
@@ -26,7 +26,11 @@ from paa_core.layers import sigmoid_focal_loss
 from paa_core.modeling.anchor_generator import make_anchor_generator_paa
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.paa.loss import PAALossComputation
-from paa_core.modeling.paa_assigner import select_positives_by_gmm
+from paa_core.modeling.paa_assigner import (
+    ProbabilisticAnchorAssigner,
+    candidate_sets,
+    select_positives_by_gmm,
+)
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import to_image_list
 
@@ -50,10 +54,10 @@ def sklearn_num_pos(sorted_scores):
     return int(np.nonzero(fg & (log_lik == log_lik[fg].max()))[0].min()) + 1
 
 
-class LoopPAALossComputation(PAALossComputation):
+class LoopAssigner(ProbabilisticAnchorAssigner):
     """Baseline: per-GT, per-level top-k and one scikit-learn fit per GT."""
 
-    def assign_positives(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
+    def __call__(self, cand_gt, cand_level, cand_score, num_gt, num_levels):
         positives = []
         for g in range(num_gt):
             selected = []
@@ -73,12 +77,12 @@ class LoopPAALossComputation(PAALossComputation):
         return torch.cat(positives)
 
 
-class RecordingPAALossComputation(PAALossComputation):
-    """Keeps the arguments of the last `assign_positives` call (to time the GMM alone)."""
+class RecordingAssigner(ProbabilisticAnchorAssigner):
+    """Keeps the arguments of its last call (to time the GMM alone)."""
 
-    def assign_positives(self, *args):
-        self.last_assign_args = args
-        return super().assign_positives(*args)
+    def __call__(self, *args):
+        self.last_args = args
+        return super().__call__(*args)
 
 
 def make_batch(cfg, device, height=800, width=1216, num_images=2, max_gts=20, seed=0):
@@ -143,15 +147,15 @@ def main(argv=None):
     p = cfg.MODEL.PAA
     kwargs = dict(
         iou_threshold=p.IOU_THRESHOLD,
-        topk=p.TOPK,
         gamma=p.LOSS_GAMMA,
         alpha=p.LOSS_ALPHA,
         reg_loss_weight=p.REG_LOSS_WEIGHT,
         iou_loss_weight=p.IOU_LOSS_WEIGHT,
         box_coder=coder,
     )
-    ours = RecordingPAALossComputation(**kwargs)
-    baseline = LoopPAALossComputation(**kwargs)
+    recording = RecordingAssigner(p.TOPK)
+    ours = PAALossComputation(assigner=recording, **kwargs)
+    baseline = PAALossComputation(assigner=LoopAssigner(p.TOPK), **kwargs)
 
     with torch.no_grad():
         t_ours, losses_ours = timed(lambda: ours(*batch), args.repeats, device)
@@ -164,16 +168,18 @@ def main(argv=None):
         )
     same = all(torch.allclose(a, b, rtol=1e-5) for a, b in zip(losses_ours, losses_base))
 
-    cand_gt, cand_level, cand_score, num_gt, num_levels = ours.last_assign_args
-    scores, mask, _, _, _ = ours.candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels)
+    cand_gt, cand_level, cand_score, num_gt, num_levels = recording.last_args
+    scores, mask, _, _, _ = candidate_sets(
+        cand_gt, cand_level, cand_score, num_gt, num_levels, p.TOPK
+    )
     rows = [scores[g, : int(mask[g].sum())].double().cpu().numpy() for g in range(num_gt)]
 
     def sklearn_loop():
         return [len(r) if len(r) < 2 else sklearn_num_pos(r) for r in rows]
 
-    t_gmm, num_pos = timed(lambda: select_positives_by_gmm(scores, mask), args.repeats, device)
+    t_gmm, selection = timed(lambda: select_positives_by_gmm(scores, mask), args.repeats, device)
     t_gmm_base, num_pos_base = timed(sklearn_loop, args.repeats, device)
-    agree = np.mean([a == b for a, b in zip(num_pos.tolist(), num_pos_base)])
+    agree = np.mean([a == b for a, b in zip(selection.num_pos.tolist(), num_pos_base)])
 
     print(f"device {device}, torch threads {args.threads}, best of {args.repeats} runs")
     print(

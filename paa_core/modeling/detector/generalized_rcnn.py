@@ -7,6 +7,7 @@ from paa_core.structures.boxlist_ops import convert_box_offset
 from paa_core.structures.image_list import to_image_list
 
 from ..backbone import build_backbone
+from ..paa.paa import build_paa
 from ..roi_heads.roi_heads import build_roi_heads
 from ..rpn.rpn import FASTER_RCNN_BOX_OFFSET, build_rpn
 
@@ -31,7 +32,9 @@ class GeneralizedRCNN(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg)
-        self.rpn = build_rpn(cfg, self.backbone.out_channels)
+        # The proposal module keeps the name `rpn` for PAA too (see above).
+        build_proposals = build_paa if cfg.MODEL.PAA_ON else build_rpn
+        self.rpn = build_proposals(cfg, self.backbone.out_channels)
         self.box_offset = TO_REMOVE if cfg.MODEL.PAA_ON else FASTER_RCNN_BOX_OFFSET
         self.roi_heads = None
         if not cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:

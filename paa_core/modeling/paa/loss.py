@@ -1,4 +1,5 @@
-"""PAA training targets (probabilistic anchor assignment, docs/DESIGN.md §4) and losses (§5).
+"""PAA training targets (IoU pre-assignment and candidate costs, docs/DESIGN.md §4.1-4.2,
+then the assigner's selection, §4.3-4.4) and losses (§5).
 
 Everything is batched: anchors of all images are handled as one flat list of
 B * A entries (image-major, then level, then row-major (y, x), then anchor), GTs of
@@ -23,7 +24,7 @@ from paa_core.utils.comm import get_world_size, reduce_sum
 from paa_core.utils.events import listening, publish
 
 from ..head_outputs import concat_box_prediction_layers
-from ..paa_assigner import select_positives_by_gmm
+from ..paa_assigner import ProbabilisticAnchorAssigner
 
 
 class IoUPreassignment(NamedTuple):
@@ -36,85 +37,14 @@ class IoUPreassignment(NamedTuple):
     gt_labels: Tensor  # [G]
 
 
-class CandidateSets(NamedTuple):
-    """Each GT's candidates as padded rows (see `candidate_sets`)."""
-
-    scores: Tensor  # [G, L] ascending along each row
-    mask: Tensor  # [G, L] valid entries
-    order: Tensor  # [S] index into the candidate arrays of each selected candidate
-    gt_of: Tensor  # [S] its GT (row)
-    column: Tensor  # [S] its column
-
-
-def _group_sort(group: Tensor, score: Tensor) -> Tensor:
-    """Permutation sorting by group, then by score within a group (both stable)."""
-    by_score = torch.argsort(score, stable=True)
-    return by_score[torch.argsort(group[by_score], stable=True)]
-
-
-def _rank_in_group(sorted_group: Tensor) -> Tensor:
-    """Position of each element within its run of a sorted group vector."""
-    first = torch.searchsorted(sorted_group, sorted_group)
-    return torch.arange(sorted_group.numel(), device=sorted_group.device) - first
-
-
-def candidate_sets(
-    cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int, topk: int
-) -> CandidateSets:
-    """Each GT's `topk` lowest-score candidates per level (docs/DESIGN.md §4.3), padded rows.
-
-    Returns scores [G, L] ascending along each row, mask [G, L], and for every
-    selected candidate its index (into the candidate arrays), GT and column.
-    """
-    # TOPK lowest scores per (GT, level): sort by score, then stably by group.
-    group = cand_gt * num_levels + cand_level
-    order = _group_sort(group, cand_score)
-    selected = order[_rank_in_group(group[order]) < topk]
-
-    # Each GT's selected candidates in ascending score order.
-    order = selected[_group_sort(cand_gt[selected], cand_score[selected])]
-    gt_of = cand_gt[order]
-    column = _rank_in_group(gt_of)
-    width = int(column.max()) + 1
-    scores = cand_score.new_zeros((num_gt, width))
-    mask = torch.zeros((num_gt, width), dtype=torch.bool, device=scores.device)
-    scores[gt_of, column] = cand_score[order]
-    mask[gt_of, column] = True
-    return CandidateSets(scores, mask, order, gt_of, column)
-
-
-def assign_positives(
-    cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int, topk: int
-) -> Tensor:
-    """PAA selection (docs/DESIGN.md §4.3-4.4) over the candidates of a whole batch, on
-    their device; shared by the one-stage loss and the PAA RPN.
-
-    cand_gt (index into the batch's GTs), cand_level, cand_score: [K] per candidate
-    (an anchor that some GT pre-assigned). Returns the indices (into the candidate
-    arrays) of the positive candidates; each keeps its GT.
-    """
-    if cand_score.numel() == 0:
-        return cand_gt.new_zeros((0,))
-    scores, mask, order, gt_of, column = candidate_sets(
-        cand_gt, cand_level, cand_score, num_gt, num_levels, topk
-    )
-    num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask, return_fit=True)
-    if listening():
-        # The selected candidates (indices into the candidate arrays, by GT then
-        # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
-        publish(
-            "paa_gmm", {"selected": order, "num_pos": num_pos, "fit_rows": fit_rows, "gmm": gmm}
-        )
-    return order[column < num_pos[gt_of]]
-
-
 class PAALossComputation:
-    """Assigns anchors with PAA and returns (loss_cls, loss_reg, loss_iou_pred)."""
+    """Pre-assigns anchors by IoU, scores the candidates, lets `assigner` pick the
+    positives and returns (loss_cls, loss_reg, loss_iou_pred)."""
 
     def __init__(
         self,
         iou_threshold: float,
-        topk: int,
+        assigner: ProbabilisticAnchorAssigner,
         gamma: float,
         alpha: float,
         reg_loss_weight: float,
@@ -122,7 +52,7 @@ class PAALossComputation:
         box_coder: BoxCoder,
     ):
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=True)
-        self.topk = topk
+        self.assigner = assigner
         self.gamma = gamma
         self.alpha = alpha
         self.reg_loss_weight = reg_loss_weight
@@ -187,18 +117,6 @@ class PAALossComputation:
         pred_boxes = self.box_coder.decode(box_regression, anchors)
         return cls_cost + giou_loss(pred_boxes, target_boxes)
 
-    def candidate_sets(
-        self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
-    ) -> CandidateSets:
-        """`candidate_sets` with this loss's TOPK."""
-        return candidate_sets(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
-
-    def assign_positives(
-        self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
-    ) -> Tensor:
-        """`assign_positives` with this loss's TOPK."""
-        return assign_positives(cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk)
-
     def compute_targets(
         self,
         cls_flat: Tensor,
@@ -231,9 +149,7 @@ class PAALossComputation:
             cls_flat[cand_idx], reg_flat[cand_idx], cand_anchors, cand_targets, gt_labels[cand_gt]
         )
         cand_level = levels[cand_idx % num_anchors]
-        pos = self.assign_positives(
-            cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0])
-        )
+        pos = self.assigner(cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0]))
         pos_idx = cand_idx[pos]
         publish("pos_per_gt", pos_idx.numel() / max(len(gt_labels), 1))
         if listening():
@@ -308,11 +224,13 @@ class PAALossComputation:
         return loss_cls, loss_reg * self.reg_loss_weight, loss_iou_pred
 
 
-def make_paa_loss_evaluator(cfg, box_coder: BoxCoder) -> PAALossComputation:
+def make_paa_loss_evaluator(
+    cfg, box_coder: BoxCoder, assigner: ProbabilisticAnchorAssigner
+) -> PAALossComputation:
     p = cfg.MODEL.PAA
     return PAALossComputation(
         iou_threshold=p.IOU_THRESHOLD,
-        topk=p.TOPK,
+        assigner=assigner,
         gamma=p.LOSS_GAMMA,
         alpha=p.LOSS_ALPHA,
         reg_loss_weight=p.REG_LOSS_WEIGHT,

@@ -12,6 +12,7 @@ from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import ImageList
 
 from ..anchor_generator import AnchorGenerator, make_anchor_generator_paa
+from ..paa_assigner import make_paa_assigner
 from .inference import PAAPostProcessor, make_paa_postprocessor
 from .loss import PAALossComputation, make_paa_loss_evaluator
 
@@ -164,6 +165,6 @@ def build_paa(cfg, in_channels: int) -> PAAModule:
     return PAAModule(
         head,
         anchor_generator,
-        make_paa_loss_evaluator(cfg, box_coder),
+        make_paa_loss_evaluator(cfg, box_coder, make_paa_assigner(cfg)),
         make_paa_postprocessor(cfg, box_coder),
     )

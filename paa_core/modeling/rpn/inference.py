@@ -5,7 +5,16 @@ from torchvision.ops import batched_nms
 
 from paa_core.structures.bounding_box import BoxList
 
-from ..head_outputs import combined_objectness, flatten_rpn_outputs
+from ..head_outputs import flatten_rpn_outputs
+
+
+def combined_objectness(objectness, iou_pred):
+    """The PAA RPN's ranking logit: logit(sqrt(sigmoid(o) * sigmoid(q))) (may be +-inf;
+    only the order is used); plain `objectness` without the IoU branch."""
+    if iou_pred is None:
+        return objectness
+    p = torch.sqrt(torch.sigmoid(objectness) * torch.sigmoid(iou_pred))
+    return torch.log(p) - torch.log1p(-p)
 
 
 class RPNPostProcessor(torch.nn.Module):

@@ -6,25 +6,26 @@ everything is computed on [N, T] tensors (N images, T anchors); GTs of all image
 one list of G boxes, and the PAA mixtures of all GTs are fitted in one batched call.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
+from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner
 from paa_core.structures.bounding_box import TO_REMOVE
 from paa_core.structures.box_ops import box_iou, paired_iou
-
-from ..paa.loss import assign_positives
 
 
 class RPNLossComputation:
     """-> {"loss_objectness", "loss_rpn_box_reg"[, "loss_rpn_iou"]}.
 
     labels: 1 for anchors matched to a GT by `proposal_matcher` (IoU thresholds plus each
-    GT's best anchors), 0 below the low threshold, -1 (ignored) in between; with
-    `use_paa`, the matched anchors are only PAA candidates and the positives are chosen
-    per GT by the two-component GMM split of their costs
-    BCE(objectness, 1) + L1(deltas) (`paa_topk` lowest per level). The sampler then keeps
+    GT's best anchors), 0 below the low threshold, -1 (ignored) in between; with a
+    `paa_assigner`, the matched anchors are only PAA candidates and the assigner picks
+    the positives per GT from their costs BCE(objectness, 1) + L1(deltas). The sampler then keeps
     `batch_size_per_image` anchors per image. Objectness BCE and L1 delta losses are
     divided by batch_size_per_image * N; with the IoU branch the L1 term of each
     positive is weighted by the IoU u of its decoded box with its GT (+1 areas,
@@ -32,13 +33,17 @@ class RPNLossComputation:
     """
 
     def __init__(
-        self, proposal_matcher, fg_bg_sampler, box_coder, use_paa=False, paa_topk=9, box_offset=0
+        self,
+        proposal_matcher: Matcher,
+        fg_bg_sampler: BalancedPositiveNegativeSampler,
+        box_coder: BoxCoder,
+        paa_assigner: Optional[ProbabilisticAnchorAssigner] = None,
+        box_offset: int = 0,
     ):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
-        self.use_paa = use_paa
-        self.paa_topk = paa_topk
+        self.paa_assigner = paa_assigner
         self.box_offset = box_offset
 
     def match_targets(self, anchors, targets):
@@ -75,13 +80,13 @@ class RPNLossComputation:
         ).abs().sum(dim=1)
         cand_gt = matched.reshape(-1)[cand]
         cand_level = anchor_levels[cand % labels.shape[1]]
-        pos = assign_positives(cand_gt, cand_level, cost, num_gt, num_levels, self.paa_topk)
+        pos = self.paa_assigner(cand_gt, cand_level, cost, num_gt, num_levels)
         paa = torch.zeros_like(labels).reshape(-1)
         paa[cand[pos]] = 1
         return paa.view_as(labels)
 
     def prepare_targets(self, anchors, objectness, box_regression, targets):
-        """-> labels [N, T] (1 positive, 0 negative, -1 ignored; PAA labels with `use_paa`),
+        """-> labels [N, T] (1 positive, 0 negative, -1 ignored; PAA labels with a `paa_assigner`),
         the matched GT box of every anchor [N, T, 4] and its regression target [N, T, 4]."""
         anchor_levels = torch.cat(
             [
@@ -98,7 +103,7 @@ class RPNLossComputation:
         regression_targets = self.box_coder.encode(
             matched_boxes.reshape(-1, 4), anchors.repeat(num_images, 1)
         ).view(num_images, num_anchors, 4)
-        if self.use_paa:
+        if self.paa_assigner is not None:
             labels = self.paa_labels(
                 labels,
                 matched,
@@ -144,13 +149,15 @@ class RPNLossComputation:
         return losses
 
 
-def make_rpn_loss_evaluator(cfg, box_coder):
+def make_rpn_loss_evaluator(
+    cfg, box_coder: BoxCoder, paa_assigner: Optional[ProbabilisticAnchorAssigner]
+) -> RPNLossComputation:
+    """IoU labels, or PAA labels from `paa_assigner` (MODEL.RPN.USE_PAA)."""
     r = cfg.MODEL.RPN
     return RPNLossComputation(
         Matcher(r.FG_IOU_THRESHOLD, r.BG_IOU_THRESHOLD, allow_low_quality_matches=True),
         BalancedPositiveNegativeSampler(r.BATCH_SIZE_PER_IMAGE, r.POSITIVE_FRACTION),
         box_coder,
-        use_paa=r.USE_PAA,
-        paa_topk=r.PAA_TOPK,
+        paa_assigner=paa_assigner,
         box_offset=box_coder.offset,
     )

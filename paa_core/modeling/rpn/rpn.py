@@ -1,15 +1,14 @@
-"""The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch),
-and `build_rpn`, which picks it or the one-stage PAA module from the config."""
+"""The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch)."""
 
 import torch
 from torch import nn
 
 from paa_core.modeling import registry
 from paa_core.modeling.box_coder import BoxCoder
+from paa_core.modeling.paa_assigner import make_paa_assigner
 
 from ..anchor_generator import make_anchor_generator_rpn
 from ..head_outputs import flatten_rpn_outputs
-from ..paa.paa import build_paa
 from .inference import make_rpn_postprocessor
 from .loss import make_rpn_loss_evaluator
 
@@ -95,10 +94,7 @@ class RPNModule(nn.Module):
         return proposals, losses
 
 
-def build_rpn(cfg, in_channels):
-    """The one-stage PAA module (MODEL.PAA_ON) or the Faster R-CNN RPN."""
-    if cfg.MODEL.PAA_ON:
-        return build_paa(cfg, in_channels)
+def build_rpn(cfg, in_channels: int) -> RPNModule:
     r = cfg.MODEL.RPN
     anchor_generator = make_anchor_generator_rpn(cfg)
     head = registry.RPN_HEADS[r.RPN_HEAD](
@@ -108,7 +104,7 @@ def build_rpn(cfg, in_channels):
     return RPNModule(
         head,
         anchor_generator,
-        make_rpn_loss_evaluator(cfg, box_coder),
+        make_rpn_loss_evaluator(cfg, box_coder, make_paa_assigner(cfg) if r.USE_PAA else None),
         make_rpn_postprocessor(cfg, box_coder, is_train=True),
         make_rpn_postprocessor(cfg, box_coder, is_train=False),
         rpn_only=cfg.MODEL.RPN_ONLY,
