@@ -1,4 +1,4 @@
-"""Anchors: Detectron cell anchors (hand-derived numbers), grid order, per-image BoxLists."""
+"""Anchors: Detectron cell anchors (hand-derived numbers), grid order, one grid per level."""
 
 import math
 
@@ -11,7 +11,6 @@ from paa_core.modeling.anchor_generator import (
     generate_anchors,
     make_anchor_generator_paa,
 )
-from paa_core.structures.image_list import ImageList
 
 
 def test_spec_example_stride8_size64():
@@ -74,18 +73,13 @@ def test_grid_order_counts_and_shifts():
                 assert torch.equal(boxes[k : k + a], cell + shift)
 
 
-def test_forward_boxlists():
+def test_forward_is_one_grid_per_level():
     gen = AnchorGenerator(((16,), (32,)), (1.0,), (8, 16))
-    images = ImageList(torch.zeros(2, 3, 32, 48), [(32, 48), (20, 30)])
     feats = [torch.zeros(2, 1, 4, 6), torch.zeros(2, 1, 2, 3)]
-    anchors = gen(images, feats)
-    assert len(anchors) == 2 and all(len(per_image) == 2 for per_image in anchors)
-    grids = gen.grid_anchors([(4, 6), (2, 3)])
-    for per_image, (h, w) in zip(anchors, images.image_sizes):
-        for boxlist, n, boxes in zip(per_image, (24, 6), grids):
-            assert boxlist.size == (w, h) and boxlist.mode == "xyxy"
-            assert len(boxlist) == n and torch.equal(boxlist.bbox, boxes)
-            assert boxlist.fields() == []
+    anchors = gen(feats)
+    assert [a.shape for a in anchors] == [(24, 4), (6, 4)]
+    for ours, grid in zip(anchors, gen.grid_anchors([(4, 6), (2, 3)])):
+        assert torch.equal(ours, grid)
 
 
 def test_mismatched_levels_fail_clearly():
@@ -95,7 +89,6 @@ def test_mismatched_levels_fail_clearly():
 
 def test_paa_default_anchor_count_matches_spec_grid():
     gen = make_anchor_generator_paa(get_cfg())
-    images = ImageList(torch.zeros(1, 3, 96, 128), [(96, 128)])
     feats = [torch.zeros(1, 1, math.ceil(96 / s), math.ceil(128 / s)) for s in (8, 16, 32, 64, 128)]
-    counts = [len(b) for b in gen(images, feats)[0]]
+    counts = [len(b) for b in gen(feats)]
     assert counts == [12 * 16, 6 * 8, 3 * 4, 2 * 2, 1 * 1]

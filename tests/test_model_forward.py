@@ -206,9 +206,8 @@ def test_iou_branch_ablation_on_the_same_weights():
 
     # Per-positive GIoU losses and IoU targets, from the same head outputs.
     box_cls, box_reg, iou_pred = captured["outputs"]
-    image_list = to_image_list(images, 32)
     features = [torch.zeros(2, 1, *c.shape[-2:]) for c in box_cls]
-    anchors = with_iou.rpn.anchor_generator(image_list, features)
+    anchors = with_iou.rpn.anchor_generator(features)
     evaluator = with_iou.rpn.loss_evaluator
     cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
     _, pos_idx, pos_anchors, reg_targets = evaluator.compute_targets(

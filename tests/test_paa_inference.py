@@ -16,15 +16,15 @@ from paa_core.structures.bounding_box import BoxList
 
 C = 3  # foreground classes
 CODER = BoxCoder((10.0, 10.0, 5.0, 5.0))
+SIZES = ((64, 96), (60, 90))  # (h, w) of the test images
 
 
-def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, voting):
+def _oracle(box_cls, box_reg, iou_pred, anchors, image_sizes, th, pre_top, nms_th, cap, voting):
     """Loops over levels, locations, classes and boxes (docs/DESIGN.md §6)."""
     results = []
-    for i, anchors_im in enumerate(anchors):
-        w, h = anchors_im[0].size
+    for i, (h, w) in enumerate(image_sizes):
         dets = []  # (score, label, box)
-        for level, anchors_l in enumerate(anchors_im):
+        for level, anchors_l in enumerate(anchors):
             _, _, fh, fw = box_cls[level].shape
             level_dets = []
             for y in range(fh):
@@ -41,7 +41,7 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
             level_dets.sort(key=lambda d: -d[0])
             for s, label, loc in level_dets[:pre_top]:
                 box = CODER.decode(
-                    box_reg[level][i, :, loc // fw, loc % fw][None], anchors_l.bbox[loc][None]
+                    box_reg[level][i, :, loc // fw, loc % fw][None], anchors_l[loc][None]
                 )[0].tolist()
                 box = [
                     min(max(box[0], 0), w - 1),
@@ -71,7 +71,7 @@ def _oracle(box_cls, box_reg, iou_pred, anchors, th, pre_top, nms_th, cap, votin
     return results
 
 
-def _inputs(seed, image_sizes=((64, 96), (60, 90)), logit_shift=-2.0):
+def _inputs(seed, image_sizes=SIZES, logit_shift=-2.0):
     torch.manual_seed(seed)
     anchors, shapes = real_anchors(image_sizes)
     n = len(image_sizes)
@@ -102,17 +102,18 @@ def _compare(ours, ref):
 def test_matches_loop_implementation(voting, with_iou, device):
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=0)
     iou_pred = iou_pred if with_iou else None
-    refs = _oracle(box_cls, box_reg, iou_pred, anchors, 0.05, 20, 0.6, 15, voting)
+    refs = _oracle(box_cls, box_reg, iou_pred, anchors, SIZES, 0.05, 20, 0.6, 15, voting)
     post = _post(voting=voting)
     results = post(
         [t.to(device) for t in box_cls],
         [t.to(device) for t in box_reg],
         None if iou_pred is None else [t.to(device) for t in iou_pred],
-        [[a.to(device) for a in per_image] for per_image in anchors],
+        [a.to(device) for a in anchors],
+        SIZES,
     )
-    for ours, ref, anchors_im in zip(results, refs, anchors):
+    for ours, ref, (h, w) in zip(results, refs, SIZES):
         assert ours.bbox.device.type == device.type
-        assert ours.size == anchors_im[0].size and ours.mode == "xyxy"
+        assert ours.size == (w, h) and ours.mode == "xyxy"
         assert ours.get_field("labels").dtype == torch.int64
         _compare(ours, ref)
     # The inputs exercise the caps: some level has more than 20 candidates, and
@@ -123,14 +124,13 @@ def test_matches_loop_implementation(voting, with_iou, device):
 def test_threshold_applies_to_cls_before_the_sqrt_product():
     # One location, one class: cls prob 0.06 (> 0.05) with iou prob 0.01 gives score
     # sqrt(0.0006) ~ 0.0245 < 0.05 yet it stays; cls 0.04 is dropped whatever its iou.
-    size = (32, 32)
-    anchors = [[BoxList(torch.tensor([[0.0, 0, 15, 15], [16.0, 16, 31, 31]]), size)]]
+    anchors = [torch.tensor([[0.0, 0, 15, 15], [16.0, 16, 31, 31]])]
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     box_cls = [torch.tensor([[logit(0.06), logit(0.04)]]).reshape(1, 1, 1, 2)]
     box_reg = [torch.zeros(1, 4, 1, 2)]
     iou_pred = [torch.tensor([logit(0.01), logit(0.99)]).reshape(1, 1, 1, 2)]
     post = PAAPostProcessor(0.05, 1000, 0.6, 100, 1, CODER, False)
-    (result,) = post(box_cls, box_reg, iou_pred, anchors)
+    (result,) = post(box_cls, box_reg, iou_pred, anchors, [(32, 32)])
     assert len(result) == 1
     assert result.get_field("scores").item() == pytest.approx(math.sqrt(0.06 * 0.01), rel=1e-5)
     assert result.get_field("labels").tolist() == [1]
@@ -138,16 +138,14 @@ def test_threshold_applies_to_cls_before_the_sqrt_product():
 
 
 def test_nms_is_class_wise_and_output_clipped():
-    size = (40, 30)
-    same = torch.tensor([[0.0, 0, 19, 19], [1.0, 0, 20, 19], [-5.0, -5, 45, 35]])
-    anchors = [[BoxList(same, size)]]
+    anchors = [torch.tensor([[0.0, 0, 19, 19], [1.0, 0, 20, 19], [-5.0, -5, 45, 35]])]
     # Location 0: class 1 and class 2; location 1: class 1 (suppressed by location 0
     # class 1, IoU 0.9); location 2 (out of the image): clipped to the image.
     probs = torch.tensor([[0.9, 0.8], [0.7, 0.01], [0.01, 0.6]])  # [location, class]
     box_cls = [torch.logit(probs).t().reshape(1, 2, 1, 3)]
     box_reg = [torch.zeros(1, 4, 1, 3)]
     post = PAAPostProcessor(0.05, 1000, 0.6, 100, 2, CODER, False)
-    (result,) = post(box_cls, box_reg, None, anchors)
+    (result,) = post(box_cls, box_reg, None, anchors, [(30, 40)])
     got = sorted(zip(result.get_field("labels").tolist(), result.get_field("scores").tolist()))
     assert got == [(1, pytest.approx(0.9)), (2, pytest.approx(0.6)), (2, pytest.approx(0.8))]
     clipped = result.bbox[result.get_field("scores").argmin()]
@@ -156,9 +154,11 @@ def test_nms_is_class_wise_and_output_clipped():
 
 def test_detections_cap_keeps_the_best():
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=1)
-    full = _post(pre_top=1000, nms_th=0.6, cap=0, voting=False)(box_cls, box_reg, iou_pred, anchors)
+    full = _post(pre_top=1000, nms_th=0.6, cap=0, voting=False)(
+        box_cls, box_reg, iou_pred, anchors, SIZES
+    )
     capped = _post(pre_top=1000, nms_th=0.6, cap=7, voting=False)(
-        box_cls, box_reg, iou_pred, anchors
+        box_cls, box_reg, iou_pred, anchors, SIZES
     )
     for f, c in zip(full, capped):
         assert len(f) > 7 and len(c) == 7
@@ -192,7 +192,7 @@ def test_score_voting_hand_made():
 @pytest.mark.parametrize("voting", [False, True])
 def test_empty_outputs(voting):
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=2, logit_shift=-20.0)
-    results = _post(voting=voting)(box_cls, box_reg, iou_pred, anchors)
+    results = _post(voting=voting)(box_cls, box_reg, iou_pred, anchors, SIZES)
     for r in results:
         assert len(r) == 0 and r.bbox.shape == (0, 4)
         assert set(r.fields()) == {"scores", "labels"}
@@ -204,4 +204,4 @@ def test_make_from_config_and_bad_channels():
     assert (post.detections_per_img, post.num_classes, post.score_voting) == (100, 80, True)
     anchors, box_cls, box_reg, iou_pred = _inputs(seed=3)
     with pytest.raises(ValueError, match="channels"):
-        post(box_cls, box_reg, iou_pred, anchors)
+        post(box_cls, box_reg, iou_pred, anchors, SIZES)

@@ -92,12 +92,12 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
     cls_all, reg_all = cls_all.detach(), reg_all.detach()
     matcher = Matcher(0.1, 0.1, True)
     labels_all, focal_sum, reg_terms, iou_bce, ious_all = [], 0.0, [], 0.0, []
-    for b, (tgt, anc) in enumerate(zip(targets, anchors)):
-        level_sizes = [len(a) for a in anc]
-        abox = torch.cat([a.bbox for a in anc]).to(reg_all.dtype)
+    level_sizes = [len(a) for a in anchors]
+    abox = torch.cat(anchors).to(reg_all.dtype)
+    for b, tgt in enumerate(targets):
         labels = torch.zeros(len(abox), dtype=torch.long)
         if len(tgt) > 0:
-            matched = matcher(boxlist_iou(tgt, BoxList(abox, anc[0].size)))
+            matched = matcher(boxlist_iou(tgt, BoxList(abox, tgt.size)))
             for g in range(len(tgt)):
                 gt = tgt.bbox[g].to(reg_all.dtype)
                 cands = []
@@ -180,7 +180,7 @@ def _on(device, targets, outputs):
     """targets and (anchors, box_cls, box_reg, iou_pred) moved to `device`, the head outputs
     as new leaves there."""
     anchors, *heads = outputs
-    anchors = [[a.to(device) for a in per_image] for per_image in anchors]
+    anchors = [a.to(device) for a in anchors]
     heads = [
         None if level is None else [t.detach().to(device).requires_grad_() for t in level]
         for level in heads
@@ -345,9 +345,7 @@ def test_single_candidate_gt_with_hand_placed_anchors():
     # Two levels of hand-placed anchors: the GT overlaps only anchor 0 (IoU 1), so it
     # has one candidate, which must be positive.
     size = (100, 100)
-    level0 = BoxList(torch.tensor([[0.0, 0, 9, 9], [50, 50, 59, 59]]), size)
-    level1 = BoxList(torch.tensor([[60.0, 0, 99, 39]]), size)
-    anchors = [[level0, level1]]
+    anchors = [torch.tensor([[0.0, 0, 9, 9], [50, 50, 59, 59]]), torch.tensor([[60.0, 0, 99, 39]])]
     box_cls = [
         torch.zeros(1, NUM_CLASSES, 1, 2, requires_grad=True),
         torch.zeros(1, NUM_CLASSES, 1, 1, requires_grad=True),

@@ -75,13 +75,13 @@ def test_records_are_the_loss_evaluators_assignment():
     with torch.no_grad():
         features = model.backbone(images.tensors)
         box_cls, box_reg, _ = model.rpn.head(features)
-        anchors = model.rpn.anchor_generator(images, features)
+        anchors = model.rpn.anchor_generator(features)
     cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, None)
     cls_flat, reg_flat = cls_flat.reshape(-1, cls_flat.shape[2]), reg_flat.reshape(-1, 4)
     evaluator = model.rpn.loss_evaluator
     labels, pos_idx, _, _ = evaluator.compute_targets(cls_flat, reg_flat, targets, anchors)
-    per_image = sum(len(a) for a in anchors[0])
-    all_boxes = torch.cat([torch.cat([a.bbox for a in im]) for im in anchors])
+    per_image = sum(len(a) for a in anchors)
+    all_boxes = torch.cat(anchors).repeat(len(targets), 1)
 
     ours = sorted(
         (i, c["anchor_index"])

@@ -5,9 +5,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from paa_core.structures.bounding_box import BoxList
-from paa_core.structures.image_list import ImageList
-
 
 class BufferList(nn.Module):
     """A list of tensors registered as buffers `0, 1, ...` (they follow `.to()` and
@@ -62,7 +59,7 @@ def generate_centred_anchors(sizes, aspect_ratios):
 
 
 class AnchorGenerator(nn.Module):
-    """For each image, one BoxList of anchors per feature map.
+    """Anchors of every feature map, shared by the images of a batch.
 
     `sizes[l]` are level l's anchor sizes, `anchor_strides[l]` its stride. Anchors are
     ordered row-major over (y, x) with the A anchors of one location innermost. Cell
@@ -105,14 +102,10 @@ class AnchorGenerator(nn.Module):
             anchors.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
         return anchors
 
-    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[list[BoxList]]:
-        """-> per image, a list (one per level) of xyxy BoxLists of size (w, h)."""
-        grid_sizes = [tuple(f.shape[-2:]) for f in feature_maps]
-        level_anchors = self.grid_anchors(grid_sizes)
-        return [
-            [BoxList(boxes, (width, height), mode="xyxy") for boxes in level_anchors]
-            for height, width in image_list.image_sizes
-        ]
+    def forward(self, feature_maps: list[Tensor]) -> list[Tensor]:
+        """Per level [H*W*A, 4] (xyxy) for feature maps [N, C, H, W]: one set for the
+        whole batch, since images are padded to one size."""
+        return self.grid_anchors([tuple(f.shape[-2:]) for f in feature_maps])
 
 
 def make_anchor_generator_paa(cfg) -> AnchorGenerator:

@@ -32,7 +32,6 @@ from paa_core.modeling.paa_assigner import (
     select_positives_by_gmm,
 )
 from paa_core.structures.bounding_box import BoxList
-from paa_core.structures.image_list import to_image_list
 
 
 def sklearn_num_pos(sorted_scores):
@@ -88,13 +87,10 @@ class RecordingAssigner(ProbabilisticAnchorAssigner):
 def make_batch(cfg, device, height=800, width=1216, num_images=2, max_gts=20, seed=0):
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    images = to_image_list([torch.zeros(3, height, width) for _ in range(num_images)], 32)
+    padded = [-(-x // 32) * 32 for x in (height, width)]
     strides = cfg.MODEL.PAA.ANCHOR_STRIDES
-    feats = [torch.zeros(num_images, 1, -(-height // s), -(-width // s)) for s in strides]
-    anchors = [
-        [a.to(device) for a in per_image]
-        for per_image in make_anchor_generator_paa(cfg)(images, feats)
-    ]
+    feats = [torch.zeros(num_images, 1, -(-padded[0] // s), -(-padded[1] // s)) for s in strides]
+    anchors = [a.to(device) for a in make_anchor_generator_paa(cfg)(feats)]
     targets = []
     largest = min(600, 0.9 * min(height, width))
     for _ in range(num_images):
@@ -141,7 +137,7 @@ def main(argv=None):
     coder = BoxCoder(cfg.MODEL.PAA.BBOX_REG_WEIGHTS)
     batch = make_batch(cfg, device, *args.size, args.images, args.max_gts)
     print(
-        f"anchors per image: {sum(len(a) for a in batch[4][0])}, GTs per image: {[len(t) for t in batch[3]]}"
+        f"anchors per image: {sum(len(a) for a in batch[4])}, GTs per image: {[len(t) for t in batch[3]]}"
     )
 
     p = cfg.MODEL.PAA

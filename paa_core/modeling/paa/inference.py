@@ -42,9 +42,11 @@ class PAAPostProcessor(nn.Module):
         box_cls: Tensor,
         box_regression: Tensor,
         iou_pred: Optional[Tensor],
-        anchors: list[BoxList],
+        anchors: Tensor,
+        image_sizes: list[tuple[int, int]],
     ) -> list[BoxList]:
-        """One level for the whole batch -> per-image BoxLists of clipped candidates.
+        """One level for the whole batch (anchors [H*W*A, 4], image sizes (h, w)) ->
+        per-image BoxLists of clipped candidates.
 
         A (location, class) pair is a candidate when its class probability exceeds
         `pre_nms_thresh`; at most `pre_nms_top_n` per image survive, ranked by
@@ -70,7 +72,7 @@ class PAAPostProcessor(nn.Module):
         top_scores, top_idx = scores.topk(k, dim=1)
         keep = candidates.gather(1, top_idx)
         locations = top_idx // num_classes
-        anchor_boxes = torch.stack([a.bbox for a in anchors]).to(box_regression.dtype)
+        anchor_boxes = anchors.to(box_regression.dtype).expand(n, -1, -1)
         index4 = locations[:, :, None].expand(-1, -1, 4)
         boxes = self.box_coder.decode(
             box_regression.gather(1, index4).reshape(-1, 4),
@@ -78,8 +80,8 @@ class PAAPostProcessor(nn.Module):
         ).reshape(n, k, 4)
 
         results = []
-        for i, anchors_im in enumerate(anchors):
-            boxlist = BoxList(boxes[i][keep[i]], anchors_im.size, mode="xyxy")
+        for i, (height, width) in enumerate(image_sizes):
+            boxlist = BoxList(boxes[i][keep[i]], (width, height), mode="xyxy")
             boxlist.add_field("labels", top_idx[i][keep[i]] % num_classes + 1)
             boxlist.add_field("scores", top_scores[i][keep[i]])
             # A decoded (finite) box has +1 widths > 0, before and after clipping, so the
@@ -103,15 +105,19 @@ class PAAPostProcessor(nn.Module):
         box_cls: list[Tensor],
         box_regression: list[Tensor],
         iou_pred: Optional[list[Tensor]],
-        anchors: list[list[BoxList]],
+        anchors: list[Tensor],
+        image_sizes: list[tuple[int, int]],
     ) -> list[BoxList]:
-        """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
-        iou_pred may be None. -> list of per-image BoxLists."""
+        """Per-level lists of head outputs (iou_pred may be None) and anchors [T_l, 4];
+        image_sizes: (h, w) per image. -> list of per-image BoxLists."""
         per_level = []
         for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):
-            anchors_l = [anchors_im[level] for anchors_im in anchors]
             iou_l = iou_pred[level] if iou_pred is not None else None
-            per_level.append(self.forward_for_single_feature_map(cls_l, reg_l, iou_l, anchors_l))
+            per_level.append(
+                self.forward_for_single_feature_map(
+                    cls_l, reg_l, iou_l, anchors[level], image_sizes
+                )
+            )
         return [self.select_over_all_levels(cat_boxlist(list(image))) for image in zip(*per_level)]
 
 

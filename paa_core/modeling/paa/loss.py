@@ -18,8 +18,7 @@ from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE, BoxList
-from paa_core.structures.box_ops import paired_iou
-from paa_core.structures.boxlist_ops import boxlist_iou
+from paa_core.structures.box_ops import box_iou, paired_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
 from paa_core.utils.events import listening, publish
 
@@ -60,7 +59,7 @@ class PAALossComputation:
         self.box_coder = box_coder
 
     def prepare_iou_based_targets(
-        self, targets: list[BoxList], anchors: list[list[BoxList]]
+        self, targets: list[BoxList], anchors: list[Tensor]
     ) -> IoUPreassignment:
         """IoU pre-assignment (docs/DESIGN.md §4.1).
 
@@ -68,34 +67,22 @@ class PAALossComputation:
         anchor [B, A] as an index into the batch's concatenated GTs (-1 when none),
         and those GT boxes [G, 4] and labels [G].
         """
-        if len(targets) != len(anchors):
-            raise ValueError(
-                f"PAA loss: {len(targets)} target BoxLists for {len(anchors)} images of anchors"
-            )
-        level_sizes = [len(a) for a in anchors[0]]
-        anchor_boxes, matched, gt_boxes, gt_labels = [], [], [], []
+        boxes = torch.cat(anchors, dim=0)
+        matched, gt_boxes, gt_labels = [], [], []
         offset = 0
-        for targets_im, anchors_im in zip(targets, anchors):
-            if [len(a) for a in anchors_im] != level_sizes:
-                raise ValueError(
-                    "PAA loss: images of one batch must have the same anchors per level"
-                )
-            boxes_im = torch.cat([a.bbox for a in anchors_im], dim=0)
+        for targets_im in targets:
             targets_im = targets_im.convert("xyxy")
-            iou = boxlist_iou(targets_im, BoxList(boxes_im, anchors_im[0].size, mode="xyxy"))
-            matched_im = self.matcher(iou)
+            matched_im = self.matcher(box_iou(targets_im.bbox, boxes, offset=TO_REMOVE))
             matched.append(torch.where(matched_im >= 0, matched_im + offset, -1))
-            anchor_boxes.append(boxes_im)
             gt_boxes.append(targets_im.bbox)
             gt_labels.append(targets_im.get_field("labels").long())
             offset += len(targets_im)
-        device = anchor_boxes[0].device
         levels = torch.repeat_interleave(
-            torch.arange(len(level_sizes), device=device),
-            torch.as_tensor(level_sizes, device=device),
+            torch.arange(len(anchors), device=boxes.device),
+            torch.as_tensor([len(a) for a in anchors], device=boxes.device),
         )
         return IoUPreassignment(
-            torch.stack(anchor_boxes),
+            boxes.expand(len(targets), -1, -1),
             levels,
             torch.stack(matched),
             torch.cat(gt_boxes, dim=0),
@@ -122,7 +109,7 @@ class PAALossComputation:
         cls_flat: Tensor,
         reg_flat: Tensor,
         targets: list[BoxList],
-        anchors: list[list[BoxList]],
+        anchors: list[Tensor],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """PAA assignment for a batch (docs/DESIGN.md §4.1-4.5).
 
@@ -149,7 +136,7 @@ class PAALossComputation:
             cls_flat[cand_idx], reg_flat[cand_idx], cand_anchors, cand_targets, gt_labels[cand_gt]
         )
         cand_level = levels[cand_idx % num_anchors]
-        pos = self.assigner(cand_gt, cand_level, cand_score, len(gt_labels), len(anchors[0]))
+        pos = self.assigner(cand_gt, cand_level, cand_score, len(gt_labels), len(anchors))
         pos_idx = cand_idx[pos]
         publish("pos_per_gt", pos_idx.numel() / max(len(gt_labels), 1))
         if listening():
@@ -162,7 +149,7 @@ class PAALossComputation:
                     "level": cand_level,
                     "score": cand_score,
                     "anchors_per_image": num_anchors,
-                    "num_levels": len(anchors[0]),
+                    "num_levels": len(anchors),
                 },
             )
         labels = torch.zeros_like(matched)
@@ -175,11 +162,11 @@ class PAALossComputation:
         box_regression: list[Tensor],
         iou_pred: Optional[list[Tensor]],
         targets: list[BoxList],
-        anchors: list[list[BoxList]],
+        anchors: list[Tensor],
     ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
-        anchors: per image, per-level BoxLists. -> (loss_cls, loss_reg, loss_iou_pred).
+        anchors: per level [T_l, 4], shared by the images. -> (loss_cls, loss_reg, loss_iou_pred).
 
         With the IoU branch the GIoU loss of each positive is weighted by its IoU target
         and normalised by the IoU targets' sum; without it (iou_pred None, the paper's

@@ -125,7 +125,7 @@ class PAAModule(nn.Module):
         eval -> (per-image BoxLists with "scores" and "labels", {}).
         """
         box_cls, box_regression, iou_pred = self.head(features)
-        anchors = self.anchor_generator(images, features)
+        anchors = self.anchor_generator(features)
         if self.training:
             if targets is None:
                 raise ValueError("PAAModule: targets are required in training mode")
@@ -139,7 +139,9 @@ class PAAModule(nn.Module):
             if iou_pred is not None:
                 losses["loss_iou_pred"] = loss_iou_pred
             return None, losses
-        boxes = self.box_selector_test(box_cls, box_regression, iou_pred, anchors)
+        boxes = self.box_selector_test(
+            box_cls, box_regression, iou_pred, anchors, images.image_sizes
+        )
         return boxes, {}
 
 

@@ -69,7 +69,7 @@ class RPNModule(nn.Module):
 
     def forward(self, images, features, targets=None):
         objectness, box_regression, iou_pred = self.head(features)
-        anchors = self.anchor_generator.grid_anchors([tuple(f.shape[-2:]) for f in features])
+        anchors = self.anchor_generator(features)
         if not self.training:
             return self.box_selector_test(
                 anchors, objectness, box_regression, iou_pred, images.image_sizes
