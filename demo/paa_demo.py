@@ -27,10 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer  # noqa: E402
 from paa_core.config import get_cfg  # noqa: E402
-from paa_core.config.paths_catalog import DatasetCatalog  # noqa: E402
+from paa_core.config.detector import class_count  # noqa: E402
+from paa_core.config.loading import load_catalog, load_config  # noqa: E402
 from paa_core.data.datasets.coco import read_rgb_image  # noqa: E402
 from paa_core.data.transforms import build_transforms  # noqa: E402
-from paa_core.engine.cli import InputError, load_config, resolve_device, run_cli  # noqa: E402
+from paa_core.engine.cli import InputError, resolve_device, run_cli  # noqa: E402
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
 from paa_core.structures.image_list import to_image_list  # noqa: E402
 
@@ -57,7 +58,7 @@ def default_categories_file(cfg):
         raise InputError(
             "no --categories given and DATASETS.TEST is empty: cannot name the classes"
         )
-    return DatasetCatalog.get(cfg.DATASETS.TEST[0])["args"]["ann_file"]
+    return load_catalog(cfg).DatasetCatalog.get(cfg.DATASETS.TEST[0])["args"]["ann_file"]
 
 
 def list_images(inputs):
@@ -174,14 +175,13 @@ def main():
         print(f"warning: {device_warning}", file=sys.stderr)
     cfg.freeze()
     names = load_category_names(args.categories or default_categories_file(cfg))
-    # The one-stage PAA head or the Faster R-CNN box head counts the classes.
-    key = "PAA.NUM_CLASSES" if cfg.MODEL.PAA_ON else "ROI_BOX_HEAD.NUM_CLASSES"
-    num_classes = (
-        cfg.MODEL.PAA.NUM_CLASSES if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
-    )
-    if len(names) != num_classes - 1:
+    classes = class_count(cfg)
+    if classes is None:
+        raise InputError("a proposal-only model (MODEL.RPN_ONLY) has no classes to draw")
+    if len(names) != classes.num_classes - 1:
         raise InputError(
-            f"{len(names)} category names but MODEL.{key} is {num_classes} (classes + background)"
+            f"{len(names)} category names but {classes.key} is {classes.num_classes} "
+            "(classes + background)"
         )
     paths = list_images(args.input)
     targets = output_paths(paths, args.output)

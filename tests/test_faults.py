@@ -27,6 +27,8 @@ import torch
 from test_checkpoint import ToyLoader, make_run
 from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
 
+from paa_core.config import get_cfg
+from paa_core.data import make_data_loader
 from paa_core.engine.trainer import do_train
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
@@ -294,6 +296,48 @@ def case_num_classes(data, ref, tmp):
         r"\(categories \+ background\)",
         [],
     )
+
+
+# The tiny config as a Faster R-CNN (its MODEL.PAA.NUM_CLASSES, 3, stays in the file).
+FASTER_RCNN = ("MODEL.PAA_ON", "False", "MODEL.RPN_ONLY", "False")
+FASTER_RCNN += ("MODEL.BACKBONE.CONV_BODY", "R-18-GN-FPN")
+
+
+def case_num_classes_faster_rcnn(data, ref, tmp):
+    return (
+        _train(data, tmp, *FASTER_RCNN, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "2"),
+        r"error: MODEL\.ROI_BOX_HEAD\.NUM_CLASSES is 2 but tiny_train:.* has 2 categories: "
+        r"set it to 3 \(categories \+ background\)",
+        [],
+    )
+
+
+def _ninety_categories(image_dir, coco):
+    """88 more (unused) categories: 90 in all, more than COCO's 80."""
+    coco["categories"] += [{"id": i, "name": f"unused{i}"} for i in range(3, 91)]
+
+
+def case_num_classes_faster_rcnn_over_80(data, ref, tmp):
+    dataset = copy_split(data, "ninety", _ninety_categories)
+    return (
+        _train(data, tmp, *FASTER_RCNN, dataset=dataset),
+        r"error: MODEL\.ROI_BOX_HEAD\.NUM_CLASSES is 81 but ninety:.* has 90 categories: "
+        r"set it to 91 \(categories \+ background\)",
+        [dataset.split(":")[1]],
+    )
+
+
+def test_faster_rcnn_class_count_is_its_box_heads(data):
+    """Enough MODEL.ROI_BOX_HEAD.NUM_CLASSES for 90 categories is enough for a Faster
+    R-CNN, whatever MODEL.PAA.NUM_CLASSES (3 in the file) says."""
+    cfg = get_cfg()
+    cfg.merge_from_file(data["config"])
+    dataset = copy_split(data, "ninety_accepted", _ninety_categories)
+    cfg.merge_from_list(
+        [*FASTER_RCNN, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 91, "DATASETS.TRAIN", (dataset,)]
+    )
+    loader = make_data_loader(cfg, is_train=True)
+    assert len(loader.dataset.dataset.categories) == 90
 
 
 def _image_case(name, corrupt, reason, *opts):

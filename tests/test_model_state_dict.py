@@ -10,6 +10,7 @@ import torch
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
+from paa_core.utils.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +112,7 @@ def test_resnext_dcn_block_layout():
 def test_unknown_backbone_lists_known_names():
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.CONV_BODY = "R-18-FPN"
-    with pytest.raises(ValueError, match="MODEL.BACKBONE.CONV_BODY .R-18-FPN.*R-50-FPN-RETINANET"):
+    with pytest.raises(InputError, match="MODEL.BACKBONE.CONV_BODY .R-18-FPN.*R-50-FPN-RETINANET"):
         build_detection_model(cfg)
 
 

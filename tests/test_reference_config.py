@@ -18,11 +18,13 @@ from test_model_state_dict import MANIFESTS, REFERENCE_TOTALS, _numbers
 from torch import nn
 
 from paa_core.config import get_cfg
+from paa_core.config.loading import load_config
 from paa_core.config.reference import check_reference_switches
-from paa_core.engine.cli import InputError, load_config
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
+from paa_core.modeling.detector.detectors import check_buildable
 from paa_core.modeling.registry import BACKBONES
+from paa_core.utils.errors import InputError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -238,8 +240,10 @@ def _plain(value):
 
 
 def _load(path, opts=()):
+    """As the tools load a config: parsed, then checked against what paa_core builds."""
     cfg = get_cfg()
     load_config(cfg, path, list(opts))
+    check_buildable(cfg)
     return cfg
 
 
@@ -257,9 +261,10 @@ def test_every_reference_key_at_its_default_loads():
     cfg = get_cfg()
     # The reference's bare defaults describe a Faster R-CNN R-50-C4: every key loads (its
     # whole-number WEIGHT_DECAY_BIAS 0 too), then the C4 body is refused in one line.
-    with pytest.raises(InputError) as e:
-        load_config(cfg, DEFAULTS_FILE, [])
+    load_config(cfg, DEFAULTS_FILE, [])
     assert {k: _plain(_get(cfg, k)) for k in defaults} == defaults
+    with pytest.raises(InputError) as e:
+        check_buildable(cfg)
     message = str(e.value)
     assert "\n" not in message
     assert message == (
@@ -268,7 +273,7 @@ def test_every_reference_key_at_its_default_loads():
     )
     cfg.MODEL.PAA_ON = True
     with pytest.raises(
-        ValueError, match="^MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads"
+        InputError, match="^MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads"
     ):
         check_reference_switches(cfg)
 
@@ -389,7 +394,7 @@ def test_switching_on_a_missing_part_is_refused_in_one_line(tmp_path, key, value
     cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.merge_from_list(opts)
-    with pytest.raises(ValueError, match="^" + message + "$"):
+    with pytest.raises(InputError, match="^" + message + "$"):
         build_detection_model(cfg)
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from paa_core.config import get_cfg
-from paa_core.engine.cli import InputError, load_config, make_parser, run_cli
+from paa_core.config.loading import load_config
+from paa_core.engine.cli import InputError, make_parser, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")

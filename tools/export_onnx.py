@@ -20,7 +20,8 @@ from onnxscript import opset18 as op
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import cfg as default_cfg
-from paa_core.engine.cli import InputError, load_config, run_cli
+from paa_core.config.loading import load_config
+from paa_core.engine.cli import InputError, run_cli
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
 

@@ -23,12 +23,12 @@ import torch
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import get_cfg
+from paa_core.config.loading import load_catalog, load_config
 from paa_core.data.build import build_dataset
 from paa_core.data.transforms import build_transforms
 from paa_core.engine.cli import (
     InputError,
     check_dataset_names,
-    load_config,
     make_parser,
     resolve_device,
     run_cli,
@@ -36,7 +36,6 @@ from paa_core.engine.cli import (
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype
 from paa_core.structures.image_list import to_image_list
-from paa_core.utils.imports import import_file
 from paa_core.visualization.assignment_view import assignment_records, plot_assignment
 from paa_core.visualization.plotting import PlottingUnavailable, pyplot
 
@@ -114,7 +113,7 @@ def main():
     cfg.freeze()
     check_dataset_names(cfg, ("TRAIN",))
 
-    catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True).DatasetCatalog
+    catalog = load_catalog(cfg).DatasetCatalog
     dataset = build_dataset(cfg.DATASETS.TRAIN[:1], build_transforms(cfg, True), catalog, True)[0]
     indices = pick_indices(dataset, args.images)
     categories = {

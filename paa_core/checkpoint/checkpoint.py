@@ -6,8 +6,8 @@ import os
 
 import torch
 
+from paa_core.config.loading import load_catalog
 from paa_core.utils.errors import InputError
-from paa_core.utils.imports import import_file
 from paa_core.utils.miscellaneous import atomic_write, mkdir
 
 from .c2_model_loading import load_c2_format
@@ -179,11 +179,11 @@ class DetectronCheckpointer(Checkpointer):
         states=None,
     ):
         super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger, states)
-        self.paths_catalog = cfg.PATHS_CATALOG
+        self.cfg = cfg
 
     def _load_file(self, f):
         if f.startswith("catalog://"):
-            catalog = import_file("paa_core.config.paths_catalog", self.paths_catalog, True)
+            catalog = load_catalog(self.cfg)
             url = catalog.ModelCatalog.get(f[len("catalog://") :])
             self.logger.info("%s points to %s", f, url)
             f = url

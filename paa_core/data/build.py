@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.sampler import BatchSampler
 
+from paa_core.config.detector import ClassCount, class_count
+from paa_core.config.loading import load_catalog
 from paa_core.utils.comm import get_rank, get_world_size
 from paa_core.utils.errors import InputError
-from paa_core.utils.imports import import_file
 
 from . import datasets as D
 from . import samplers
@@ -49,13 +50,14 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
 
 
-def check_num_classes(dataset, name, num_classes):
-    """MODEL.PAA.NUM_CLASSES must leave a label for every category (plus background)."""
+def check_num_classes(dataset, name, classes: ClassCount):
+    """The detector's class count (`classes`) must leave a label for every category of
+    the dataset `name`, plus the background."""
     parts = getattr(dataset, "datasets", [dataset])
     needed = max(len(d.categories) for d in parts) + 1
-    if num_classes < needed:
+    if classes.num_classes < needed:
         raise InputError(
-            f"MODEL.PAA.NUM_CLASSES is {num_classes} but {name} has {needed - 1} categories: "
+            f"{classes.key} is {classes.num_classes} but {name} has {needed - 1} categories: "
             f"set it to {needed} (categories + background)"
         )
 
@@ -123,7 +125,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     images_per_gpu = images_per_batch // num_gpus
 
     aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
-    paths_catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True)
+    paths_catalog = load_catalog(cfg)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     # Test-time augmentation transforms the raw images itself, once per scale and flip.
     bbox_aug = not is_train and cfg.TEST.BBOX_AUG.ENABLED
@@ -132,8 +134,10 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
 
     collator = BBoxAugCollator() if bbox_aug else BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY)
     loaders = []
+    classes = class_count(cfg)
     for name, dataset in zip(dataset_list, datasets):
-        check_num_classes(dataset, name, cfg.MODEL.PAA.NUM_CLASSES)
+        if classes is not None:  # a proposal-only model ignores the labels
+            check_num_classes(dataset, name, classes)
         sampler = make_data_sampler(dataset, shuffle, is_distributed)
         batch_sampler = make_batch_data_sampler(
             dataset, sampler, aspect_grouping, images_per_gpu, num_iters, start_iter

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 import torch
 
+from paa_core.config.detector import PAA, PROPOSALS_ONLY, detector_kind
 from paa_core.data.transforms import build_test_transforms
 from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, TO_REMOVE, BoxList
 from paa_core.structures.box_ops import box_area, box_iou
@@ -192,7 +193,8 @@ def make_bbox_aug_options(cfg):
     detector's own class-wise NMS and cap: MODEL.PAA's, or the ROI box head's.
     """
     aug = cfg.TEST.BBOX_AUG
-    if not cfg.MODEL.PAA_ON and cfg.MODEL.RPN_ONLY:
+    kind = detector_kind(cfg)
+    if kind == PROPOSALS_ONLY:
         raise ValueError(
             "TEST.BBOX_AUG.ENABLED: a proposal-only model (MODEL.RPN_ONLY) has no classes to "
             "merge detections by; evaluate it without test-time augmentation"
@@ -225,11 +227,9 @@ def make_bbox_aug_options(cfg):
         vote_th=aug.VOTE_TH,
         soft_vote_th=aug.SOFT_VOTE_TH,
         max_vote_detections=aug.VOTE_MAX_DETECTIONS,
-        nms_th=cfg.MODEL.PAA.NMS_TH if cfg.MODEL.PAA_ON else cfg.MODEL.ROI_HEADS.NMS,
+        nms_th=cfg.MODEL.PAA.NMS_TH if kind == PAA else cfg.MODEL.ROI_HEADS.NMS,
         detections_per_img=(
-            cfg.TEST.DETECTIONS_PER_IMG
-            if cfg.MODEL.PAA_ON
-            else cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG
+            cfg.TEST.DETECTIONS_PER_IMG if kind == PAA else cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG
         ),
     )
 

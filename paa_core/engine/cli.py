@@ -10,16 +10,16 @@ import sys
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from yacs.config import CfgNode as CN
 
 from paa_core.checkpoint.model_serialization import WeightMismatchError
 from paa_core.config import get_cfg
-from paa_core.config.reference import check_reference_switches
+from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
+from paa_core.config.loading import load_catalog, load_config
 from paa_core.data import make_data_loader
+from paa_core.modeling.detector.detectors import check_buildable
 from paa_core.utils.comm import get_rank, synchronize
 from paa_core.utils.errors import InputError
-from paa_core.utils.imports import import_file
 from paa_core.utils.logger import setup_logger
 from paa_core.utils.miscellaneous import mkdir, save_config
 
@@ -56,69 +56,6 @@ def make_parser(description):
     # Parsed with parse_intermixed_args, so flags may also follow the overrides.
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
     return parser
-
-
-def _rephrase_yacs_error(error, where):
-    """yacs' KeyError/AssertionError/ValueError text as a message naming the key and where it was set."""
-    text = str(error.args[0]) if error.args else str(error)
-    unknown = re.match(r"Non-existent (?:config )?key: (\S+)", text)
-    if unknown:
-        return f"{where}: unknown config key {unknown.group(1)}"
-    return f"{where}: {text}"
-
-
-def _ints_as_floats(defaults, loaded):
-    """`loaded` with whole numbers given for float keys made floats (the reference's tree
-    has `WEIGHT_DECAY_BIAS: 0`, ours 0.0; yacs would refuse either in the other)."""
-    for key, value in loaded.items():
-        default = defaults.get(key) if isinstance(defaults, CN) else None
-        if isinstance(value, CN):
-            _ints_as_floats(default, value)
-        elif isinstance(default, float) and type(value) is int:
-            loaded[key] = float(value)
-    return loaded
-
-
-def _ints_as_floats_in_opts(defaults, opts):
-    """Command-line KEY VALUE pairs, whole numbers for float keys written as floats."""
-    opts = list(opts)
-    for i in range(0, len(opts) - 1, 2):
-        node = defaults
-        for name in str(opts[i]).split("."):
-            node = node.get(name) if isinstance(node, CN) else None
-        if isinstance(node, float) and str(opts[i + 1]).lstrip("-").isdigit():
-            opts[i + 1] = str(float(opts[i + 1]))
-    return opts
-
-
-def load_config(cfg, config_file, opts):
-    """Merge `config_file` and then `opts` into `cfg` (not frozen), as one-line InputErrors.
-
-    Files written for the reference implementation load as they are; one that switches
-    on a part paa_core leaves out (MODEL.MASK_ON True, ...) is refused here."""
-    if not os.path.isfile(config_file):
-        raise InputError(f"config file not found: {config_file}")
-    try:
-        with open(config_file) as f:
-            loaded = cfg.load_cfg(f)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise InputError(f"{config_file}: cannot parse: {where}{e.problem or e.context}") from None
-    except Exception as e:  # another YAML or file error, whatever its class
-        raise InputError(f"{config_file}: cannot parse: {str(e).splitlines()[0]}") from None
-    try:
-        cfg.merge_from_other_cfg(_ints_as_floats(cfg, loaded))
-    except (KeyError, AssertionError, ValueError, TypeError) as e:
-        raise InputError(_rephrase_yacs_error(e, config_file)) from None
-    try:
-        cfg.merge_from_list(_ints_as_floats_in_opts(cfg, opts))
-    except (KeyError, AssertionError, ValueError, TypeError) as e:
-        raise InputError(_rephrase_yacs_error(e, "command line")) from None
-    try:
-        check_reference_switches(cfg)
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
 def resolve_device(cfg):
@@ -214,7 +151,7 @@ def init_distributed(cfg, local_rank):
 
 def check_dataset_names(cfg, keys):
     """Fail early, in one line, on a dataset name the catalog does not know."""
-    catalog = import_file("paa_core.config.paths_catalog", cfg.PATHS_CATALOG, True).DatasetCatalog
+    catalog = load_catalog(cfg).DatasetCatalog
     for key in keys:
         names = getattr(cfg.DATASETS, key)
         if not names:
@@ -252,6 +189,7 @@ def setup(description, add_arguments=None, training=False):
         add_arguments(parser)
     args = parser.parse_intermixed_args()
     load_config(cfg, args.config_file, args.opts)
+    check_buildable(cfg)  # before anything is written to OUTPUT_DIR
     device_warning = resolve_device(cfg)
     accepted_changes = []
     if training:
@@ -308,7 +246,7 @@ def run_test(cfg, model, distributed, output_dir):
             data_loader,
             dataset_name=dataset_name,
             iou_types=("bbox",),
-            box_only=cfg.MODEL.RPN_ONLY and not cfg.MODEL.PAA_ON,
+            box_only=detector_kind(cfg) == PROPOSALS_ONLY,
             device=cfg.MODEL.DEVICE,
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from paa_core._ops import ops
+from paa_core.config.detector import PAA, detector_kind
 from paa_core.utils.events import listening, publish
 
 
@@ -171,5 +172,5 @@ def make_paa_assigner(cfg) -> ProbabilisticAnchorAssigner:
     """The assigner of the model `cfg` builds: MODEL.PAA.TOPK for the one-stage detector,
     MODEL.RPN.PAA_TOPK for an RPN with PAA labels."""
     return ProbabilisticAnchorAssigner(
-        cfg.MODEL.PAA.TOPK if cfg.MODEL.PAA_ON else cfg.MODEL.RPN.PAA_TOPK
+        cfg.MODEL.PAA.TOPK if detector_kind(cfg) == PAA else cfg.MODEL.RPN.PAA_TOPK
     )

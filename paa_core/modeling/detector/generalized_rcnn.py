@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from paa_core.config.detector import FASTER_RCNN, PAA, detector_kind
 from paa_core.structures.bounding_box import TO_REMOVE
 from paa_core.structures.boxlist_ops import convert_box_offset
 from paa_core.structures.image_list import to_image_list
@@ -33,11 +34,12 @@ class GeneralizedRCNN(nn.Module):
         super().__init__()
         self.backbone = build_backbone(cfg)
         # The proposal module keeps the name `rpn` for PAA too (see above).
-        build_proposals = build_paa if cfg.MODEL.PAA_ON else build_rpn
+        kind = detector_kind(cfg)
+        build_proposals = build_paa if kind == PAA else build_rpn
         self.rpn = build_proposals(cfg, self.backbone.out_channels)
-        self.box_offset = TO_REMOVE if cfg.MODEL.PAA_ON else FASTER_RCNN_BOX_OFFSET
+        self.box_offset = TO_REMOVE if kind == PAA else FASTER_RCNN_BOX_OFFSET
         self.roi_heads = None
-        if not cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
+        if kind == FASTER_RCNN:
             self.roi_heads = build_roi_heads(cfg, self.backbone.out_channels, self.box_offset)
         self.size_divisible = cfg.DATALOADER.SIZE_DIVISIBILITY
 

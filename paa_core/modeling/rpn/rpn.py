@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
 from paa_core.modeling import registry
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.paa_assigner import make_paa_assigner
@@ -107,5 +108,5 @@ def build_rpn(cfg, in_channels: int) -> RPNModule:
         make_rpn_loss_evaluator(cfg, box_coder, make_paa_assigner(cfg) if r.USE_PAA else None),
         make_rpn_postprocessor(cfg, box_coder, is_train=True),
         make_rpn_postprocessor(cfg, box_coder, is_train=False),
-        rpn_only=cfg.MODEL.RPN_ONLY,
+        rpn_only=detector_kind(cfg) == PROPOSALS_ONLY,
     )
