@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from paa_core.layers import SigmoidFocalLoss, sigmoid_focal_loss
+from paa_core.layers import sigmoid_focal_loss
 
 
 def focal_loss_formula(logits, targets, gamma, alpha):
@@ -113,13 +113,6 @@ def test_float32_is_finite_and_accurate_for_huge_logits():
     # A confidently wrong positive (x = -100 would be the worst) costs about alpha * |x|.
     wrong = sigmoid_focal_loss(torch.tensor([[-100.0]]), torch.tensor([1]), 2.0, 0.25)
     torch.testing.assert_close(wrong, torch.tensor([[25.0]]))
-
-
-def test_module_returns_sum():
-    logits, targets = random_inputs(3)
-    total = SigmoidFocalLoss(2.0, 0.25)(logits, targets)
-    assert total.dim() == 0
-    torch.testing.assert_close(total, focal_loss_formula(logits, targets, 2.0, 0.25).sum())
 
 
 def test_bad_inputs_raise():

@@ -8,9 +8,7 @@ from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, FLIP_TOP_BOTTOM, B
 from paa_core.structures.boxlist_ops import (
     boxlist_iou,
     boxlist_ml_nms,
-    boxlist_nms,
     cat_boxlist,
-    remove_small_boxes,
 )
 from paa_core.structures.image_list import ImageList, to_image_list
 
@@ -93,15 +91,6 @@ def test_resize_uniform_and_anisotropic():
     rx = bl.convert("xywh").resize((50, 160))
     assert rx.mode == "xywh"
     torch.testing.assert_close(rx.convert("xyxy").bbox, r.bbox)
-
-
-def test_crop():
-    bl = make_boxlist()
-    c = bl.crop((20, 10, 60, 50))
-    assert c.size == (40.0, 40.0)
-    torch.testing.assert_close(c.bbox[0], torch.tensor([0.0, 10.0, 9.0, 40.0]))
-    torch.testing.assert_close(c.bbox[1], torch.tensor([0.0, 0.0, 40.0, 40.0]))
-    assert c.fields() == ["labels", "scores"]
 
 
 def test_clip_to_image():
@@ -196,18 +185,6 @@ def _nms_input():
     return bl
 
 
-def test_boxlist_nms():
-    bl = _nms_input()
-    # IoU(+1) of boxes 0 and 1 is 90 / 110 = 0.818, of 1 and 3 is 81 / 109 = 0.743.
-    kept = boxlist_nms(bl, 0.8)
-    assert kept.get_field("scores").tolist() == pytest.approx([0.9, 0.7, 0.6])
-    kept = boxlist_nms(bl, 0.5)
-    assert kept.get_field("scores").tolist() == pytest.approx([0.9, 0.7])
-    assert len(boxlist_nms(bl, 0.5, max_proposals=1)) == 1
-    assert len(boxlist_nms(bl, 0.0)) == 4  # disabled
-    assert boxlist_nms(bl.convert("xywh"), 0.5).mode == "xywh"
-
-
 def test_boxlist_ml_nms_keeps_other_labels():
     kept = boxlist_ml_nms(_nms_input(), 0.5)
     assert kept.get_field("scores").tolist() == pytest.approx([0.9, 0.7, 0.6])
@@ -227,12 +204,6 @@ def test_cat_boxlist_and_errors():
         cat_boxlist([a, b.copy_with_fields(["labels"])])
     with pytest.raises(ValueError, match="non-empty"):
         cat_boxlist([])
-
-
-def test_remove_small_boxes():
-    kept = remove_small_boxes(make_boxlist(), 20)
-    assert kept.get_field("labels").tolist() == [3, 1]
-    assert remove_small_boxes(make_boxlist(), 21).get_field("labels").tolist() == [1]
 
 
 # ------------------------------------------------------------------------ image_list

@@ -14,8 +14,8 @@ import torch
 
 from paa_core.config.detector import PAA, PROPOSALS_ONLY, detector_kind
 from paa_core.data.transforms import build_test_transforms
-from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, TO_REMOVE, BoxList
-from paa_core.structures.box_ops import box_area, box_iou
+from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, BoxList
+from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_area, box_iou
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 from paa_core.structures.image_list import to_image_list
 
@@ -62,7 +62,7 @@ def im_detect_bbox(model, images, run, size_divisible, device):
 
 def filter_by_scale_range(boxlist, min_side, max_side):
     """Keep boxes whose area (+1 widths) lies strictly between min_side^2 and max_side^2."""
-    area = box_area(boxlist.convert("xyxy").bbox, offset=TO_REMOVE)
+    area = box_area(boxlist.convert("xyxy").bbox, offset=PLUS_ONE_OFFSET)
     keep = (area > min_side * min_side) & (area < max_side * max_side)
     return boxlist[keep.nonzero().squeeze(1)]
 
@@ -77,7 +77,7 @@ def vote_clusters(boxes, scores, labels, vote_th):
     """
     order = torch.argsort(scores, descending=True, stable=True)
     boxes, labels = boxes[order], labels[order]
-    iou = box_iou(boxes, boxes, offset=TO_REMOVE)
+    iou = box_iou(boxes, boxes, offset=PLUS_ONE_OFFSET)
     joins = (iou >= vote_th) & (labels[:, None] == labels[None, :])
     # The greedy pass visits only cluster leaders; each visit is one vectorised row.
     joins = joins.numpy()

@@ -4,7 +4,7 @@ The op's CPU/CUDA kernels, backward, autocast rule (lower precision logits run i
 float32) and checks are registered with PyTorch's dispatcher (see `paa_core._ops`).
 """
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from paa_core._ops import ops
 
@@ -13,18 +13,3 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, gamma: float, alpha: flo
     """Per-element focal loss [N, C] of logits [N, C]; targets [N] hold 0 (background) or
     1..C (logit column c scores label c + 1), rows with a negative target are ignored."""
     return ops.sigmoid_focal_loss_forward(logits, targets, float(gamma), float(alpha))
-
-
-class SigmoidFocalLoss(nn.Module):
-    """Sum of the focal loss over all anchors and classes (normalise outside)."""
-
-    def __init__(self, gamma: float, alpha: float):
-        super().__init__()
-        self.gamma = gamma
-        self.alpha = alpha
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_focal_loss(logits, targets, self.gamma, self.alpha).sum()
-
-    def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, alpha={self.alpha}"

@@ -11,14 +11,13 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from .box_ops import box_area
+from .box_ops import PLUS_ONE_OFFSET, box_area, clip_boxes
 
 # Transpose methods (the values of PIL's Image.FLIP_LEFT_RIGHT / FLIP_TOP_BOTTOM).
 FLIP_LEFT_RIGHT = 0
 FLIP_TOP_BOTTOM = 1
 
 _MODES = ("xyxy", "xywh")
-TO_REMOVE = 1  # the "+1" of the pixel convention
 
 
 class BoxList:
@@ -86,8 +85,8 @@ class BoxList:
         return (
             xmin,
             ymin,
-            xmin + (w - TO_REMOVE).clamp(min=0),
-            ymin + (h - TO_REMOVE).clamp(min=0),
+            xmin + (w - PLUS_ONE_OFFSET).clamp(min=0),
+            ymin + (h - PLUS_ONE_OFFSET).clamp(min=0),
         )
 
     def _from_xyxy(self, xmin, ymin, xmax, ymax, size):
@@ -105,7 +104,9 @@ class BoxList:
         if mode == "xyxy":
             bbox = torch.cat((xmin, ymin, xmax, ymax), dim=-1)
         else:
-            bbox = torch.cat((xmin, ymin, xmax - xmin + TO_REMOVE, ymax - ymin + TO_REMOVE), dim=-1)
+            bbox = torch.cat(
+                (xmin, ymin, xmax - xmin + PLUS_ONE_OFFSET, ymax - ymin + PLUS_ONE_OFFSET), dim=-1
+            )
         out = BoxList(bbox, self.size, mode=mode)
         out._copy_extra_fields(self)
         return out
@@ -130,39 +131,18 @@ class BoxList:
         image_width, image_height = self.size
         xmin, ymin, xmax, ymax = self._split_into_xyxy()
         if method == FLIP_LEFT_RIGHT:
-            xmin, xmax = image_width - xmax - TO_REMOVE, image_width - xmin - TO_REMOVE
+            xmin, xmax = image_width - xmax - PLUS_ONE_OFFSET, image_width - xmin - PLUS_ONE_OFFSET
         else:
-            ymin, ymax = image_height - ymax - TO_REMOVE, image_height - ymin - TO_REMOVE
+            ymin, ymax = (
+                image_height - ymax - PLUS_ONE_OFFSET,
+                image_height - ymin - PLUS_ONE_OFFSET,
+            )
         return self._from_xyxy(xmin, ymin, xmax, ymax, self.size)
-
-    def crop(self, box: Sequence[float]) -> "BoxList":
-        """Boxes in the frame of the crop `box` = (x1, y1, x2, y2), clamped to it."""
-        x0, y0, x1, y1 = (float(v) for v in box)
-        w, h = x1 - x0, y1 - y0
-        xmin, ymin, xmax, ymax = self._split_into_xyxy()
-        return self._from_xyxy(
-            (xmin - x0).clamp(min=0, max=w),
-            (ymin - y0).clamp(min=0, max=h),
-            (xmax - x0).clamp(min=0, max=w),
-            (ymax - y0).clamp(min=0, max=h),
-            (w, h),
-        )
 
     def clip_to_image(self, remove_empty: bool = True) -> "BoxList":
         """Clamp to [0, w-1] x [0, h-1]; optionally drop boxes left with x2<=x1 or y2<=y1."""
-        xmin, ymin, xmax, ymax = self._split_into_xyxy()
-        max_x = self.size[0] - TO_REMOVE
-        max_y = self.size[1] - TO_REMOVE
         clipped = BoxList(
-            torch.cat(
-                (
-                    xmin.clamp(min=0, max=max_x),
-                    ymin.clamp(min=0, max=max_y),
-                    xmax.clamp(min=0, max=max_x),
-                    ymax.clamp(min=0, max=max_y),
-                ),
-                dim=-1,
-            ),
+            clip_boxes(self.convert("xyxy").bbox, self.size, offset=PLUS_ONE_OFFSET),
             self.size,
             mode="xyxy",
         )
@@ -176,7 +156,7 @@ class BoxList:
     def area(self) -> Tensor:
         box = self.bbox
         if self.mode == "xyxy":
-            return box_area(box, offset=TO_REMOVE)
+            return box_area(box, offset=PLUS_ONE_OFFSET)
         return box[:, 2] * box[:, 3]
 
     # -------------------------------------------------------------- container

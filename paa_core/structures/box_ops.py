@@ -1,14 +1,18 @@
-"""Areas and IoUs of xyxy box tensors, for both pixel conventions.
+"""Areas, IoUs and clipping of xyxy box tensors, for both pixel conventions.
 
 `offset` chooses the convention and is always passed explicitly by the caller:
-1 is the legacy "+1" convention of the PAA reference (a box [x1, x2] covers
-x2 - x1 + 1 pixels; `bounding_box.TO_REMOVE`), 0 is the continuous convention of
-detectron2 and torchvision (width x2 - x1). The same offset goes to the NMS ops
-(`paa_core.layers.nms`), so one detector uses one convention throughout.
+`PLUS_ONE_OFFSET` is the "+1" convention of the PAA reference and the datasets (a box
+[x1, x2] covers x2 - x1 + 1 pixels), `CONTINUOUS_OFFSET` the one of detectron2 and
+torchvision (width x2 - x1), which the Faster R-CNN path computes in. The same offset
+goes to the NMS ops (`paa_core.layers.nms`), so one detector uses one convention
+throughout.
 """
 
 import torch
 from torch import Tensor
+
+PLUS_ONE_OFFSET = 1  # maskrcnn-benchmark's TO_REMOVE
+CONTINUOUS_OFFSET = 0
 
 
 def box_area(boxes: Tensor, *, offset: float) -> Tensor:
@@ -36,3 +40,17 @@ def paired_iou(boxes1: Tensor, boxes2: Tensor, *, offset: float) -> Tensor:
     wh = (rb - lt + offset).clamp(min=0)
     inter = wh[:, 0] * wh[:, 1]
     return inter / (area1 + area2 - inter)
+
+
+def clip_boxes(boxes: Tensor, size: tuple[int, int], *, offset: float) -> Tensor:
+    """boxes [..., 4] clamped to the image of `size` (w, h): [0, w - offset] x [0, h - offset]."""
+    width, height = size
+    return torch.stack(
+        [
+            boxes[..., 0].clamp(0, width - offset),
+            boxes[..., 1].clamp(0, height - offset),
+            boxes[..., 2].clamp(0, width - offset),
+            boxes[..., 3].clamp(0, height - offset),
+        ],
+        dim=-1,
+    )

@@ -1,28 +1,14 @@
-"""Operations on BoxLists: IoU, NMS, concatenation, size filtering."""
+"""Operations on BoxLists: IoU, class-wise NMS, concatenation."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from paa_core.layers import ml_nms, nms
+from paa_core.layers import ml_nms
 
-from .bounding_box import TO_REMOVE, BoxList
-from .box_ops import box_iou
-
-
-def boxlist_nms(
-    boxlist: BoxList, nms_thresh: float, max_proposals: int = -1, score_field: str = "scores"
-) -> BoxList:
-    """Class-agnostic NMS; keeps at most `max_proposals` (> 0) boxes, best first."""
-    if nms_thresh <= 0:
-        return boxlist
-    mode = boxlist.mode
-    boxlist = boxlist.convert("xyxy")
-    keep = nms(boxlist.bbox, boxlist.get_field(score_field), nms_thresh)
-    if max_proposals > 0:
-        keep = keep[:max_proposals]
-    return boxlist[keep].convert(mode)
+from .bounding_box import BoxList
+from .box_ops import PLUS_ONE_OFFSET, box_iou
 
 
 def boxlist_ml_nms(
@@ -48,20 +34,15 @@ def boxlist_ml_nms(
     return boxlist[keep].convert(mode)
 
 
-def remove_small_boxes(boxlist: BoxList, min_size: float) -> BoxList:
-    """Keep boxes whose width and height (+1 convention) are both >= min_size."""
-    _, _, ws, hs = boxlist.convert("xywh").bbox.unbind(dim=1)
-    keep = ((ws >= min_size) & (hs >= min_size)).nonzero().squeeze(1)
-    return boxlist[keep]
-
-
 def boxlist_iou(boxlist1: BoxList, boxlist2: BoxList) -> Tensor:
     """IoU matrix [N, M] of two BoxLists of the same image (+1 areas)."""
     if boxlist1.size != boxlist2.size:
         raise RuntimeError(
             f"boxlist_iou needs BoxLists of the same image, got sizes {boxlist1.size} and {boxlist2.size}"
         )
-    return box_iou(boxlist1.convert("xyxy").bbox, boxlist2.convert("xyxy").bbox, offset=TO_REMOVE)
+    return box_iou(
+        boxlist1.convert("xyxy").bbox, boxlist2.convert("xyxy").bbox, offset=PLUS_ONE_OFFSET
+    )
 
 
 def cat_boxlist(bboxes: Sequence[BoxList]) -> BoxList:

@@ -1,9 +1,9 @@
 """The environment a bug report needs: `python -m paa_core.utils.collect_env`.
 
 Prints the versions of Python, PyTorch, torchvision, CUDA and the compilers, the GPUs,
-and which compiled ops paa_core has and for which devices. Ops are found both ways they
-can be built: registered with PyTorch's dispatcher (`torch.ops.paa_core.*`, one kernel per
-dispatch key) and as plain Python functions of the extension module `paa_core._C`.
+and which compiled ops paa_core has and for which devices: the extension `paa_core._C`
+registers them with PyTorch's dispatcher (`torch.ops.paa_core.*`, one kernel per
+dispatch key).
 """
 
 import glob
@@ -25,8 +25,6 @@ DISPATCH_KEYS = ("CPU", "CUDA", "Meta", "Autograd", "AutocastCPU", "AutocastCUDA
 
 class ExtensionInfo(NamedTuple):
     path: Optional[str]  # the loaded library, None when there is none
-    functions: list[str]  # its Python-bound functions (none for an ops-only library)
-    with_cuda: bool  # whether CUDA kernels were compiled in
     error: str  # why it could not be loaded
 
 
@@ -71,20 +69,11 @@ def dispatcher_ops(namespace: str = "paa_core") -> dict[str, list[str]]:
 
 
 def extension_ops(module_name: str = "paa_core._C") -> ExtensionInfo:
-    """Load the extension module (or, without Python bindings, its library, which registers
-    its ops with the dispatcher) and describe it.
-
-    CUDA kernels are recognised by the registration call that nvcc adds to every object it
-    compiles.
-    """
+    """Load the extension module (or, when it does not import, its library: either
+    registers the ops with the dispatcher) and say where it is."""
     try:
         module = importlib.import_module(module_name)
         path = getattr(module, "__file__", None)
-        functions = sorted(
-            name
-            for name in dir(module)
-            if not name.startswith("_") and callable(getattr(module, name))
-        )
     except Exception as e:  # not built, built against another torch, or an ops-only library
         package, _, leaf = module_name.rpartition(".")
         folder = os.path.dirname(importlib.import_module(package).__file__)
@@ -93,17 +82,13 @@ def extension_ops(module_name: str = "paa_core._C") -> ExtensionInfo:
             + glob.glob(os.path.join(folder, leaf + ".*.pyd"))
         )
         if not libraries:
-            return ExtensionInfo(None, [], False, f"{type(e).__name__}: {e}")
-        path, functions = libraries[0], []
+            return ExtensionInfo(None, f"{type(e).__name__}: {e}")
+        path = libraries[0]
         try:
             torch.ops.load_library(path)
         except Exception as load_error:
-            return ExtensionInfo(None, [], False, f"{type(load_error).__name__}: {load_error}")
-    with_cuda = False
-    if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            with_cuda = b"__cudaRegisterFatBinary" in f.read()
-    return ExtensionInfo(path, functions, with_cuda, "")
+            return ExtensionInfo(None, f"{type(load_error).__name__}: {load_error}")
+    return ExtensionInfo(path, "")
 
 
 def _versions() -> list[tuple[str, str]]:
@@ -153,9 +138,6 @@ def _ops() -> list[tuple[str, str]]:
     else:
         rows.append(("paa_core._C", ext.path))
         rows.append(("  built by", ", ".join(library_compilers(ext.path)) or "unknown"))
-        if ext.functions:
-            devices = "CPU and CUDA" if ext.with_cuda else "CPU only, no CUDA kernels compiled in"
-            rows.append(("  functions", f"{', '.join(ext.functions)} ({devices})"))
     ops = dispatcher_ops()
     for name, keys in ops.items():
         rows.append((f"  torch.ops.paa_core.{name}", ", ".join(keys) or "no kernel"))

@@ -3,14 +3,14 @@
 from torch import nn
 
 from paa_core.config.detector import FASTER_RCNN, PAA, detector_kind
-from paa_core.structures.bounding_box import TO_REMOVE
+from paa_core.structures.box_ops import CONTINUOUS_OFFSET, PLUS_ONE_OFFSET
 from paa_core.structures.boxlist_ops import convert_box_offset
 from paa_core.structures.image_list import to_image_list
 
 from ..backbone import build_backbone
 from ..paa.paa import build_paa
 from ..roi_heads.roi_heads import build_roi_heads
-from ..rpn.rpn import FASTER_RCNN_BOX_OFFSET, build_rpn
+from ..rpn.rpn import build_rpn
 
 
 class GeneralizedRCNN(nn.Module):
@@ -37,7 +37,7 @@ class GeneralizedRCNN(nn.Module):
         kind = detector_kind(cfg)
         build_proposals = build_paa if kind == PAA else build_rpn
         self.rpn = build_proposals(cfg, self.backbone.out_channels)
-        self.box_offset = TO_REMOVE if kind == PAA else FASTER_RCNN_BOX_OFFSET
+        self.box_offset = PLUS_ONE_OFFSET if kind == PAA else CONTINUOUS_OFFSET
         self.roi_heads = None
         if kind == FASTER_RCNN:
             self.roi_heads = build_roi_heads(cfg, self.backbone.out_channels, self.box_offset)
@@ -48,7 +48,7 @@ class GeneralizedRCNN(nn.Module):
             raise ValueError("GeneralizedRCNN: targets are required in training mode")
         images = to_image_list(images, self.size_divisible)
         if targets is not None:
-            targets = [convert_box_offset(t, TO_REMOVE, self.box_offset) for t in targets]
+            targets = [convert_box_offset(t, PLUS_ONE_OFFSET, self.box_offset) for t in targets]
         features = self.backbone(images.tensors)
         result, losses = self.rpn(images, features, targets)
         if self.roi_heads is not None:
@@ -56,4 +56,4 @@ class GeneralizedRCNN(nn.Module):
             losses = {**losses, **detector_losses}
         if self.training:
             return losses
-        return [convert_box_offset(r, self.box_offset, TO_REMOVE) for r in result]
+        return [convert_box_offset(r, self.box_offset, PLUS_ONE_OFFSET) for r in result]

@@ -17,8 +17,8 @@ from paa_core.layers.iou_loss import giou_loss
 from paa_core.layers.sigmoid_focal_loss import sigmoid_focal_loss
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
-from paa_core.structures.bounding_box import TO_REMOVE, BoxList
-from paa_core.structures.box_ops import box_iou, paired_iou
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou, paired_iou
 from paa_core.utils.comm import get_world_size, reduce_sum
 from paa_core.utils.events import listening, publish
 
@@ -72,7 +72,7 @@ class PAALossComputation:
         offset = 0
         for targets_im in targets:
             targets_im = targets_im.convert("xyxy")
-            matched_im = self.matcher(box_iou(targets_im.bbox, boxes, offset=TO_REMOVE))
+            matched_im = self.matcher(box_iou(targets_im.bbox, boxes, offset=PLUS_ONE_OFFSET))
             matched.append(torch.where(matched_im >= 0, matched_im + offset, -1))
             gt_boxes.append(targets_im.bbox)
             gt_labels.append(targets_im.get_field("labels").long())
@@ -181,7 +181,7 @@ class PAALossComputation:
             cls_flat, reg_flat, targets, anchors
         )
         pred_boxes = self.box_coder.decode(reg_flat[pos_idx], pos_anchors)
-        iou_targets = paired_iou(pred_boxes.detach(), reg_targets, offset=TO_REMOVE)
+        iou_targets = paired_iou(pred_boxes.detach(), reg_targets, offset=PLUS_ONE_OFFSET)
 
         totals = (
             reduce_sum(

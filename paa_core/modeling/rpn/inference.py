@@ -1,9 +1,10 @@
 """RPN proposals: per-level top-k, decoding, clipping, per-level NMS, per-image top-k."""
 
 import torch
-from torchvision.ops import batched_nms
 
+from paa_core.layers import ml_nms
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import clip_boxes
 
 from ..head_outputs import flatten_rpn_outputs
 
@@ -62,15 +63,7 @@ class RPNPostProcessor(torch.nn.Module):
         boxes, scores, levels = self.select_top_per_level(anchors, scores, box_regression)
         proposals = []
         for boxes_i, scores_i, (height, width) in zip(boxes, scores, image_sizes):
-            boxes_i = torch.stack(
-                [
-                    boxes_i[:, 0].clamp(0, width),
-                    boxes_i[:, 1].clamp(0, height),
-                    boxes_i[:, 2].clamp(0, width),
-                    boxes_i[:, 3].clamp(0, height),
-                ],
-                dim=1,
-            )
+            boxes_i = clip_boxes(boxes_i, (width, height), offset=self.box_coder.offset)
             size = boxes_i[:, 2:] - boxes_i[:, :2]
             keep = (
                 ((size > self.min_size).all(dim=1) & torch.isfinite(boxes_i).all(dim=1))
@@ -78,9 +71,10 @@ class RPNPostProcessor(torch.nn.Module):
                 .squeeze(1)
             )
             boxes_i, scores_i, levels_i = boxes_i[keep], scores_i[keep], levels[keep]
-            keep = batched_nms(boxes_i, scores_i, levels_i, self.nms_thresh)[
-                : self.fpn_post_nms_top_n
-            ]
+            keep = ml_nms(
+                boxes_i, scores_i, levels_i, self.nms_thresh, offset=self.box_coder.offset
+            )
+            keep = keep[: self.fpn_post_nms_top_n]
             proposal = BoxList(boxes_i[keep], (width, height), mode="xyxy")
             proposal.add_field("objectness", scores_i[keep])
             proposals.append(proposal)

@@ -15,8 +15,7 @@ from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiv
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner
-from paa_core.structures.bounding_box import TO_REMOVE
-from paa_core.structures.box_ops import box_iou, paired_iou
+from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou, paired_iou
 
 
 class RPNLossComputation:
@@ -141,7 +140,7 @@ class RPNLossComputation:
             return losses
         pos_anchors = anchors[pos.nonzero()[:, 1]]
         pred_boxes = self.box_coder.decode(box_regression[pos].detach(), pos_anchors)
-        iou_targets = paired_iou(pred_boxes, matched_boxes[pos], offset=TO_REMOVE)
+        iou_targets = paired_iou(pred_boxes, matched_boxes[pos], offset=PLUS_ONE_OFFSET)
         losses["loss_rpn_box_reg"] = (iou_targets * l1).sum() / normalizer
         losses["loss_rpn_iou"] = F.binary_cross_entropy_with_logits(
             iou_pred[pos], iou_targets, reduction="sum"

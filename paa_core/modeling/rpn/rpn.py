@@ -7,14 +7,12 @@ from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
 from paa_core.modeling import registry
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.paa_assigner import make_paa_assigner
+from paa_core.structures.box_ops import CONTINUOUS_OFFSET
 
 from ..anchor_generator import make_anchor_generator_rpn
 from ..head_outputs import flatten_rpn_outputs
 from .inference import make_rpn_postprocessor
 from .loss import make_rpn_loss_evaluator
-
-# Boxes on the Faster R-CNN path use detectron2's convention: width x2 - x1.
-FASTER_RCNN_BOX_OFFSET = 0
 
 
 @registry.RPN_HEADS.register("SingleConvRPNHead")
@@ -101,7 +99,7 @@ def build_rpn(cfg, in_channels: int) -> RPNModule:
     head = registry.RPN_HEADS[r.RPN_HEAD](
         in_channels, anchor_generator.num_anchors_per_location()[0], use_iou_pred=r.USE_IOU_PRED
     )
-    box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), offset=FASTER_RCNN_BOX_OFFSET)
+    box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), offset=CONTINUOUS_OFFSET)
     return RPNModule(
         head,
         anchor_generator,

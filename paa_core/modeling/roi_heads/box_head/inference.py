@@ -3,9 +3,10 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
+from paa_core.layers import ml_nms
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import clip_boxes
 
 
 class PostProcessor(nn.Module):
@@ -30,22 +31,14 @@ class PostProcessor(nn.Module):
         start = 0
         for proposal in proposals:
             end = start + len(proposal)
-            width, height = proposal.size
             scores = probs[start:end, 1:]
             boxes_i = boxes[start:end].view(-1, num_classes, 4)[:, 1:]
-            boxes_i = torch.stack(
-                [
-                    boxes_i[..., 0].clamp(0, width),
-                    boxes_i[..., 1].clamp(0, height),
-                    boxes_i[..., 2].clamp(0, width),
-                    boxes_i[..., 3].clamp(0, height),
-                ],
-                dim=-1,
-            )
+            boxes_i = clip_boxes(boxes_i, proposal.size, offset=self.box_coder.offset)
             keep = (scores > self.score_thresh) & torch.isfinite(boxes_i).all(dim=-1)
             rows, cols = keep.nonzero(as_tuple=True)
             boxes_k, scores_k = boxes_i[rows, cols], scores[rows, cols]
-            keep = batched_nms(boxes_k, scores_k, cols, self.nms)[: self.detections_per_img]
+            keep = ml_nms(boxes_k, scores_k, cols, self.nms, offset=self.box_coder.offset)
+            keep = keep[: self.detections_per_img]
             result = BoxList(boxes_k[keep], proposal.size, mode="xyxy")
             result.add_field("scores", scores_k[keep])
             result.add_field("labels", cols[keep] + 1)

@@ -9,8 +9,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from paa_core.structures.bounding_box import TO_REMOVE, BoxList
-from paa_core.structures.box_ops import box_iou
+from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou
 from .analysis import report_analysis
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -143,7 +143,7 @@ def evaluate_box_proposals(predictions, dataset, area="all", limit=None):
         if len(boxes) == 0:
             overlaps.append(gt.new_zeros(len(gt)))
             continue
-        overlaps.append(_match_overlaps(box_iou(gt, boxes, offset=TO_REMOVE)))
+        overlaps.append(_match_overlaps(box_iou(gt, boxes, offset=PLUS_ONE_OFFSET)))
     overlaps = torch.cat(overlaps) if overlaps else torch.zeros(0)
     thresholds = torch.arange(0.5, 0.95 + 1e-5, 0.05)
     recalls = (overlaps[None, :] >= thresholds[:, None]).float().mean(dim=1)
