@@ -1,6 +1,7 @@
 """Per-image random subsampling of positive and negative training examples."""
 
 import torch
+from torch import Tensor
 
 
 class BalancedPositiveNegativeSampler:
@@ -8,13 +9,19 @@ class BalancedPositiveNegativeSampler:
     `positive_fraction` are positive; negatives fill the rest. Chosen uniformly at random.
     """
 
-    def __init__(self, batch_size_per_image, positive_fraction):
+    def __init__(self, batch_size_per_image: int, positive_fraction: float):
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
 
-    def __call__(self, labels_per_image):
-        """labels_per_image: per image an int tensor [K_i] with 1 (positive), 0 (negative),
-        -1 (ignored). Returns two lists of bool masks [K_i]: sampled positives, negatives."""
+    def __call__(self, labels_per_image: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Draw the examples of each image.
+
+        Args:
+            labels_per_image: per image an int tensor [K_i] with 1 (positive), 0
+                (negative), -1 (ignored).
+        Returns:
+            Two lists of bool masks [K_i]: the sampled positives, the sampled negatives.
+        """
         pos_masks, neg_masks = [], []
         for labels in labels_per_image:
             positive = torch.nonzero(labels >= 1).squeeze(1)

@@ -1,6 +1,7 @@
 """Assign each prediction (anchor) to at most one ground-truth box by IoU."""
 
 import torch
+from torch import Tensor
 
 
 class Matcher:
@@ -18,7 +19,9 @@ class Matcher:
     BELOW_LOW_THRESHOLD = -1
     BETWEEN_THRESHOLDS = -2
 
-    def __init__(self, high_threshold, low_threshold, allow_low_quality_matches=False):
+    def __init__(
+        self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False
+    ):
         if low_threshold > high_threshold:
             raise ValueError(
                 f"Matcher low_threshold {low_threshold} exceeds high_threshold {high_threshold}"
@@ -27,7 +30,7 @@ class Matcher:
         self.low_threshold = low_threshold
         self.allow_low_quality_matches = allow_low_quality_matches
 
-    def __call__(self, match_quality_matrix):
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
         """[G, A] float -> [A] int64 of GT indices or the negative codes above."""
         if match_quality_matrix.dim() != 2:
             raise ValueError(
@@ -54,8 +57,16 @@ class Matcher:
             self.set_low_quality_matches_(matches, all_matches, match_quality_matrix)
         return matches
 
-    def set_low_quality_matches_(self, matches, all_matches, match_quality_matrix):
-        """Give back their best GT to anchors that are a best anchor of some GT."""
+    def set_low_quality_matches_(
+        self, matches: Tensor, all_matches: Tensor, match_quality_matrix: Tensor
+    ) -> None:
+        """Give back their best GT to anchors that are a best anchor of some GT.
+
+        Args:
+            matches: [A] the thresholded matches, changed in place.
+            all_matches: [A] each anchor's best GT before thresholding.
+            match_quality_matrix: [G, A].
+        """
         highest_quality_foreach_gt, _ = match_quality_matrix.max(dim=1)
         is_best = match_quality_matrix == highest_quality_foreach_gt[:, None]
         best_anchor = is_best.any(dim=0)

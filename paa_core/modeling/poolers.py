@@ -2,11 +2,13 @@
 
 import math
 import sys
+from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import box_area
 
 
@@ -14,14 +16,21 @@ class LevelMapper:
     """FPN level of each box: floor(k0 + log2(sqrt(area) / s0 + eps)) clamped to
     [k_min, k_max], returned as an index 0..k_max-k_min (area with `box_offset`)."""
 
-    def __init__(self, k_min, k_max, canonical_scale=224, canonical_level=4, box_offset=0):
+    def __init__(
+        self,
+        k_min: int,
+        k_max: int,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+        box_offset: float = 0,
+    ):
         self.k_min = k_min
         self.k_max = k_max
         self.s0 = canonical_scale
         self.lvl0 = canonical_level
         self.box_offset = box_offset
 
-    def __call__(self, boxes):
+    def __call__(self, boxes: Tensor) -> Tensor:
         """boxes [K, 4] -> level indices [K] (int64)."""
         s = torch.sqrt(box_area(boxes, offset=self.box_offset))
         levels = torch.floor(self.lvl0 + torch.log2(s / self.s0 + sys.float_info.epsilon))
@@ -35,7 +44,9 @@ class Pooler(nn.Module):
     [K, C, output_size, output_size] for the K boxes of all images, in image order.
     """
 
-    def __init__(self, output_size, scales, sampling_ratio, box_offset=0):
+    def __init__(
+        self, output_size: int, scales: Sequence[float], sampling_ratio: int, box_offset: float = 0
+    ):
         super().__init__()
         self.output_size = (output_size, output_size)
         self.scales = tuple(scales)
@@ -44,8 +55,13 @@ class Pooler(nn.Module):
         lvl_max = -math.log2(self.scales[-1])
         self.map_levels = LevelMapper(round(lvl_min), round(lvl_max), box_offset=box_offset)
 
-    def forward(self, features, boxes):
-        """features: per level [N, C, H, W] (extra levels are ignored); boxes: per image BoxLists."""
+    def forward(self, features: list[Tensor], boxes: list[BoxList]) -> Tensor:
+        """Pooled features [K, C, output_size, output_size] of all boxes.
+
+        Args:
+            features: per level [N, C, H, W] (extra levels are ignored).
+            boxes: per image, a BoxList (xyxy).
+        """
         rois = torch.cat(
             [
                 torch.cat(

@@ -7,7 +7,7 @@ from ..registry import BACKBONES
 from .generalized_rcnn import GeneralizedRCNN
 
 
-def check_buildable(cfg):
+def check_buildable(cfg) -> None:
     """Raise a one-line InputError naming every key of `cfg` that asks for a part paa_core
     does not have: a reference switch, or a body that no backbone builder registers."""
     problems = reference_problems(cfg)
@@ -21,7 +21,7 @@ def check_buildable(cfg):
         raise InputError("; ".join(problems))
 
 
-def build_detection_model(cfg):
+def build_detection_model(cfg) -> GeneralizedRCNN:
     """MODEL.META_ARCHITECTURE names the one detector class there is (the reference's name)."""
     check_buildable(cfg)
     name = cfg.MODEL.META_ARCHITECTURE

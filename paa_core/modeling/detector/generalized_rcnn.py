@@ -1,11 +1,14 @@
 """The detector: backbone (ResNet + FPN), then the PAA stage, or an RPN and ROI heads."""
 
-from torch import nn
+from typing import Optional, Union
+
+from torch import Tensor, nn
 
 from paa_core.config.detector import FASTER_RCNN, PAA, detector_kind
+from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import CONTINUOUS_OFFSET, PLUS_ONE_OFFSET
 from paa_core.structures.boxlist_ops import convert_box_offset
-from paa_core.structures.image_list import to_image_list
+from paa_core.structures.image_list import ImageList, to_image_list
 
 from ..backbone import build_backbone
 from ..paa.paa import build_paa
@@ -43,7 +46,11 @@ class GeneralizedRCNN(nn.Module):
             self.roi_heads = build_roi_heads(cfg, self.backbone.out_channels, self.box_offset)
         self.size_divisible = cfg.DATALOADER.SIZE_DIVISIBILITY
 
-    def forward(self, images, targets=None):
+    def forward(
+        self,
+        images: Union[ImageList, Tensor, list[Tensor]],
+        targets: Optional[list[BoxList]] = None,
+    ) -> Union[dict[str, Tensor], list[BoxList]]:
         if self.training and targets is None:
             raise ValueError("GeneralizedRCNN: targets are required in training mode")
         images = to_image_list(images, self.size_divisible)

@@ -36,6 +36,15 @@ class IoUPreassignment(NamedTuple):
     gt_labels: Tensor  # [G]
 
 
+class PAATargets(NamedTuple):
+    """The assignment of a batch (see `compute_targets`), B images of A anchors each."""
+
+    labels: Tensor  # [B*A] 0 background, 1..C
+    pos_idx: Tensor  # [P] flat indices of the positives
+    pos_anchors: Tensor  # [P, 4] their anchors
+    reg_targets: Tensor  # [P, 4] their regression target boxes
+
+
 class PAALossComputation:
     """Pre-assigns anchors by IoU, scores the candidates, lets `assigner` pick the
     positives and returns (loss_cls, loss_reg, loss_iou_pred)."""
@@ -110,7 +119,7 @@ class PAALossComputation:
         reg_flat: Tensor,
         targets: list[BoxList],
         anchors: list[Tensor],
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> PAATargets:
         """PAA assignment for a batch (docs/DESIGN.md §4.1-4.5).
 
         cls_flat [B*A, C], reg_flat [B*A, 4] (flattened head outputs). Returns labels
@@ -154,7 +163,7 @@ class PAALossComputation:
             )
         labels = torch.zeros_like(matched)
         labels[pos_idx] = gt_labels[cand_gt[pos]]
-        return labels, pos_idx, cand_anchors[pos], cand_targets[pos]
+        return PAATargets(labels, pos_idx, cand_anchors[pos], cand_targets[pos])
 
     def __call__(
         self,

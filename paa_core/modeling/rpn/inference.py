@@ -1,15 +1,19 @@
 """RPN proposals: per-level top-k, decoding, clipping, per-level NMS, per-image top-k."""
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from paa_core.layers import ml_nms
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import clip_boxes
 
 from ..head_outputs import flatten_rpn_outputs
 
 
-def combined_objectness(objectness, iou_pred):
+def combined_objectness(objectness: Tensor, iou_pred: Optional[Tensor]) -> Tensor:
     """The PAA RPN's ranking logit: logit(sqrt(sigmoid(o) * sigmoid(q))) (may be +-inf;
     only the order is used); plain `objectness` without the IoU branch."""
     if iou_pred is None:
@@ -29,7 +33,14 @@ class RPNPostProcessor(torch.nn.Module):
     (xyxy, detectron2 convention) with the score in the field "objectness".
     """
 
-    def __init__(self, pre_nms_top_n, fpn_post_nms_top_n, nms_thresh, min_size, box_coder):
+    def __init__(
+        self,
+        pre_nms_top_n: int,
+        fpn_post_nms_top_n: int,
+        nms_thresh: float,
+        min_size: float,
+        box_coder: BoxCoder,
+    ):
         super().__init__()
         self.pre_nms_top_n = pre_nms_top_n
         self.fpn_post_nms_top_n = fpn_post_nms_top_n
@@ -37,9 +48,17 @@ class RPNPostProcessor(torch.nn.Module):
         self.min_size = min_size
         self.box_coder = box_coder
 
-    def select_top_per_level(self, anchors, scores, box_regression):
-        """anchors: per level [T_l, 4]; scores [N, T], box_regression [N, T, 4].
-        -> decoded boxes [N, K, 4], scores [N, K], level ids [K] of the per-level top-k."""
+    def select_top_per_level(
+        self, anchors: list[Tensor], scores: Tensor, box_regression: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The `pre_nms_top_n` best anchors of each level, decoded.
+
+        Args:
+            anchors: per level [T_l, 4].
+            scores [N, T], box_regression [N, T, 4]: flattened over the levels.
+        Returns:
+            decoded boxes [N, K, 4], their scores [N, K] and level ids [K].
+        """
         boxes, top_scores, levels = [], [], []
         start = 0
         for level, anchors_l in enumerate(anchors):
@@ -54,8 +73,22 @@ class RPNPostProcessor(torch.nn.Module):
             start = end
         return torch.cat(boxes, dim=1), torch.cat(top_scores, dim=1), torch.cat(levels)
 
-    def forward(self, anchors, objectness, box_regression, iou_pred, image_sizes):
-        """anchors: per level [T_l, 4]; head outputs per level; image_sizes: (h, w) per image."""
+    def forward(
+        self,
+        anchors: list[Tensor],
+        objectness: list[Tensor],
+        box_regression: list[Tensor],
+        iou_pred: Optional[list[Tensor]],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[BoxList]:
+        """Proposals of each image.
+
+        Args:
+            anchors: per level [T_l, 4].
+            objectness, box_regression, iou_pred: the head's per-level outputs
+                (iou_pred None without the IoU branch).
+            image_sizes: (h, w) per image.
+        """
         objectness, box_regression, iou_pred = flatten_rpn_outputs(
             objectness, box_regression, iou_pred
         )
@@ -81,7 +114,7 @@ class RPNPostProcessor(torch.nn.Module):
         return proposals
 
 
-def make_rpn_postprocessor(cfg, box_coder, is_train):
+def make_rpn_postprocessor(cfg, box_coder: BoxCoder, is_train: bool) -> RPNPostProcessor:
     r = cfg.MODEL.RPN
     return RPNPostProcessor(
         pre_nms_top_n=r.PRE_NMS_TOP_N_TRAIN if is_train else r.PRE_NMS_TOP_N_TEST,

@@ -6,16 +6,34 @@ everything is computed on [N, T] tensors (N images, T anchors); GTs of all image
 one list of G boxes, and the PAA mixtures of all GTs are fitted in one batched call.
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
 from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner
+from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou, paired_iou
+
+
+class RPNMatches(NamedTuple):
+    """IoU matching of a batch's anchors (see `RPNLossComputation.match_targets`)."""
+
+    labels: Tensor  # [N, T] 1 matched, 0 negative, -1 ignored
+    matched: Tensor  # [N, T] each anchor's GT, an index into gt_boxes
+    gt_boxes: Tensor  # [G, 4] the GT boxes of all images
+
+
+class RPNTargets(NamedTuple):
+    """Training targets of a batch's anchors (see `RPNLossComputation.prepare_targets`)."""
+
+    labels: Tensor  # [N, T] 1 positive, 0 negative, -1 ignored
+    matched_boxes: Tensor  # [N, T, 4] each anchor's GT box
+    regression_targets: Tensor  # [N, T, 4] its encoded deltas
 
 
 class RPNLossComputation:
@@ -45,10 +63,17 @@ class RPNLossComputation:
         self.paa_assigner = paa_assigner
         self.box_offset = box_offset
 
-    def match_targets(self, anchors, targets):
-        """anchors [T, 4], targets: per image BoxLists (xyxy). Returns labels [N, T] (1, 0,
-        -1 as above), the matched GT of every anchor [N, T] as an index into the batch's
-        concatenated GT boxes [G, 4] (0 where unmatched or when G = 0), and those boxes."""
+    def match_targets(self, anchors: Tensor, targets: list[BoxList]) -> RPNMatches:
+        """IoU labels of every anchor of every image.
+
+        Args:
+            anchors: [T, 4], shared by the images.
+            targets: per image, a BoxList of GT boxes.
+        Returns:
+            labels [N, T] (1, 0, -1 as above), the matched GT of every anchor [N, T] as an
+            index into the batch's concatenated GT boxes [G, 4] (0 where unmatched or
+            when G = 0), and those boxes.
+        """
         labels, matched, gt_boxes = [], [], []
         start = 0
         for target in targets:
@@ -63,15 +88,32 @@ class RPNLossComputation:
         gt_boxes = torch.cat(gt_boxes, dim=0)
         # Unmatched anchors (all anchors of an image without GT) point at some valid GT.
         matched = torch.stack(matched).clamp(max=max(len(gt_boxes) - 1, 0))
-        return torch.stack(labels), matched, gt_boxes
+        return RPNMatches(torch.stack(labels), matched, gt_boxes)
 
     @torch.no_grad()
     def paa_labels(
-        self, labels, matched, num_gt, anchor_levels, objectness, box_regression, regression_targets
-    ):
+        self,
+        labels: Tensor,
+        matched: Tensor,
+        num_gt: int,
+        anchor_levels: Tensor,
+        objectness: Tensor,
+        box_regression: Tensor,
+        regression_targets: Tensor,
+    ) -> Tensor:
         """PAA positives (1) among the matched anchors, every other anchor negative (0).
 
-        Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's."""
+        Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's.
+
+        Args:
+            labels, matched: `match_targets`' [N, T] answers.
+            num_gt: G, the number of GT boxes of the batch.
+            anchor_levels: [T] FPN level of each anchor.
+            objectness [N, T], box_regression [N, T, 4]: the head's outputs (detached).
+            regression_targets: [N, T, 4] deltas of each anchor's GT.
+        Returns:
+            labels [N, T], 1 or 0.
+        """
         num_levels = int(anchor_levels.max()) + 1
         cand = torch.nonzero(labels.reshape(-1) == 1).squeeze(1)
         cost = F.softplus(-objectness.reshape(-1)[cand]) + (
@@ -84,9 +126,20 @@ class RPNLossComputation:
         paa[cand[pos]] = 1
         return paa.view_as(labels)
 
-    def prepare_targets(self, anchors, objectness, box_regression, targets):
-        """-> labels [N, T] (1 positive, 0 negative, -1 ignored; PAA labels with a `paa_assigner`),
-        the matched GT box of every anchor [N, T, 4] and its regression target [N, T, 4]."""
+    def prepare_targets(
+        self,
+        anchors: list[Tensor],
+        objectness: Tensor,
+        box_regression: Tensor,
+        targets: list[BoxList],
+    ) -> RPNTargets:
+        """Labels (PAA labels with a `paa_assigner`), GT boxes and regression targets.
+
+        Args:
+            anchors: per level [T_l, 4].
+            objectness [N, T], box_regression [N, T, 4]: the flattened head outputs.
+            targets: per image, a BoxList of GT boxes.
+        """
         anchor_levels = torch.cat(
             [
                 torch.full((len(a),), level, dtype=torch.long, device=a.device)
@@ -97,7 +150,9 @@ class RPNLossComputation:
         labels, matched, gt_boxes = self.match_targets(anchors, targets)
         num_images, num_anchors = labels.shape
         if gt_boxes.numel() == 0:
-            return labels, torch.zeros_like(box_regression), torch.zeros_like(box_regression)
+            return RPNTargets(
+                labels, torch.zeros_like(box_regression), torch.zeros_like(box_regression)
+            )
         matched_boxes = gt_boxes[matched]  # [N, T, 4]
         regression_targets = self.box_coder.encode(
             matched_boxes.reshape(-1, 4), anchors.repeat(num_images, 1)
@@ -112,11 +167,26 @@ class RPNLossComputation:
                 box_regression.detach(),
                 regression_targets,
             )
-        return labels, matched_boxes, regression_targets
+        return RPNTargets(labels, matched_boxes, regression_targets)
 
-    def __call__(self, anchors, objectness, box_regression, iou_pred, targets):
-        """anchors: per level [T_l, 4]; objectness [N, T], box_regression [N, T, 4],
-        iou_pred [N, T] or None (see `flatten_rpn_outputs`); targets: per image BoxLists."""
+    def __call__(
+        self,
+        anchors: list[Tensor],
+        objectness: Tensor,
+        box_regression: Tensor,
+        iou_pred: Optional[Tensor],
+        targets: list[BoxList],
+    ) -> dict[str, Tensor]:
+        """The RPN losses of a batch.
+
+        Args:
+            anchors: per level [T_l, 4].
+            objectness [N, T], box_regression [N, T, 4], iou_pred [N, T] or None: the
+                head's outputs as `flatten_rpn_outputs` gives them.
+            targets: per image, a BoxList of GT boxes.
+        Returns:
+            {"loss_objectness", "loss_rpn_box_reg"[, "loss_rpn_iou"]}.
+        """
         labels, matched_boxes, regression_targets = self.prepare_targets(
             anchors, objectness, box_regression, targets
         )

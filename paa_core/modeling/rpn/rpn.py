@@ -1,18 +1,22 @@
 """The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch)."""
 
+from typing import Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
 from paa_core.modeling import registry
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.paa_assigner import make_paa_assigner
+from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import CONTINUOUS_OFFSET
+from paa_core.structures.image_list import ImageList
 
-from ..anchor_generator import make_anchor_generator_rpn
+from ..anchor_generator import AnchorGenerator, make_anchor_generator_rpn
 from ..head_outputs import flatten_rpn_outputs
-from .inference import make_rpn_postprocessor
-from .loss import make_rpn_loss_evaluator
+from .inference import RPNPostProcessor, make_rpn_postprocessor
+from .loss import RPNLossComputation, make_rpn_loss_evaluator
 
 
 @registry.RPN_HEADS.register("SingleConvRPNHead")
@@ -21,7 +25,7 @@ class RPNHead(nn.Module):
     conv1x1 -> [N, 4A, H, W]; with `use_iou_pred`, IoU logits conv3x3(t) -> [N, A, H, W]
     (kept at PyTorch's default init, as in the PAA authors' RPN; the others are N(0, 0.01))."""
 
-    def __init__(self, in_channels, num_anchors, use_iou_pred=False):
+    def __init__(self, in_channels: int, num_anchors: int, use_iou_pred: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, 3, stride=1, padding=1)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
@@ -31,7 +35,9 @@ class RPNHead(nn.Module):
             nn.init.constant_(conv.bias, 0)
         self.iou_pred = nn.Conv2d(in_channels, num_anchors, 3, padding=1) if use_iou_pred else None
 
-    def forward(self, features):
+    def forward(
+        self, features: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor], Optional[list[Tensor]]]:
         """-> per-level lists (objectness, deltas, IoU logits or None)."""
         objectness, deltas, iou = [], [], []
         for feature in features:
@@ -51,12 +57,12 @@ class RPNModule(nn.Module):
 
     def __init__(
         self,
-        head,
-        anchor_generator,
-        loss_evaluator,
-        box_selector_train,
-        box_selector_test,
-        rpn_only=False,
+        head: RPNHead,
+        anchor_generator: AnchorGenerator,
+        loss_evaluator: RPNLossComputation,
+        box_selector_train: RPNPostProcessor,
+        box_selector_test: RPNPostProcessor,
+        rpn_only: bool = False,
     ):
         super().__init__()
         self.head = head
@@ -66,7 +72,11 @@ class RPNModule(nn.Module):
         self.box_selector_test = box_selector_test
         self.rpn_only = rpn_only
 
-    def forward(self, images, features, targets=None):
+    def forward(
+        self, images: ImageList, features: list[Tensor], targets: Optional[list[BoxList]] = None
+    ) -> tuple[Optional[list[BoxList]], dict[str, Tensor]]:
+        """images: the batch; features: the FPN levels; targets: per image GT BoxLists
+        (training only)."""
         objectness, box_regression, iou_pred = self.head(features)
         anchors = self.anchor_generator(features)
         if not self.training:

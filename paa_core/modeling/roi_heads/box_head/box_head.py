@@ -1,30 +1,45 @@
 """The ROI box head: features of the proposals -> class scores and refined boxes."""
 
+from typing import Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.modeling.matcher import Matcher
+from paa_core.structures.bounding_box import BoxList
 
 from .inference import PostProcessor
 from .loss import FastRCNNLossComputation
-from .roi_box_feature_extractors import make_roi_box_feature_extractor
-from .roi_box_predictors import make_roi_box_predictor
+from .roi_box_feature_extractors import FPN2MLPFeatureExtractor, make_roi_box_feature_extractor
+from .roi_box_predictors import FPNPredictor, make_roi_box_predictor
 
 
 class ROIBoxHead(nn.Module):
     """Training: samples the proposals, -> (features, sampled proposals,
     {"loss_classifier", "loss_box_reg"}); eval: -> (features, detections, {})."""
 
-    def __init__(self, feature_extractor, predictor, post_processor, loss_evaluator):
+    def __init__(
+        self,
+        feature_extractor: FPN2MLPFeatureExtractor,
+        predictor: FPNPredictor,
+        post_processor: PostProcessor,
+        loss_evaluator: FastRCNNLossComputation,
+    ):
         super().__init__()
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.post_processor = post_processor
         self.loss_evaluator = loss_evaluator
 
-    def forward(self, features, proposals, targets=None):
+    def forward(
+        self,
+        features: list[Tensor],
+        proposals: list[BoxList],
+        targets: Optional[list[BoxList]] = None,
+    ) -> tuple[Tensor, list[BoxList], dict[str, Tensor]]:
+        """features: the FPN levels; proposals, targets: per image BoxLists."""
         if self.training:
             proposals = self.loss_evaluator.subsample(proposals, targets)
         x = self.feature_extractor(features, proposals)
@@ -38,7 +53,7 @@ class ROIBoxHead(nn.Module):
         return x, proposals, {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
 
 
-def build_roi_box_head(cfg, in_channels, box_offset):
+def build_roi_box_head(cfg, in_channels: int, box_offset: float) -> ROIBoxHead:
     r = cfg.MODEL.ROI_HEADS
     box_coder = BoxCoder(r.BBOX_REG_WEIGHTS, offset=box_offset)
     feature_extractor = make_roi_box_feature_extractor(cfg, in_channels, box_offset)

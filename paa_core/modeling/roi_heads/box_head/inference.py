@@ -2,9 +2,10 @@
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.layers import ml_nms
+from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import clip_boxes
 
@@ -15,15 +16,25 @@ class PostProcessor(nn.Module):
     NMS at `nms` within their class and the best `detections_per_img` are kept.
     Returns BoxLists with "scores" and "labels" (1..C)."""
 
-    def __init__(self, score_thresh, nms, detections_per_img, box_coder):
+    def __init__(
+        self, score_thresh: float, nms: float, detections_per_img: int, box_coder: BoxCoder
+    ):
         super().__init__()
         self.score_thresh = score_thresh
         self.nms = nms
         self.detections_per_img = detections_per_img
         self.box_coder = box_coder
 
-    def forward(self, class_logits, box_regression, proposals):
-        """class_logits [K, C+1], box_regression [K, 4 (C+1)] for the proposals' K boxes."""
+    def forward(
+        self, class_logits: Tensor, box_regression: Tensor, proposals: list[BoxList]
+    ) -> list[BoxList]:
+        """Detections of each image.
+
+        Args:
+            class_logits [K, C+1], box_regression [K, 4 (C+1)]: the predictor's outputs
+                for the K boxes of `proposals`, in order.
+            proposals: per image, a BoxList.
+        """
         probs = F.softmax(class_logits, dim=-1)
         boxes = self.box_coder.decode(box_regression, torch.cat([p.bbox for p in proposals], dim=0))
         num_classes = probs.shape[1]

@@ -4,7 +4,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
+from paa_core.modeling.box_coder import BoxCoder
+from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import box_iou
 
@@ -20,16 +24,29 @@ class FastRCNNLossComputation:
     error of the GT class's 4 deltas over the foreground and divides by that same count.
     """
 
-    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, box_offset=0):
+    def __init__(
+        self,
+        proposal_matcher: Matcher,
+        fg_bg_sampler: BalancedPositiveNegativeSampler,
+        box_coder: BoxCoder,
+        box_offset: float = 0,
+    ):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
         self.box_offset = box_offset
 
     @torch.no_grad()
-    def subsample(self, proposals, targets):
-        """-> per image the sampled proposals (GT boxes appended first) with fields
-        "labels" (0 background, 1..C) and "regression_targets" [K, 4]."""
+    def subsample(self, proposals: list[BoxList], targets: list[BoxList]) -> list[BoxList]:
+        """The proposals the box head trains on.
+
+        Args:
+            proposals: per image, the RPN's BoxList (field "objectness").
+            targets: per image, the GT BoxList (field "labels").
+        Returns:
+            per image the sampled proposals (GT boxes appended first) with fields
+            "labels" (0 background, 1..C) and "regression_targets" [K, 4].
+        """
         labels, regression_targets, candidates = [], [], []
         for proposal, target in zip(proposals, targets):
             target = target.convert("xyxy")
@@ -65,9 +82,15 @@ class FastRCNNLossComputation:
             sampled.append(candidate)
         return sampled
 
-    def __call__(self, proposals, class_logits, box_regression):
-        """proposals: the output of `subsample`; class_logits [K, C+1], box_regression
-        [K, 4 (C+1)] for their K boxes in order. -> (loss_classifier, loss_box_reg)."""
+    def __call__(
+        self, proposals: list[BoxList], class_logits: Tensor, box_regression: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(loss_classifier, loss_box_reg).
+
+        Args:
+            proposals: the output of `subsample`.
+            class_logits [K, C+1], box_regression [K, 4 (C+1)]: for their K boxes in order.
+        """
         labels = torch.cat([p.get_field("labels") for p in proposals], dim=0)
         targets = torch.cat([p.get_field("regression_targets") for p in proposals], dim=0)
         loss_classifier = F.cross_entropy(class_logits, labels)
