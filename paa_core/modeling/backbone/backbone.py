@@ -12,7 +12,7 @@ from . import fpn as fpn_module
 from . import resnet, resnet_light
 
 
-def with_fpn_p3p7(cfg, body):
+def with_fpn_p3p7(cfg, body: nn.Module) -> nn.Sequential:
     """`Sequential(body=body, fpn=FPN)` giving P3..P7; the body returns C3..C5 with
     2, 4 and 8 times RES2_OUT_CHANNELS channels."""
     res2_out = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
@@ -39,18 +39,18 @@ def with_fpn_p3p7(cfg, body):
 @registry.BACKBONES.register("R-50-FPN-RETINANET")
 @registry.BACKBONES.register("R-101-FPN-RETINANET")
 @registry.BACKBONES.register("R-152-FPN-RETINANET")
-def build_resnet_fpn_p3p7_backbone(cfg):
+def build_resnet_fpn_p3p7_backbone(cfg) -> nn.Sequential:
     """ResNet/ResNeXt body (ResNeXt uses the same names with groups) + FPN."""
     return with_fpn_p3p7(cfg, resnet.build_resnet(cfg))
 
 
 @registry.BACKBONES.register("R-18-GN-FPN-RETINANET")
-def build_resnet18_gn_fpn_p3p7_backbone(cfg):
+def build_resnet18_gn_fpn_p3p7_backbone(cfg) -> nn.Sequential:
     """GroupNorm ResNet-18 body for training from scratch (the CPU quick start) + FPN."""
     return with_fpn_p3p7(cfg, resnet_light.build_resnet18_gn(cfg))
 
 
-def with_fpn_p2p6(cfg, body):
+def with_fpn_p2p6(cfg, body: nn.Module) -> nn.Sequential:
     """`Sequential(body=body, fpn=FPN)` giving P2..P6 (P6 = max-pool of P5); the body
     returns C2..C5 with 1, 2, 4 and 8 times RES2_OUT_CHANNELS channels. The FPN convs
     have biases unless MODEL.FPN.USE_BIAS is False."""
@@ -70,16 +70,18 @@ def with_fpn_p2p6(cfg, body):
 
 @registry.BACKBONES.register("R-50-FPN")
 @registry.BACKBONES.register("R-101-FPN")
-def build_resnet_fpn_p2p6_backbone(cfg):
+def build_resnet_fpn_p2p6_backbone(cfg) -> nn.Sequential:
     """ResNet body + the Faster R-CNN FPN (maskrcnn-benchmark's names fpn_inner1..4)."""
     return with_fpn_p2p6(cfg, resnet.build_resnet(cfg))
 
 
 @registry.BACKBONES.register("R-18-GN-FPN")
-def build_resnet18_gn_fpn_p2p6_backbone(cfg):
+def build_resnet18_gn_fpn_p2p6_backbone(cfg) -> nn.Sequential:
     """GroupNorm ResNet-18 body + the Faster R-CNN FPN (the CPU quick start's two-stage model)."""
     return with_fpn_p2p6(cfg, resnet_light.build_resnet18_gn(cfg, return_c2=True))
 
 
-def build_backbone(cfg):
+def build_backbone(cfg) -> nn.Sequential:
+    """The body and FPN that MODEL.BACKBONE.CONV_BODY names; `out_channels` is the
+    FPN's width."""
     return registry.BACKBONES[cfg.MODEL.BACKBONE.CONV_BODY](cfg)

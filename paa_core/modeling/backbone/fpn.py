@@ -1,7 +1,10 @@
 """Feature pyramids: C3..C5 -> P3..P7 (RetinaNet variant, PAA) and C2..C5 -> P2..P6 (Faster R-CNN)."""
 
+from collections.abc import Sequence
+from typing import Callable, Optional
+
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 
 class FPN(nn.Module):
@@ -11,7 +14,14 @@ class FPN(nn.Module):
     as the first input the reference names it 2 (C2 has no lateral in this variant).
     """
 
-    def __init__(self, in_channels_list, out_channels, conv_block, top_blocks=None, first_index=2):
+    def __init__(
+        self,
+        in_channels_list: Sequence[int],
+        out_channels: int,
+        conv_block: Callable[[int, int, int], nn.Module],
+        top_blocks: Optional[nn.Module] = None,
+        first_index: int = 2,
+    ):
         super().__init__()
         self.inner_blocks = []
         self.layer_blocks = []
@@ -23,8 +33,9 @@ class FPN(nn.Module):
             self.layer_blocks.append(layer_name)
         self.top_blocks = top_blocks
 
-    def forward(self, x):
-        """x: [C3, C4, C5] -> [P3, P4, P5] (+ the top blocks' levels)."""
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        """x: [C3, C4, C5] (or [C2, ..., C5]) -> [P3, P4, P5] (or [P2, ..., P5]), plus the
+        top blocks' levels."""
         last_inner = getattr(self, self.inner_blocks[-1])(x[-1])
         results = [getattr(self, self.layer_blocks[-1])(last_inner)]
         for feature, inner_name, layer_name in zip(
@@ -42,7 +53,7 @@ class FPN(nn.Module):
 class LastLevelP6P7(nn.Module):
     """P6 = conv3x3/2 on P5 (or on C5 when `use_p5` is False), P7 = conv3x3/2 on relu(P6)."""
 
-    def __init__(self, in_channels, out_channels, use_p5=True):
+    def __init__(self, in_channels: int, out_channels: int, use_p5: bool = True):
         super().__init__()
         self.p6 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
@@ -51,7 +62,7 @@ class LastLevelP6P7(nn.Module):
             nn.init.constant_(conv.bias, 0)
         self.use_p5 = use_p5
 
-    def forward(self, c5, p5):
+    def forward(self, c5: Tensor, p5: Tensor) -> list[Tensor]:
         p6 = self.p6(p5 if self.use_p5 else c5)
         p7 = self.p7(F.relu(p6))
         return [p6, p7]
@@ -60,5 +71,5 @@ class LastLevelP6P7(nn.Module):
 class LastLevelMaxPool(nn.Module):
     """P6 = max_pool(kernel 1, stride 2) of P5 (the Faster R-CNN FPN's extra level)."""
 
-    def forward(self, c5, p5):
+    def forward(self, c5: Tensor, p5: Tensor) -> list[Tensor]:
         return [F.max_pool2d(p5, kernel_size=1, stride=2, padding=0)]

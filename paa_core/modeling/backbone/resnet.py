@@ -5,22 +5,30 @@ match the reference checkpoints, so released weights load unchanged. `build_resn
 reads the config; the modules below only take plain arguments.
 """
 
-from collections import namedtuple
+from collections.abc import Sequence
+from typing import Callable, NamedTuple, Optional
 
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from paa_core.layers import DFConv2d, FrozenBatchNorm2d
 from paa_core.modeling.registry import Registry
 
-# index: 1..4 for res2..res5; return_features: hand this stage's output to the FPN.
-StageSpec = namedtuple("StageSpec", ["index", "block_count", "return_features"])
 
-# Deformable 3x3 settings for a stage; None means a plain conv.
-DCNConfig = namedtuple("DCNConfig", ["with_modulated_dcn", "deformable_groups"])
+class StageSpec(NamedTuple):
+    index: int  # 1..4 for res2..res5
+    block_count: int
+    return_features: bool  # hand this stage's output to the FPN
 
 
-def _fpn_p3p7_stages(block_counts):
+class DCNConfig(NamedTuple):
+    """Deformable 3x3 settings for a stage (None instead of one: a plain conv)."""
+
+    with_modulated_dcn: bool
+    deformable_groups: int
+
+
+def _fpn_p3p7_stages(block_counts: Sequence[int]) -> tuple[StageSpec, ...]:
     """res2..res5 with the given depths; the RetinaNet-style FPN takes C3..C5."""
     return tuple(
         StageSpec(index=i + 1, block_count=n, return_features=i > 0)
@@ -28,7 +36,7 @@ def _fpn_p3p7_stages(block_counts):
     )
 
 
-def _fpn_p2p6_stages(block_counts):
+def _fpn_p2p6_stages(block_counts: Sequence[int]) -> tuple[StageSpec, ...]:
     """res2..res5 with the given depths; the Faster R-CNN FPN takes C2..C5."""
     return tuple(
         StageSpec(index=i + 1, block_count=n, return_features=True)
@@ -57,15 +65,15 @@ class Bottleneck(nn.Module):
 
     def __init__(
         self,
-        in_channels,
-        bottleneck_channels,
-        out_channels,
-        num_groups,
-        stride_in_1x1,
-        stride,
-        dilation,
-        norm_func,
-        dcn_config=None,
+        in_channels: int,
+        bottleneck_channels: int,
+        out_channels: int,
+        num_groups: int,
+        stride_in_1x1: bool,
+        stride: int,
+        dilation: int,
+        norm_func: Callable[[int], nn.Module],
+        dcn_config: Optional[DCNConfig] = None,
     ):
         super().__init__()
         self.downsample = None
@@ -112,7 +120,7 @@ class Bottleneck(nn.Module):
         for conv in (self.conv1, self.conv3):
             nn.init.kaiming_uniform_(conv.weight, a=1)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         out = F.relu_(self.bn1(self.conv1(x)))
         out = F.relu_(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -123,13 +131,13 @@ class Bottleneck(nn.Module):
 class BaseStem(nn.Module):
     """conv 7x7/2 (no bias) + norm + ReLU + max-pool 3x3/2: stride 4 overall."""
 
-    def __init__(self, out_channels, norm_func):
+    def __init__(self, out_channels: int, norm_func: Callable[[int], nn.Module]):
         super().__init__()
         self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_func(out_channels)
         nn.init.kaiming_uniform_(self.conv1.weight, a=1)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = F.relu_(self.bn1(self.conv1(x)))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
@@ -140,7 +148,7 @@ class BottleneckWithFixedBatchNorm(Bottleneck):
 
 
 class StemWithFixedBatchNorm(BaseStem):
-    def __init__(self, out_channels):
+    def __init__(self, out_channels: int):
         super().__init__(out_channels, norm_func=FrozenBatchNorm2d)
 
 
@@ -156,19 +164,19 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        stem_module,
-        block_module,
-        stage_specs,
-        num_groups=1,
-        width_per_group=64,
-        stem_out_channels=64,
-        res2_out_channels=256,
-        stride_in_1x1=True,
-        stage_with_dcn=(False, False, False, False),
-        with_modulated_dcn=False,
-        deformable_groups=1,
-        res5_dilation=1,
-        freeze_at=2,
+        stem_module: Callable[[int], nn.Module],
+        block_module: Callable[..., nn.Module],
+        stage_specs: Sequence[StageSpec],
+        num_groups: int = 1,
+        width_per_group: int = 64,
+        stem_out_channels: int = 64,
+        res2_out_channels: int = 256,
+        stride_in_1x1: bool = True,
+        stage_with_dcn: Sequence[bool] = (False, False, False, False),
+        with_modulated_dcn: bool = False,
+        deformable_groups: int = 1,
+        res5_dilation: int = 1,
+        freeze_at: int = 2,
     ):
         super().__init__()
         if len(stage_with_dcn) != len(stage_specs):
@@ -206,14 +214,15 @@ class ResNet(nn.Module):
             in_channels = out_channels
         self._freeze_backbone(freeze_at)
 
-    def _freeze_backbone(self, freeze_at):
+    def _freeze_backbone(self, freeze_at: int) -> None:
         """Stage 0 is the stem; stages 0..freeze_at-1 stop receiving gradients."""
         for stage_index in range(freeze_at):
             module = self.stem if stage_index == 0 else getattr(self, f"layer{stage_index}")
             for p in module.parameters():
                 p.requires_grad = False
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """images [N, 3, H, W] -> the returned stages' outputs, finest first."""
         outputs = []
         x = self.stem(x)
         for name in self.stages:
@@ -224,17 +233,17 @@ class ResNet(nn.Module):
 
 
 def _make_stage(
-    block_module,
-    in_channels,
-    bottleneck_channels,
-    out_channels,
-    block_count,
-    num_groups,
-    stride_in_1x1,
-    first_stride,
-    dilation,
-    dcn_config,
-):
+    block_module: Callable[..., nn.Module],
+    in_channels: int,
+    bottleneck_channels: int,
+    out_channels: int,
+    block_count: int,
+    num_groups: int,
+    stride_in_1x1: bool,
+    first_stride: int,
+    dilation: int,
+    dcn_config: Optional[DCNConfig],
+) -> nn.Sequential:
     """`block_count` blocks; only the first changes channels and resolution."""
     blocks = []
     stride = first_stride
@@ -256,7 +265,7 @@ def _make_stage(
     return nn.Sequential(*blocks)
 
 
-def build_resnet(cfg):
+def build_resnet(cfg) -> ResNet:
     """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings."""
     r = cfg.MODEL.RESNETS
     # The reference's keys name the one stem and block it has (frozen BatchNorm).

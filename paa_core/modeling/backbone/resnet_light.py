@@ -8,31 +8,33 @@ size. Widths come from the usual keys: the stem has `STEM_OUT_CHANNELS`, res2..r
 bottleneck ResNets. The FPN (P3-P7, "RETINANET" variant) is the paper's own.
 """
 
-from torch import nn
+from collections.abc import Sequence
+
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 # Blocks per stage res2..res5 of ResNet-18.
 R18_STAGE_BLOCKS = (2, 2, 2, 2)
 
 
-def group_norm(channels):
+def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels, so narrow layers still normalise groups."""
     return nn.GroupNorm(max(1, min(32, channels // 4)), channels)
 
 
-def conv3x3(in_channels, out_channels, stride=1):
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
 class StemWithGN(nn.Module):
     """conv 7x7/2 + GN + ReLU + max-pool 3x3/2: the input at stride 4."""
 
-    def __init__(self, out_channels):
+    def __init__(self, out_channels: int):
         super().__init__()
         self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
         self.gn1 = group_norm(out_channels)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = F.relu_(self.gn1(self.conv1(x)))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
@@ -44,7 +46,7 @@ class BasicBlockWithGN(nn.Module):
     remedy that lets a deep net trained from scratch take large learning rates early.
     """
 
-    def __init__(self, in_channels, out_channels, stride):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.gn1 = group_norm(out_channels)
@@ -58,7 +60,7 @@ class BasicBlockWithGN(nn.Module):
                 group_norm(out_channels),
             )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu_(self.gn1(self.conv1(x)))
         out = self.gn2(self.conv2(out))
@@ -69,7 +71,14 @@ class ResNetLight(nn.Module):
     """BasicBlock ResNet body (stem, layer1..layer4); forward returns [C3, C4, C5] at strides
     8, 16, 32, or [C2, C3, C4, C5] (strides 4..32) with `return_c2` (the Faster R-CNN FPN)."""
 
-    def __init__(self, stage_blocks, stem_channels, res2_channels, freeze_at, return_c2=False):
+    def __init__(
+        self,
+        stage_blocks: Sequence[int],
+        stem_channels: int,
+        res2_channels: int,
+        freeze_at: int,
+        return_c2: bool = False,
+    ):
         super().__init__()
         self.first_returned = 0 if return_c2 else 1
         self.stem = StemWithGN(stem_channels)
@@ -97,13 +106,13 @@ class ResNetLight(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         self._freeze(freeze_at)
 
-    def _freeze(self, freeze_at):
+    def _freeze(self, freeze_at: int) -> None:
         """No gradient for the first `freeze_at` of (stem, res2, ...), as in the big ResNets (0: train all)."""
         for module in ([self.stem] + [getattr(self, name) for name in self.stages])[:freeze_at]:
             for p in module.parameters():
                 p.requires_grad = False
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)
         outputs = []
         for name in self.stages:
@@ -112,7 +121,7 @@ class ResNetLight(nn.Module):
         return outputs[self.first_returned :]
 
 
-def build_resnet18_gn(cfg, return_c2=False):
+def build_resnet18_gn(cfg, return_c2: bool = False) -> ResNetLight:
     """The ResNet-18-GN body with the widths of MODEL.RESNETS; returns [C3, C4, C5]
     (or [C2, ..., C5] with `return_c2`)."""
     resnets = cfg.MODEL.RESNETS
