@@ -16,9 +16,20 @@ class ClassCount(NamedTuple):
     num_classes: int
 
 
+def unbuildable_kind(cfg) -> Optional[str]:
+    """Why the switches ask for a detector paa_core does not have, or None."""
+    if cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
+        return (
+            "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after "
+            "the one-stage PAA detector, which paa_core does not have (set RPN_ONLY "
+            "True, or PAA_ON False for Faster R-CNN)"
+        )
+    return None
+
+
 def detector_kind(cfg) -> str:
-    """PAA, FASTER_RCNN or PROPOSALS_ONLY. (PAA_ON with RPN_ONLY False, ROI heads after
-    PAA, is refused by `check_reference_switches`.)"""
+    """PAA, FASTER_RCNN or PROPOSALS_ONLY (`unbuildable_kind` refuses the fourth
+    combination of the switches, with `check_reference_switches`)."""
     if cfg.MODEL.PAA_ON:
         return PAA
     return PROPOSALS_ONLY if cfg.MODEL.RPN_ONLY else FASTER_RCNN

@@ -14,6 +14,8 @@ from yacs.config import CfgNode as CN
 
 from paa_core.utils.errors import InputError
 
+from .detector import unbuildable_kind
+
 _ANCHOR_STRIDES = (8, 16, 32, 64, 128)
 
 # Inert keys with the reference's defaults, as {node path: {key: default}}.
@@ -199,13 +201,8 @@ def _get(cfg, key):
 
 def reference_problems(cfg) -> list[str]:
     """One line per key of `cfg` that switches on a part paa_core leaves out."""
-    problems = []
-    if cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
-        problems.append(
-            "MODEL.RPN_ONLY False with MODEL.PAA_ON True asks for ROI heads after "
-            "the one-stage PAA detector, which paa_core does not have (set RPN_ONLY "
-            "True, or PAA_ON False for Faster R-CNN)"
-        )
+    kind_problem = unbuildable_kind(cfg)
+    problems = [kind_problem] if kind_problem else []
     for key, (accepted, part) in SWITCHES.items():
         value = _get(cfg, key)
         if value not in accepted:
