@@ -5,6 +5,7 @@ it makes the candidates.
 Each GT's candidates are cut to the `topk` lowest scores per level, and a two-component
 1-D Gaussian mixture fitted by EM (op `torch.ops.paa_core.gmm2_fit`) to their scores
 splits them into positives and negatives.
+
 The reference calls scikit-learn once per GT; here all GTs of a batch are fitted in one
 call as padded rows [B, L] with a validity mask, on the input's device. Each row is a
 short sequential EM loop in C++/CUDA that mirrors `sklearn.mixture.GaussianMixture.fit`
