@@ -7,7 +7,8 @@ detections are merged.
 """
 
 import functools
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ class AugRun(NamedTuple):
 
     transform: Callable
     hflip: bool
-    scale_range: Optional[tuple[float, float]]
+    scale_range: tuple[float, float] | None
 
 
 class BBoxAugOptions(NamedTuple):

@@ -1,7 +1,5 @@
 """PAA post-processing (docs/DESIGN.md §6): per-level candidates, class-wise NMS, cap, voting."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +39,7 @@ class PAAPostProcessor(nn.Module):
         self,
         box_cls: Tensor,
         box_regression: Tensor,
-        iou_pred: Optional[Tensor],
+        iou_pred: Tensor | None,
         anchors: list[BoxList],
     ) -> list[BoxList]:
         """One level for the whole batch -> per-image BoxLists of clipped candidates.
@@ -102,7 +100,7 @@ class PAAPostProcessor(nn.Module):
         self,
         box_cls: list[Tensor],
         box_regression: list[Tensor],
-        iou_pred: Optional[list[Tensor]],
+        iou_pred: list[Tensor] | None,
         anchors: list[list[BoxList]],
     ) -> list[BoxList]:
         """Per-level lists of head outputs; anchors: per image, per-level BoxLists.
