@@ -4,6 +4,7 @@ import functools
 import http.server
 import os
 import pickle
+import signal
 import threading
 
 import numpy as np
@@ -13,7 +14,7 @@ import torchvision
 from torch import nn
 
 from paa_core.config import get_cfg
-from paa_core.engine.trainer import do_train
+from paa_core.engine.trainer import TrainingStopped, TrainOptions, do_train
 from paa_core.layers import FrozenBatchNorm2d
 from paa_core.solver import WarmupMultiStepLR
 from paa_core.structures.image_list import to_image_list
@@ -67,16 +68,8 @@ def train(save_dir, max_iter, period=100):
     model, opt, sched, ckpt = make_run(save_dir)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
-    do_train(
-        model,
-        ToyLoader(max_iter, arguments["iteration"]),
-        opt,
-        sched,
-        ckpt,
-        torch.device("cpu"),
-        period,
-        arguments,
-    )
+    loader = ToyLoader(max_iter, arguments["iteration"])
+    do_train(model, loader, opt, sched, ckpt, arguments, TrainOptions(torch.device("cpu"), period))
     return model, opt, sched, arguments
 
 
@@ -112,6 +105,41 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+class SignalAt(ToyLoader):
+    """A ToyLoader that sends SIGTERM to this process while it hands out iteration `at`."""
+
+    def __init__(self, num_iters, at):
+        super().__init__(num_iters)
+        self.at = at
+
+    def __iter__(self):
+        for it, batch in enumerate(super().__iter__(), 1):
+            if it == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def test_signal_stop_saves_the_iteration_and_resumes_identically(tmp_path):
+    """SIGTERM during iteration 3 of 6: the iteration finishes, is saved (the period would not
+    save it), and the stop is a TrainingStopped, not an InputError; the handler is restored."""
+    full_model = train(str(tmp_path / "full"), 6)[0]
+    model, opt, sched, ckpt = make_run(str(tmp_path / "split"))
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as e:
+        options = TrainOptions(torch.device("cpu"), 100)
+        do_train(model, SignalAt(6, at=3), opt, sched, ckpt, {"iteration": 0}, options)
+    assert not isinstance(e.value, InputError) and signal.getsignal(signal.SIGTERM) is handler
+    saved = tmp_path / "split" / "model_0000003.pth"
+    assert str(e.value) == (
+        f"stopped by SIGTERM after iteration 3 of 6; saved {saved}; run the same command to resume"
+    )
+    assert (tmp_path / "split" / "last_checkpoint").read_text() == "model_0000003.pth"
+    model, _, sched, arguments = train(str(tmp_path / "split"), 6)
+    assert arguments["iteration"] == sched.last_epoch == 6
+    for (k, a), b in zip(full_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def train_fp16(save_dir, max_iter, period=100):
     """`train` under float16 autocast with a loss scaler that starts too high (its first steps
     overflow and are skipped) and grows back every 2 good steps: its state shapes the run."""
@@ -119,17 +147,9 @@ def train_fp16(save_dir, max_iter, period=100):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**17, growth_interval=2)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
+    options = TrainOptions(torch.device("cpu"), period, torch.float16, scaler)
     do_train(
-        model,
-        ToyLoader(max_iter, arguments["iteration"]),
-        opt,
-        sched,
-        ckpt,
-        torch.device("cpu"),
-        period,
-        arguments,
-        amp_dtype=torch.float16,
-        scaler=scaler,
+        model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, arguments, options
     )
     return model, scaler
 
@@ -169,7 +189,15 @@ def test_non_finite_loss_names_iteration_and_loss(tmp_path):
     with pytest.raises(
         InputError, match=r"iteration 1: loss_a=nan, loss_b=nan; no checkpoint was saved"
     ):
-        do_train(model, ToyLoader(2), opt, sched, ckpt, torch.device("cpu"), 10, {"iteration": 0})
+        do_train(
+            model,
+            ToyLoader(2),
+            opt,
+            sched,
+            ckpt,
+            {"iteration": 0},
+            TrainOptions(torch.device("cpu"), 10),
+        )
 
 
 def test_save_is_atomic(tmp_path):

@@ -27,7 +27,7 @@ import torch
 from test_checkpoint import ToyLoader, make_run
 from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
 
-from paa_core.engine.trainer import do_train
+from paa_core.engine.trainer import TrainOptions, do_train
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
 
@@ -636,7 +636,15 @@ def test_non_finite_loss_names_the_last_checkpoint(tmp_path):
 
     model, opt, sched, ckpt = make_run(str(tmp_path))
     with pytest.raises(InputError) as e:
-        do_train(model, Diverging(5), opt, sched, ckpt, torch.device("cpu"), 1, {"iteration": 0})
+        do_train(
+            model,
+            Diverging(5),
+            opt,
+            sched,
+            ckpt,
+            {"iteration": 0},
+            TrainOptions(torch.device("cpu"), 1),
+        )
     assert str(e.value) == (
         f"non-finite loss at iteration 3: loss_a=inf; the last checkpoint is "
         f"{tmp_path / 'model_0000002.pth'}, but resuming from it with the same settings will likely diverge again "

@@ -25,6 +25,7 @@ from paa_core.utils.model_serialization import WeightMismatchError
 
 from .bbox_aug import make_bbox_aug
 from .inference import inference
+from .trainer import TrainingStopped
 
 # Errors that mean "the input is wrong", not "the program is wrong".
 USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
@@ -38,7 +39,7 @@ def run_cli(main):
     """Call `main()`; a user error prints `error: <message>` on stderr and exits with 1."""
     try:
         main()
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, TrainingStopped) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
