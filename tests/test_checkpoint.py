@@ -2,66 +2,26 @@
 
 import functools
 import http.server
+import importlib
 import os
 import pickle
 import signal
+import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import ToyLoader, make_run
 from torch import nn
 
 from paa_core.config import get_cfg
 from paa_core.engine.trainer import TrainingStopped, TrainOptions, do_train
 from paa_core.layers import FrozenBatchNorm2d
-from paa_core.solver import WarmupMultiStepLR
-from paa_core.structures.image_list import to_image_list
 from paa_core.utils.checkpoint import Checkpointer, DetectronCheckpointer
 from paa_core.utils.errors import InputError
 from paa_core.utils.model_serialization import WeightMismatchError
-
-
-class ToyDetector(nn.Module):
-    """A two-layer regressor with the detector's training interface: forward -> loss dict."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, images, targets):
-        feat = self.conv(images.tensors).mean(dim=(2, 3))
-        pred = self.head(feat).squeeze(1)
-        target = torch.stack(targets)
-        return {"loss_a": ((pred - target) ** 2).mean(), "loss_b": pred.abs().mean() * 0.1}
-
-
-class ToyLoader:
-    """Iteration-based like the real sampler: len is the total, iteration resumes at start_iter."""
-
-    def __init__(self, num_iters, start_iter=0):
-        self.num_iters, self.start_iter = num_iters, start_iter
-
-    def __len__(self):
-        return self.num_iters
-
-    def __iter__(self):
-        for it in range(self.start_iter, self.num_iters):
-            g = torch.Generator().manual_seed(it)
-            images = to_image_list([torch.rand(3, 6, 6, generator=g) for _ in range(2)])
-            yield images, [torch.rand((), generator=g) for _ in range(2)], (2 * it, 2 * it + 1)
-
-
-def make_run(save_dir, steps=(3, 6)):
-    model = ToyDetector()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = WarmupMultiStepLR(
-        opt, steps, 0.5, warmup_factor=0.25, warmup_iters=2, warmup_method="linear"
-    )
-    return model, opt, sched, Checkpointer(model, opt, sched, save_dir, save_to_disk=True)
 
 
 def train(save_dir, max_iter, period=100):
@@ -437,6 +397,9 @@ def test_url_downloaded_once_into_cache(tmp_path, monkeypatch):
     assert_c2_loaded(model, blobs)
 
 
+CATALOG_MODULE = "paa_core.config.paths_catalog"
+
+
 def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
     blobs = fake_c2_blobs()
     pkl = write_pickle(tmp_path / "R-toy.pkl", blobs)
@@ -449,6 +412,8 @@ def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
         f"        return 'file://{pkl}'\n"
     )
     monkeypatch.setenv("PAA_CACHE_DIR", str(tmp_path / "cache"))
+    # Loading the catalog file registers it as paa_core.config.paths_catalog: put ours back.
+    monkeypatch.setitem(sys.modules, CATALOG_MODULE, importlib.import_module(CATALOG_MODULE))
     cfg = get_cfg()
     cfg.PATHS_CATALOG = str(catalog)
     model = Detector()

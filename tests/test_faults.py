@@ -24,16 +24,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from test_checkpoint import ToyLoader, make_run
-from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
+from helpers import DEMO, REPO, TEST_NET, TOOL_ENV, TRAIN_NET, ToyLoader, make_run, tiny_dataset
 
 from paa_core.engine.trainer import TrainOptions, do_train
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
 
-DEMO = os.path.join(REPO, "demo", "paa_demo.py")
 MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
-ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 # Training runs whose results are compared: flips and two input sizes draw random numbers in
 # the data-loader worker, a checkpoint every iteration gives kills something to land on.
 RUN_OPTS = [
@@ -82,7 +79,7 @@ class ToolRun:
 def server():
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "tests", "fork_server.py")],
-        env=ENV,
+        env=TOOL_ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -122,7 +119,7 @@ def run_in_namespace(script, args, cwd):
     return subprocess.run(
         ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable] + args,
         cwd=cwd,
-        env=ENV,
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
         timeout=300,
@@ -187,13 +184,7 @@ def png_header_only(path, width, height):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("faults"))
-    train = write_split(root, "train", 8, 0)
-    val = write_split(root, "val", 4, 1)
-    config = os.path.join(root, "tiny.yaml")
-    with open(config, "w") as f:
-        f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
-    return {"root": root, "config": config, "train": train}
+    return tiny_dataset(str(tmp_path_factory.mktemp("faults")))
 
 
 @pytest.fixture(scope="module")
@@ -777,7 +768,7 @@ def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
             "1",
         ],
         cwd=str(tmp_path),
-        env=ENV,
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
         timeout=300,
