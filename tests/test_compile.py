@@ -14,7 +14,7 @@ from helpers import r50_batch, r50_cfg, tiny_quick_model_and_targets
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _quick():

@@ -43,6 +43,7 @@ def _shapes_images(cfg, count=2):
     return images
 
 
+@pytest.mark.slow
 def test_onnx_detections_match_pytorch(tmp_path):
     cfg, model, _ = tiny_quick_model_and_targets()
     weight = tmp_path / "tiny.pth"

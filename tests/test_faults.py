@@ -44,6 +44,8 @@ RUN_OPTS = [
     "INPUT.MIN_SIZE_TRAIN",
     "(48, 64)",
 ]
+# Every test here but two starts tools as processes: the module is left out of the quick loop.
+pytestmark = pytest.mark.slow
 HAS_UNSHARE = (
     shutil.which("unshare") is not None
     and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0

@@ -70,6 +70,7 @@ def test_recall_hand_computed():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_rpn_only_config_trains_and_reports_recall(tmp_path):
     train = write_split(str(tmp_path), "train", 4, 0)

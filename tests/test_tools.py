@@ -55,6 +55,7 @@ def torchrun_output(tiny):
     return out, result
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_test_net(tiny, torchrun_output, tmp_path):
     out, result = torchrun_output
     assert "no GPU is visible: using the CPU" in result.stderr + result.stdout
@@ -111,6 +112,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_train_together(tiny, tmp_path):
     """README's multi-node launch, with this machine playing two nodes of one process each:
     two torchrun launchers meet at 127.0.0.1 (gloo on the CPU) and split the data."""
@@ -153,6 +155,7 @@ def test_two_nodes_train_together(tiny, tmp_path):
     assert ckpt["iteration"] == 2
 
 
+@pytest.mark.slow
 def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     """The 2-iteration run counts as stopped; a restart with MAX_ITER 4 (on one process) continues it
     when asked to with --resume-changed."""
@@ -187,6 +190,7 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     assert ckpt["iteration"] == 4 and ckpt["scheduler"]["last_epoch"] == 4
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line(tiny, tmp_path):
     """Each tool run ends with exactly one `error:` line and exit code 1, no traceback."""
     bad_key = tmp_path / "bad_key.yaml"

@@ -19,6 +19,7 @@ from paa_core.utils.metrics_file import (
 PLOT = os.path.join(REPO, "tools", "plot_training.py")
 
 
+@pytest.mark.slow
 def test_round_trip_into_the_plot(tmp_path):
     out = str(tmp_path)
     for it, loss in ((20, 2.0), (40, 1.5), (40, 1.4), (60, 1.1)):  # 40 twice: a resumed run
@@ -54,7 +55,8 @@ def test_round_trip_into_the_plot(tmp_path):
     assert result.returncode == 1 and result.stderr.startswith("error: no metrics.jsonl in ")
 
 
-def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_path):
     pytest.importorskip("matplotlib")
     out = str(tmp_path / "out")
     train = run_tool(

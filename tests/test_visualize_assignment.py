@@ -114,6 +114,7 @@ def test_records_are_the_loss_evaluators_assignment():
     )
 
 
+@pytest.mark.slow
 def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     pytest.importorskip("matplotlib")
     root = str(tmp_path)
