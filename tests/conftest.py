@@ -2,6 +2,7 @@ import functools
 
 import pytest
 import torch
+from helpers import tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -13,6 +14,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny dataset and PAA config the tools' end-to-end tests run on (`tiny_dataset`)."""
+    return tiny_dataset(str(tmp_path_factory.mktemp("tiny")))
 
 
 @functools.cache

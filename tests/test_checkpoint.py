@@ -2,81 +2,34 @@
 
 import functools
 import http.server
+import importlib
 import os
 import pickle
+import signal
+import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import ToyLoader, make_run
 from torch import nn
 
 from paa_core.checkpoint.checkpoint import Checkpointer, DetectronCheckpointer
 from paa_core.checkpoint.model_serialization import WeightMismatchError
 from paa_core.config import get_cfg
-from paa_core.engine.trainer import do_train
+from paa_core.engine.trainer import TrainingStopped, TrainOptions, do_train
 from paa_core.layers import FrozenBatchNorm2d
-from paa_core.solver import WarmupMultiStepLR
-from paa_core.structures.image_list import to_image_list
 from paa_core.utils.errors import InputError
-
-
-class ToyDetector(nn.Module):
-    """A two-layer regressor with the detector's training interface: forward -> loss dict."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, images, targets):
-        feat = self.conv(images.tensors).mean(dim=(2, 3))
-        pred = self.head(feat).squeeze(1)
-        target = torch.stack(targets)
-        return {"loss_a": ((pred - target) ** 2).mean(), "loss_b": pred.abs().mean() * 0.1}
-
-
-class ToyLoader:
-    """Iteration-based like the real sampler: len is the total, iteration resumes at start_iter."""
-
-    def __init__(self, num_iters, start_iter=0):
-        self.num_iters, self.start_iter = num_iters, start_iter
-
-    def __len__(self):
-        return self.num_iters
-
-    def __iter__(self):
-        for it in range(self.start_iter, self.num_iters):
-            g = torch.Generator().manual_seed(it)
-            images = to_image_list([torch.rand(3, 6, 6, generator=g) for _ in range(2)])
-            yield images, [torch.rand((), generator=g) for _ in range(2)], (2 * it, 2 * it + 1)
-
-
-def make_run(save_dir, steps=(3, 6)):
-    model = ToyDetector()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = WarmupMultiStepLR(
-        opt, steps, 0.5, warmup_factor=0.25, warmup_iters=2, warmup_method="linear"
-    )
-    return model, opt, sched, Checkpointer(model, opt, sched, save_dir, save_to_disk=True)
 
 
 def train(save_dir, max_iter, period=100):
     model, opt, sched, ckpt = make_run(save_dir)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
-    do_train(
-        model,
-        ToyLoader(max_iter, arguments["iteration"]),
-        opt,
-        sched,
-        ckpt,
-        torch.device("cpu"),
-        period,
-        arguments,
-    )
+    loader = ToyLoader(max_iter, arguments["iteration"])
+    do_train(model, loader, opt, sched, ckpt, arguments, TrainOptions(torch.device("cpu"), period))
     return model, opt, sched, arguments
 
 
@@ -112,6 +65,41 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+class SignalAt(ToyLoader):
+    """A ToyLoader that sends SIGTERM to this process while it hands out iteration `at`."""
+
+    def __init__(self, num_iters, at):
+        super().__init__(num_iters)
+        self.at = at
+
+    def __iter__(self):
+        for it, batch in enumerate(super().__iter__(), 1):
+            if it == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def test_signal_stop_saves_the_iteration_and_resumes_identically(tmp_path):
+    """SIGTERM during iteration 3 of 6: the iteration finishes, is saved (the period would not
+    save it), and the stop is a TrainingStopped, not an InputError; the handler is restored."""
+    full_model = train(str(tmp_path / "full"), 6)[0]
+    model, opt, sched, ckpt = make_run(str(tmp_path / "split"))
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as e:
+        options = TrainOptions(torch.device("cpu"), 100)
+        do_train(model, SignalAt(6, at=3), opt, sched, ckpt, {"iteration": 0}, options)
+    assert not isinstance(e.value, InputError) and signal.getsignal(signal.SIGTERM) is handler
+    saved = tmp_path / "split" / "model_0000003.pth"
+    assert str(e.value) == (
+        f"stopped by SIGTERM after iteration 3 of 6; saved {saved}; run the same command to resume"
+    )
+    assert (tmp_path / "split" / "last_checkpoint").read_text() == "model_0000003.pth"
+    model, _, sched, arguments = train(str(tmp_path / "split"), 6)
+    assert arguments["iteration"] == sched.last_epoch == 6
+    for (k, a), b in zip(full_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def train_fp16(save_dir, max_iter, period=100):
     """`train` under float16 autocast with a loss scaler that starts too high (its first steps
     overflow and are skipped) and grows back every 2 good steps: its state shapes the run."""
@@ -119,17 +107,9 @@ def train_fp16(save_dir, max_iter, period=100):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**17, growth_interval=2)
     arguments = {"iteration": 0}
     arguments.update(ckpt.load())
+    options = TrainOptions(torch.device("cpu"), period, torch.float16, scaler)
     do_train(
-        model,
-        ToyLoader(max_iter, arguments["iteration"]),
-        opt,
-        sched,
-        ckpt,
-        torch.device("cpu"),
-        period,
-        arguments,
-        amp_dtype=torch.float16,
-        scaler=scaler,
+        model, ToyLoader(max_iter, arguments["iteration"]), opt, sched, ckpt, arguments, options
     )
     return model, scaler
 
@@ -169,7 +149,15 @@ def test_non_finite_loss_names_iteration_and_loss(tmp_path):
     with pytest.raises(
         InputError, match=r"iteration 1: loss_a=nan, loss_b=nan; no checkpoint was saved"
     ):
-        do_train(model, ToyLoader(2), opt, sched, ckpt, torch.device("cpu"), 10, {"iteration": 0})
+        do_train(
+            model,
+            ToyLoader(2),
+            opt,
+            sched,
+            ckpt,
+            {"iteration": 0},
+            TrainOptions(torch.device("cpu"), 10),
+        )
 
 
 def test_save_is_atomic(tmp_path):
@@ -409,6 +397,9 @@ def test_url_downloaded_once_into_cache(tmp_path, monkeypatch):
     assert_c2_loaded(model, blobs)
 
 
+CATALOG_MODULE = "paa_core.config.paths_catalog"
+
+
 def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
     blobs = fake_c2_blobs()
     pkl = write_pickle(tmp_path / "R-toy.pkl", blobs)
@@ -421,6 +412,8 @@ def test_catalog_name_resolves_through_model_catalog(tmp_path, monkeypatch):
         f"        return 'file://{pkl}'\n"
     )
     monkeypatch.setenv("PAA_CACHE_DIR", str(tmp_path / "cache"))
+    # Loading the catalog file registers it as paa_core.config.paths_catalog: put ours back.
+    monkeypatch.setitem(sys.modules, CATALOG_MODULE, importlib.import_module(CATALOG_MODULE))
     cfg = get_cfg()
     cfg.PATHS_CATALOG = str(catalog)
     model = Detector()

@@ -9,18 +9,16 @@ speed ratio is measured by tools/benchmarks/compile.py.
 
 import pytest
 import torch
-from test_model_forward import _batch as r50_batch
-from test_model_forward import _cfg as r50_cfg
-from test_quick_model import _tiny_quick_model_and_targets
+from helpers import r50_batch, r50_cfg, tiny_quick_model_and_targets
 
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _quick():
-    cfg, model, targets = _tiny_quick_model_and_targets()
+    cfg, model, targets = tiny_quick_model_and_targets()
     # Untrained scores sit near the 0.01 prior: a low threshold gives detections to compare.
     model.rpn.box_selector_test.pre_nms_thresh = 0.001
     images = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 50

@@ -8,14 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import CONFIGS, REPO, tiny_quick_model_and_targets
 from PIL import Image
-from test_quick_model import CONFIGS, _tiny_quick_model_and_targets
 
 from paa_core.data.transforms.build import build_transforms
 from paa_core.engine.cli import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(REPO, "tools"))
 import export_onnx  # noqa: E402
 import make_shapes_dataset as shapes  # noqa: E402
 
@@ -44,8 +43,9 @@ def _shapes_images(cfg, count=2):
     return images
 
 
+@pytest.mark.slow
 def test_onnx_detections_match_pytorch(tmp_path):
-    cfg, model, _ = _tiny_quick_model_and_targets()
+    cfg, model, _ = tiny_quick_model_and_targets()
     weight = tmp_path / "tiny.pth"
     torch.save({"model": model.state_dict()}, weight)
     output = tmp_path / "paa.onnx"

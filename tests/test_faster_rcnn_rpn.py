@@ -2,14 +2,11 @@
 against plain per-anchor / per-GT / per-level loops (scikit-learn for the mixtures)."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from box_oracles import d2_decode, d2_deltas, iou_continuous, iou_plus1
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
+from oracles import d2_decode, d2_deltas, iou_continuous, iou_plus1, sklearn_cuts
 
 from paa_core.config import cfg
 from paa_core.modeling.anchor_generator import make_anchor_generator_rpn
@@ -94,30 +91,10 @@ def test_standard_rpn_labels_hand_computed():
     torch.testing.assert_close(matched[0, 3], torch.tensor(gt_b))
 
 
-def _sklearn_num_pos(scores):
-    """The admissible numbers of positives: the cut follows the component-0 sample of
-    highest density; when component 0 holds two samples they sit symmetrically around its
-    mean and tie up to rounding, so every sample within 1e-6 of the best is admissible."""
-    x = np.asarray(scores, dtype=np.float32)[:, None]
-    gmm = GaussianMixture(
-        2,
-        weights_init=[0.5, 0.5],
-        means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(x)
-    comp, ll = gmm.predict(x), gmm.score_samples(x)
-    fg = comp == 0
-    if not fg.any():
-        return {len(x)}
-    return {int(p) + 1 for p in np.nonzero(fg & (ll >= ll[fg].max() - 1e-6 * abs(ll[fg].max())))[0]}
-
-
 def _oracle(anchors, obj, reg, iou, gts, batch_per_image, ours):
     """The PAA RPN written as loops: per image, per anchor, per GT, per level. Where the
-    mixture ties (`_sklearn_num_pos`), the cut that agrees with `ours` (per image sets of
+    mixture ties (`sklearn_cuts` with a tolerance: two samples symmetric around the mean tie
+    only up to rounding), the cut that agrees with `ours` (per image sets of
     positive anchors) is taken."""
     levels = [lvl for lvl, a in enumerate(anchors) for _ in range(len(a))]
     anchors = torch.cat(anchors).tolist()
@@ -153,7 +130,9 @@ def _oracle(anchors, obj, reg, iou, gts, batch_per_image, ours):
             if len(cands) == 1:
                 positive.update(cands)
             elif len(cands) >= 2:
-                counts = sorted(_sklearn_num_pos([score[a] for a in cands]))
+                counts = sorted(
+                    sklearn_cuts([score[a] for a in cands], tie_rtol=1e-6, dtype=np.float32)
+                )
                 agree = [
                     k for k in counts if set(cands[:k]) <= ours[i] and not set(cands[k:]) & ours[i]
                 ]

@@ -24,18 +24,15 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from test_checkpoint import ToyLoader, make_run
-from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
+from helpers import DEMO, REPO, TEST_NET, TOOL_ENV, TRAIN_NET, ToyLoader, make_run, tiny_dataset
 
 from paa_core.config import get_cfg
 from paa_core.data import make_data_loader
-from paa_core.engine.trainer import do_train
+from paa_core.engine.trainer import TrainOptions, do_train
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
 
-DEMO = os.path.join(REPO, "demo", "paa_demo.py")
 MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
-ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 # Training runs whose results are compared: flips and two input sizes draw random numbers in
 # the data-loader worker, a checkpoint every iteration gives kills something to land on.
 RUN_OPTS = [
@@ -49,6 +46,8 @@ RUN_OPTS = [
     "INPUT.MIN_SIZE_TRAIN",
     "(48, 64)",
 ]
+# Every test here but two starts tools as processes: the module is left out of the quick loop.
+pytestmark = pytest.mark.slow
 HAS_UNSHARE = (
     shutil.which("unshare") is not None
     and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
@@ -84,7 +83,7 @@ class ToolRun:
 def server():
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "tests", "fork_server.py")],
-        env=ENV,
+        env=TOOL_ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -124,7 +123,7 @@ def run_in_namespace(script, args, cwd):
     return subprocess.run(
         ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable] + args,
         cwd=cwd,
-        env=ENV,
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
         timeout=300,
@@ -189,13 +188,7 @@ def png_header_only(path, width, height):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("faults"))
-    train = write_split(root, "train", 8, 0)
-    val = write_split(root, "val", 4, 1)
-    config = os.path.join(root, "tiny.yaml")
-    with open(config, "w") as f:
-        f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
-    return {"root": root, "config": config, "train": train}
+    return tiny_dataset(str(tmp_path_factory.mktemp("faults")))
 
 
 @pytest.fixture(scope="module")
@@ -680,7 +673,15 @@ def test_non_finite_loss_names_the_last_checkpoint(tmp_path):
 
     model, opt, sched, ckpt = make_run(str(tmp_path))
     with pytest.raises(InputError) as e:
-        do_train(model, Diverging(5), opt, sched, ckpt, torch.device("cpu"), 1, {"iteration": 0})
+        do_train(
+            model,
+            Diverging(5),
+            opt,
+            sched,
+            ckpt,
+            {"iteration": 0},
+            TrainOptions(torch.device("cpu"), 1),
+        )
     assert str(e.value) == (
         f"non-finite loss at iteration 3: loss_a=inf; the last checkpoint is "
         f"{tmp_path / 'model_0000002.pth'}, but resuming from it with the same settings will likely diverge again "
@@ -813,7 +814,7 @@ def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
             "1",
         ],
         cwd=str(tmp_path),
-        env=ENV,
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
         timeout=300,

@@ -2,13 +2,10 @@
 GaussianMixture, set by set, on every device (the `device` fixture; on CUDA also against
 the CPU kernel), and the op's own input checks."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
+from oracles import sklearn_gmm, sklearn_num_pos
 
 from paa_core._ops import ops
 from paa_core.modeling.paa_assigner import fit_gmm_2, select_positives_by_gmm
@@ -48,39 +45,6 @@ def _make_sets(seed=0):
     return sets
 
 
-def _sklearn_fit(x):
-    gmm = GaussianMixture(
-        n_components=2,
-        covariance_type="full",
-        weights_init=[0.5, 0.5],
-        means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]],
-        tol=1e-3,
-        reg_covar=1e-6,
-        max_iter=100,
-        # Weights, means and precisions are all given, so they replace whatever
-        # init_params computes; "random_from_data" only skips the default k-means cost.
-        init_params="random_from_data",
-        random_state=0,
-    )
-    with warnings.catch_warnings():
-        # Sets that hit max_iter warn; their result is still the one compared.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(x[:, None])
-    return gmm
-
-
-def _reference_num_pos(x, gmm):
-    """The reference's cut on scikit-learn outputs (docs/DESIGN.md §4.4)."""
-    components = gmm.predict(x[:, None])
-    scores = gmm.score_samples(x[:, None])
-    fg = components == 0
-    if not fg.any():
-        return len(x)
-    best = scores[fg].max()
-    return int(np.nonzero(fg & (scores == best))[0].min()) + 1
-
-
 def _pad(sets):
     width = max(len(s) for s in sets)
     x = torch.zeros(len(sets), width, dtype=torch.float64)
@@ -98,7 +62,7 @@ def _to_cpu(result):
 @pytest.fixture(scope="module")
 def sklearn_fits():
     sets = _make_sets()
-    return sets, [_sklearn_fit(s) for s in sets]
+    return sets, [sklearn_gmm(s) for s in sets]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +135,7 @@ def test_parameters_and_likelihoods_match_sklearn(fitted):
 def test_positive_selection_matches_sklearn_loop(fitted, device):
     sets, x, mask, _, theirs = fitted
     ours = select_positives_by_gmm(x.to(device), mask.to(device)).num_pos.tolist()
-    reference = [_reference_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
+    reference = [sklearn_num_pos(s, gmm) for s, gmm in zip(sets, theirs)]
     agree = np.mean([a == b for a, b in zip(ours, reference)])
     assert agree >= 0.995, f"only {agree:.4f} of sets agree"
     # The selection is not trivial on this data: both "some" and "all" occur.
@@ -199,7 +163,7 @@ def test_known_answers():
     num_pos = select_positives_by_gmm(single, mask).num_pos
     assert num_pos[0].item() == 1
     pair = single[1].numpy()
-    assert num_pos[1].item() == _reference_num_pos(pair, _sklearn_fit(pair))
+    assert num_pos[1].item() == sklearn_num_pos(pair, sklearn_gmm(pair))
 
 
 def test_converged_rows_stop_updating():

@@ -1,59 +1,23 @@
 """Whole-detector forward/backward on tiny inputs (R-50 and a dcnv2 R-50 with DCN in the
 towers) on every device (the `device` fixture); on CUDA the losses also match the CPU's."""
 
-import os
-
 import pytest
 import torch
+from helpers import R50_NUM_CLASSES, r50_batch, r50_cfg
 
-from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.head_outputs import concat_box_prediction_layers
-from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import paired_iou
 from paa_core.structures.image_list import to_image_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_CLASSES = 4  # 3 foreground classes + background
-
-
-def _cfg(dcn=False, device="cpu", **resnets):
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_R_50_FPN_1x.yaml"))
-    cfg.MODEL.DEVICE = str(device)
-    cfg.MODEL.PAA.NUM_CLASSES = NUM_CLASSES
-    # Untrained scores sit near the 0.01 prior: a low threshold lets eval return boxes.
-    cfg.MODEL.PAA.INFERENCE_TH = 0.001
-    if dcn:
-        cfg.MODEL.RESNETS.STAGE_WITH_DCN = (False, True, True, True)
-        cfg.MODEL.RESNETS.WITH_MODULATED_DCN = True
-        cfg.MODEL.PAA.USE_DCN_IN_TOWER = True
-    for key, value in resnets.items():
-        cfg.MODEL.RESNETS[key] = value
-    return cfg
-
-
-def _batch(device="cpu"):
-    gen = torch.Generator().manual_seed(0)
-    images = [
-        torch.rand(3, 96, 128, generator=gen) * 255 - 110,
-        torch.rand(3, 80, 112, generator=gen) * 255 - 110,
-    ]
-    targets = [
-        BoxList(torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]]), (128, 96)),
-        BoxList(torch.tensor([[5.0, 5.0, 100.0, 75.0]]), (112, 80)),
-    ]
-    targets[0].add_field("labels", torch.tensor([1, 3]))
-    targets[1].add_field("labels", torch.tensor([2]))
-    return [im.to(device) for im in images], [t.to(device) for t in targets]
 
 
 def _model(dcn, device="cpu"):
     torch.manual_seed(0)
-    model = build_detection_model(_cfg(dcn=dcn, device=device))
+    model = build_detection_model(r50_cfg(dcn=dcn, device=device))
     if dcn:
         # Without ImageNet statistics in the FrozenBN layers, a random body's activations
         # reach the thousands, so randomly initialised offsets would sample every tap
@@ -69,7 +33,7 @@ def _model(dcn, device="cpu"):
 @pytest.mark.parametrize("dcn", [False, True], ids=["R-50", "dcnv2-R-50"])
 def test_train_backward_and_eval(dcn, device):
     model = _model(dcn, device)
-    images, targets = _batch(device)
+    images, targets = r50_batch(device)
 
     # Head outputs line up with the anchors: A=1 per location, P3..P7 of a 96x128 pad.
     image_list = to_image_list(images, 32)
@@ -78,7 +42,7 @@ def test_train_backward_and_eval(dcn, device):
     sizes = [tuple(f.shape[-2:]) for f in features]
     assert sizes == [(12, 16), (6, 8), (3, 4), (2, 2), (1, 1)]
     logits, deltas, ious = model.rpn.head(features)
-    assert [tuple(t.shape) for t in logits] == [(2, NUM_CLASSES - 1) + s for s in sizes]
+    assert [tuple(t.shape) for t in logits] == [(2, R50_NUM_CLASSES - 1) + s for s in sizes]
     assert [tuple(t.shape) for t in deltas] == [(2, 4) + s for s in sizes]
     assert [tuple(t.shape) for t in ious] == [(2, 1) + s for s in sizes]
 
@@ -95,7 +59,7 @@ def test_train_backward_and_eval(dcn, device):
         cpu_model = _model(dcn)
         cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
         cpu_model.train()
-        cpu_losses = cpu_model(*_batch())
+        cpu_losses = cpu_model(*r50_batch())
         for name, value in losses.items():
             assert value.item() == pytest.approx(cpu_losses[name].item(), rel=1e-3), name
     sum(losses.values()).backward()
@@ -137,7 +101,7 @@ def test_train_backward_and_eval(dcn, device):
         assert boxlist.size == (w, h)
         scores, labels = boxlist.get_field("scores"), boxlist.get_field("labels")
         assert 0 < len(boxlist) <= 100 and len(scores) == len(labels) == len(boxlist)
-        assert bool(((labels >= 1) & (labels < NUM_CLASSES)).all())
+        assert bool(((labels >= 1) & (labels < R50_NUM_CLASSES)).all())
         assert bool(((scores > 0) & (scores <= 1)).all())
         b = boxlist.bbox
         assert bool((b[:, 0] >= 0).all() and (b[:, 1] >= 0).all())
@@ -146,7 +110,7 @@ def test_train_backward_and_eval(dcn, device):
 
 
 def test_training_without_targets_fails_clearly():
-    model = build_detection_model(_cfg())
+    model = build_detection_model(r50_cfg())
     model.train()
     with pytest.raises(ValueError, match="targets"):
         model([torch.zeros(3, 64, 64)])
@@ -154,7 +118,7 @@ def test_training_without_targets_fails_clearly():
 
 def test_resnext_body_strides_and_res5_dilation():
     # A small ResNeXt (4 groups x 4) with the FAIR stride placement and a dilated res5.
-    cfg = _cfg(NUM_GROUPS=4, WIDTH_PER_GROUP=4, STRIDE_IN_1X1=False, RES5_DILATION=2)
+    cfg = r50_cfg(NUM_GROUPS=4, WIDTH_PER_GROUP=4, STRIDE_IN_1X1=False, RES5_DILATION=2)
     backbone = build_backbone(cfg)
     body = backbone.body
     assert body.layer4[0].conv2.dilation == (2, 2) and body.layer4[0].conv2.stride == (1, 1)
@@ -168,7 +132,7 @@ def test_resnext_body_strides_and_res5_dilation():
 
 
 def test_fpn_odd_sizes_and_p6_from_c5():
-    cfg = _cfg()
+    cfg = r50_cfg()
     cfg.MODEL.RETINANET.USE_C5 = True
     fpn = build_backbone(cfg).fpn
     assert fpn.top_blocks.p6.in_channels == 2048
@@ -183,8 +147,8 @@ def test_iou_branch_ablation_on_the_same_weights():
     classification loss; a plain GIoU mean over the positives instead of the IoU-weighted
     one; no IoU loss; the plain class probability as the detection score."""
     torch.manual_seed(0)
-    with_iou = build_detection_model(_cfg())
-    cfg = _cfg()
+    with_iou = build_detection_model(r50_cfg())
+    cfg = r50_cfg()
     cfg.MODEL.PAA.USE_IOU_PRED = False
     without = build_detection_model(cfg)
     state = with_iou.state_dict()
@@ -198,7 +162,7 @@ def test_iou_branch_ablation_on_the_same_weights():
     with_iou.rpn.head.register_forward_hook(
         lambda m, inputs, outputs: captured.update(outputs=outputs)
     )
-    images, targets = _batch()
+    images, targets = r50_batch()
     losses = with_iou(images, targets)
     ablated = without(images, targets)
     assert set(ablated) == {"loss_cls", "loss_reg"}
@@ -211,7 +175,7 @@ def test_iou_branch_ablation_on_the_same_weights():
     evaluator = with_iou.rpn.loss_evaluator
     cls_flat, reg_flat, _ = concat_box_prediction_layers(box_cls, box_reg, iou_pred)
     _, pos_idx, pos_anchors, reg_targets = evaluator.compute_targets(
-        cls_flat.reshape(-1, NUM_CLASSES - 1).detach(),
+        cls_flat.reshape(-1, R50_NUM_CLASSES - 1).detach(),
         reg_flat.reshape(-1, 4).detach(),
         targets,
         anchors,

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from helpers import MANIFESTS, REFERENCE_TOTALS, manifest_numbers
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
@@ -14,19 +15,6 @@ from paa_core.utils.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MANIFESTS = "/work/shared/reference/state_dicts"
-
-# (keys, numbers excluding the anchor buffers), from shared/reference/README.md.
-REFERENCE_TOTALS = {
-    "paa_R_50_FPN_1x": (329, 32_350_490),
-    "paa_R_50_FPN_1.5x": (329, 32_350_490),
-    "paa_R_101_FPN_2x": (584, 51_394_842),
-    "paa_X_101_FPN_2x": (584, 90_398_490),
-    "paa_dcnv2_R_101_FPN_2x": (648, 53_448_570),
-    "paa_dcnv2_X_101_32x8d_FPN_2x": (640, 103_075_854),
-    "paa_dcnv2_X_101_64x4d_FPN_2x": (640, 97_739_790),
-    "paa_dcnv2_X_152_32x8d_FPN_2x": (921, 139_984_237),
-}
 
 
 def _build(name):
@@ -36,16 +24,12 @@ def _build(name):
     return cfg, build_detection_model(cfg)
 
 
-def _numbers(shapes):
-    return sum(math.prod(s) for k, s in shapes.items() if "cell_anchors" not in k)
-
-
 @pytest.mark.parametrize("name", sorted(REFERENCE_TOTALS))
 def test_state_dict_matches_manifest_and_loads_released_layout(name):
     with open(os.path.join(MANIFESTS, name + ".json")) as f:
         manifest = json.load(f)
     keys, numbers = REFERENCE_TOTALS[name]
-    assert len(manifest) == keys and _numbers(manifest) == numbers
+    assert len(manifest) == keys and manifest_numbers(manifest) == numbers
 
     _, model = _build(name)
     state = model.state_dict()
@@ -53,7 +37,7 @@ def test_state_dict_matches_manifest_and_loads_released_layout(name):
     assert sorted(set(ours) - set(manifest)) == []
     assert sorted(set(manifest) - set(ours)) == []
     assert {k: s for k, s in ours.items() if s != manifest[k]} == {}
-    assert len(ours) == keys and _numbers(ours) == numbers
+    assert len(ours) == keys and manifest_numbers(ours) == numbers
 
     # A released checkpoint as saved from DistributedDataParallel: "module." prefixes.
     released = {

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from box_oracles import iou_plus1
-from paa_inputs import real_anchors
+from helpers import real_anchors
+from oracles import iou_plus1
 
 from paa_core.config import get_cfg
 from paa_core.modeling.box_coder import BoxCoder

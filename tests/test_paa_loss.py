@@ -2,15 +2,12 @@
 device (the `device` fixture); on CUDA also float32 against the same evaluator on the CPU."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from box_oracles import iou_plus1
-from paa_inputs import real_anchors
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
+from helpers import real_anchors
+from oracles import iou_plus1, sklearn_num_pos
 
 from paa_core.config import get_cfg
 from paa_core.layers.iou_loss import giou_loss
@@ -62,27 +59,6 @@ def _giou_loss(p, t):
     return 1 - (inter / union - (enclose - union) / enclose)
 
 
-def _sklearn_num_pos(scores):
-    x = np.asarray(scores, dtype=np.float64)[:, None]
-    gmm = GaussianMixture(
-        2,
-        weights_init=[0.5, 0.5],
-        means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]],
-        tol=1e-3,
-        reg_covar=1e-6,
-        max_iter=100,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(x)
-    comp, ll = gmm.predict(x), gmm.score_samples(x)
-    fg = comp == 0
-    if not fg.any():
-        return len(x)
-    return int(np.nonzero(fg & (ll == ll[fg].max()))[0].min()) + 1
-
-
 def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
     """The reference algorithm written as loops: per image, per GT, per level.
 
@@ -119,7 +95,7 @@ def _oracle(box_cls, box_regression, iou_pred, targets, anchors, topk=9):
                 if not cands:
                     continue
                 cands.sort()
-                npos = 1 if len(cands) == 1 else _sklearn_num_pos([s for s, _ in cands])
+                npos = 1 if len(cands) == 1 else sklearn_num_pos([s for s, _ in cands])
                 for _, i in cands[:npos]:
                     labels[i] = tgt.get_field("labels")[g]
                     a = abox[i : i + 1]
@@ -240,7 +216,7 @@ def test_hand_made_all_in_one_mode():
     pos = ev.assigner(
         torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long), scores, 1, 1
     )
-    assert sorted(pos.tolist()) == list(range(_sklearn_num_pos(scores.tolist())))
+    assert sorted(pos.tolist()) == list(range(sklearn_num_pos(scores.tolist())))
 
 
 def test_end_to_end_matches_per_gt_loop(device):

@@ -1,14 +1,13 @@
 """Proposal recall (AR@k by object size) on a hand-computed case, and end to end for an
 RPN-only model through tools/train_net.py and tools/test_net.py."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import TEST_NET, TOOL_ENV, TRAIN_NET, write_split, write_tiny_config
 from pycocotools.coco import COCO
-from test_tools import REPO, TEST_NET, TRAIN_NET, write_split
 
 from paa_core.data.datasets.evaluation.coco.coco_eval import (
     evaluate_box_proposals,
@@ -71,51 +70,23 @@ def test_recall_hand_computed():
     )
 
 
-RPN_TINY = """
-MODEL:
-  DEVICE: "cpu"
-  PAA_ON: False
-  RPN_ONLY: True
-  BACKBONE: {CONV_BODY: "R-18-GN-FPN", FREEZE_CONV_BODY_AT: 0}
-  RESNETS: {STEM_OUT_CHANNELS: 8, RES2_OUT_CHANNELS: 8, BACKBONE_OUT_CHANNELS: 16}
-  FPN: {USE_BIAS: False}
-  RPN: {FG_IOU_THRESHOLD: 0.1, BG_IOU_THRESHOLD: 0.1, USE_PAA: True, USE_IOU_PRED: True,
-        FPN_POST_NMS_TOP_N_TEST: 2000}
-INPUT:
-  MIN_SIZE_TRAIN: (64,)
-  MAX_SIZE_TRAIN: 64
-  MIN_SIZE_TEST: 64
-  MAX_SIZE_TEST: 64
-DATALOADER: {NUM_WORKERS: 0}
-SOLVER:
-  BASE_LR: 0.01
-  STEPS: (3,)
-  WARMUP_ITERS: 1
-  IMS_PER_BATCH: 2
-  MAX_ITER: 2
-  CHECKPOINT_PERIOD: 2
-TEST: {IMS_PER_BATCH: 2}
-"""
-
-
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_rpn_only_config_trains_and_reports_recall(tmp_path):
     train = write_split(str(tmp_path), "train", 4, 0)
     val = write_split(str(tmp_path), "val", 2, 1)
-    config = tmp_path / "rpn.yaml"
-    config.write_text(RPN_TINY + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    config = write_tiny_config(str(tmp_path / "rpn.yaml"), train, val, "tiny_rpn.yaml")
     out = str(tmp_path / "out")
     run = subprocess.run(
-        [sys.executable, TRAIN_NET, "--config-file", str(config), "--skip-test", "OUTPUT_DIR", out],
-        env=env,
+        [sys.executable, TRAIN_NET, "--config-file", config, "--skip-test", "OUTPUT_DIR", out],
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     run = subprocess.run(
-        [sys.executable, TEST_NET, "--config-file", str(config), "OUTPUT_DIR", out],
-        env=env,
+        [sys.executable, TEST_NET, "--config-file", config, "OUTPUT_DIR", out],
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
     )

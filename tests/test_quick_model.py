@@ -1,12 +1,10 @@
-"""The light GroupNorm ResNet-18 backbone, the quick-start config built on it, and the demo."""
+"""The light GroupNorm ResNet-18 backbone and the quick-start config built on it."""
 
-import json
 import os
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import CONFIGS, quick_cfg, tiny_quick_model_and_targets
 from torch import nn
 
 from paa_core.config import get_cfg
@@ -14,18 +12,6 @@ from paa_core.layers import FrozenBatchNorm2d
 from paa_core.modeling.backbone import build_backbone
 from paa_core.modeling.backbone.resnet_light import BasicBlockWithGN, ResNetLight
 from paa_core.modeling.detector import build_detection_model
-from paa_core.structures.bounding_box import BoxList
-
-CONFIGS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "paa"
-)
-
-
-def quick_cfg(*opts):
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(CONFIGS, "paa_quick_shapes.yaml"))
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 def test_backbone_levels_and_channels():
@@ -124,32 +110,8 @@ def test_quick_config_keeps_the_paper_head_assigner_losses_and_inference():
     assert quick.MODEL.FPN == paper.MODEL.FPN and quick.TEST.BBOX_AUG == paper.TEST.BBOX_AUG
 
 
-def _tiny_quick_model_and_targets():
-    """(cfg, model, targets): the quick config at 8/8/32 channels (seeded) and targets for
-    two 128x128 images."""
-    torch.manual_seed(0)
-    cfg = quick_cfg(
-        "MODEL.RESNETS.STEM_OUT_CHANNELS",
-        8,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        8,
-        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
-        32,
-    )
-    model = build_detection_model(cfg)
-    targets = []
-    for boxes, labels in (
-        ([[10, 12, 60, 50], [40, 40, 120, 110]], [1, 6]),
-        ([[5, 5, 20, 30]], [3]),
-    ):
-        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (128, 128), mode="xyxy")
-        t.add_field("labels", torch.tensor(labels))
-        targets.append(t)
-    return cfg, model, targets
-
-
 def test_quick_model_trains_and_detects():
-    cfg, model, targets = _tiny_quick_model_and_targets()
+    cfg, model, targets = tiny_quick_model_and_targets()
     images = torch.randn(2, 3, 128, 128) * 50
     model.train()
     losses = model(images, targets)
@@ -170,7 +132,7 @@ def test_quick_model_trains_and_detects():
 def test_autocast_runs_convolutions_in_half_and_losses_in_float32(dtype):
     # SOLVER.AMP: the trainer runs the forward under autocast; the PAA module hands float32
     # head outputs to the loss, so the losses are those of float32 up to bf16/fp16 rounding.
-    _, model, targets = _tiny_quick_model_and_targets()
+    _, model, targets = tiny_quick_model_and_targets()
     model.train()
     images = torch.rand(2, 3, 128, 128) * 255
     head_dtypes = []
@@ -194,81 +156,3 @@ def test_quick_model_builds_with_its_config():
     assert 1e6 < n_params < 5e6  # small enough to train on a CPU in minutes
     head = model.rpn.head
     assert head.cls_logits.out_channels == 6 and head.cls_logits.in_channels == 64
-
-
-# ---------------------------------------------------------------------------
-# demo/paa_demo.py: what the README's picture is drawn with
-# ---------------------------------------------------------------------------
-def _demo_module():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(CONFIGS)), "demo", "paa_demo.py")
-    spec = importlib.util.spec_from_file_location("paa_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_demo_draws_only_detections_above_threshold():
-    demo = _demo_module()
-    image = np.zeros((60, 80, 3), np.uint8)
-    dets = BoxList(torch.tensor([[10.0, 10.0, 40.0, 50.0], [50.0, 5.0, 70.0, 20.0]]), (80, 60))
-    dets.add_field("scores", torch.tensor([0.9, 0.3]))
-    dets.add_field("labels", torch.tensor([2, 1]))
-    out, count = demo.draw_detections(image, dets, ["ellipse", "triangle"], threshold=0.5)
-    assert count == 1 and image.sum() == 0  # the input is left alone
-    # The kept box's bottom edge (y=50) is drawn in its class colour; the other box is not drawn.
-    assert tuple(out[50, 25]) == demo.class_colour(2)
-    assert out[20, 52:68].sum() == 0 and out[15:21, 68:72].sum() == 0  # its bottom and right edges
-
-
-def test_demo_reads_category_names(tmp_path):
-    demo = _demo_module()
-    coco = {
-        "categories": [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}],
-        "images": [],
-        "annotations": [],
-    }
-    (tmp_path / "coco.json").write_text(json.dumps(coco))
-    (tmp_path / "names.json").write_text(json.dumps(["x", "y"]))
-    (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
-    assert demo.load_category_names(str(tmp_path / "coco.json")) == [
-        "a",
-        "b",
-    ]  # sorted ids -> labels 1..K
-    assert demo.load_category_names(str(tmp_path / "names.json")) == ["x", "y"]
-    with pytest.raises(demo.InputError, match="bad.json"):
-        demo.load_category_names(str(tmp_path / "bad.json"))
-    with pytest.raises(demo.InputError, match="nowhere"):
-        demo.list_images([str(tmp_path / "nowhere")])
-
-
-def test_demo_predictor_returns_boxes_in_image_coordinates(tmp_path):
-    demo = _demo_module()
-    cfg = quick_cfg(
-        "MODEL.RESNETS.STEM_OUT_CHANNELS",
-        8,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS",
-        8,
-        "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
-        32,
-        "INPUT.MIN_SIZE_TEST",
-        128,
-        "INPUT.MAX_SIZE_TEST",
-        160,
-        "MODEL.PAA.INFERENCE_TH",
-        0.0,
-    )
-    torch.manual_seed(0)
-    model = build_detection_model(cfg)
-    torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
-    predictor = demo.Predictor(cfg, str(tmp_path / "w.pth"))
-    for p, q in zip(predictor.model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(p, q)
-    image = Image.fromarray(
-        np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8)
-    )
-    dets = predictor(image)  # run at 160x120, reported at 200x150
-    assert dets.size == (200, 150) and len(dets) > 0
-    assert dets.bbox[:, 2].max() <= 199 and dets.bbox[:, 3].max() <= 149
-    assert dets.bbox[:, 2].max() > 160  # scaled up from the network's input size

@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 import yaml
-from test_model_state_dict import MANIFESTS, REFERENCE_TOTALS, _numbers
+from helpers import MANIFESTS, REFERENCE_TOTALS, manifest_numbers
 from torch import nn
 
 from paa_core.config import get_cfg
@@ -303,7 +303,7 @@ def test_reference_files_of_each_row_build_the_reference_model(tmp_path, name, f
         manifest = json.load(f)
     state = _build_on_meta(cfg).state_dict()
     assert {k: list(v.shape) for k, v in state.items()} == manifest
-    assert (len(state), _numbers(manifest)) == REFERENCE_TOTALS[name]
+    assert (len(state), manifest_numbers(manifest)) == REFERENCE_TOTALS[name]
 
 
 def test_inert_keys_change_nothing(tmp_path):

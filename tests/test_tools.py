@@ -1,7 +1,6 @@
 """End to end: tools/train_net.py under torchrun (2 CPU processes, gloo), resume after a stop,
 tools/test_net.py on the checkpoint, and the one-line errors for bad input."""
 
-import json
 import os
 import re
 import shutil
@@ -9,111 +8,18 @@ import socket
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
 import torch
+from helpers import TEST_NET, TOOL_ENV, TRAIN_NET, run_tool
 
 from paa_core.config import get_cfg
 from paa_core.config.loading import load_config
 from paa_core.engine.cli import InputError, make_parser, run_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
-TEST_NET = os.path.join(REPO, "tools", "test_net.py")
-
-TINY_CONFIG = """
-MODEL:
-  DEVICE: "cuda"  # no GPU here: exercises the fallback to the CPU
-  BACKBONE: {CONV_BODY: "R-18-GN-FPN-RETINANET", FREEZE_CONV_BODY_AT: 0}
-  RESNETS: {STEM_OUT_CHANNELS: 8, RES2_OUT_CHANNELS: 8, BACKBONE_OUT_CHANNELS: 64}
-  PAA:
-    NUM_CLASSES: 3
-    NUM_CONVS: 1
-    ANCHOR_SIZES: (16, 32, 64, 128, 256)
-INPUT:
-  MIN_SIZE_TRAIN: (64,)
-  MAX_SIZE_TRAIN: 64
-  MIN_SIZE_TEST: 64
-  MAX_SIZE_TEST: 64
-DATALOADER: {NUM_WORKERS: 0}
-SOLVER:
-  BASE_LR: 0.01
-  STEPS: (3,)
-  WARMUP_ITERS: 10
-  WARMUP_METHOD: "linear"
-  IMS_PER_BATCH: 4
-  MAX_ITER: 2
-  CHECKPOINT_PERIOD: 2
-TEST: {IMS_PER_BATCH: 2}
-"""
-
-
-def write_split(root, split, n, seed):
-    """n 64x64 images with 1-2 filled rectangles of two categories, as COCO json."""
-    g = np.random.RandomState(seed)
-    os.makedirs(os.path.join(root, split))
-    images, anns = [], []
-    for i in range(n):
-        img = np.full((64, 64, 3), 40, np.uint8)
-        for _ in range(g.randint(1, 3)):
-            w, h = g.randint(12, 30, 2)
-            x, y = g.randint(0, 64 - w), g.randint(0, 64 - h)
-            cat = int(g.randint(1, 3))
-            cv2.rectangle(
-                img,
-                (int(x), int(y)),
-                (int(x + w - 1), int(y + h - 1)),
-                (0, 0, 255) if cat == 1 else (255, 0, 0),
-                -1,
-            )
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i + 1,
-                    "category_id": cat,
-                    "bbox": [float(x), float(y), float(w), float(h)],
-                    "area": float(w * h),
-                    "iscrowd": 0,
-                }
-            )
-        cv2.imwrite(os.path.join(root, split, f"{i:03d}.png"), img)
-        images.append({"id": i + 1, "file_name": f"{i:03d}.png", "width": 64, "height": 64})
-    ann_file = os.path.join(root, f"{split}.json")
-    with open(ann_file, "w") as f:
-        json.dump(
-            {
-                "images": images,
-                "annotations": anns,
-                "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}],
-            },
-            f,
-        )
-    return f"tiny_{split}:{os.path.join(root, split)}:{ann_file}"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tiny"))
-    train = write_split(root, "train", 8, 0)
-    val = write_split(root, "val", 4, 1)
-    config = os.path.join(root, "tiny.yaml")
-    with open(config, "w") as f:
-        f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
-    return {"root": root, "config": config, "train": train, "val": val}
-
-
-def run(args, cwd, **kwargs):
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs
-    )
-
 
 def start(args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     return subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args, cwd=cwd, env=TOOL_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -131,7 +37,7 @@ def images_per_iteration(log_file, rank):
 def torchrun_output(tiny):
     """Two iterations of tools/train_net.py on 2 CPU processes, with the final evaluation."""
     out = os.path.join(tiny["root"], "out")
-    result = run(
+    result = run_tool(
         [
             sys.executable,
             "-m",
@@ -150,6 +56,7 @@ def torchrun_output(tiny):
     return out, result
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_test_net(tiny, torchrun_output, tmp_path):
     out, result = torchrun_output
     assert "no GPU is visible: using the CPU" in result.stderr + result.stdout
@@ -177,7 +84,7 @@ def test_torchrun_two_processes_then_test_net(tiny, torchrun_output, tmp_path):
     ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert ckpt["iteration"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
 
-    result = run(
+    result = run_tool(
         [
             sys.executable,
             TEST_NET,
@@ -206,6 +113,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_train_together(tiny, tmp_path):
     """README's multi-node launch, with this machine playing two nodes of one process each:
     two torchrun launchers meet at 127.0.0.1 (gloo on the CPU) and split the data."""
@@ -248,6 +156,7 @@ def test_two_nodes_train_together(tiny, tmp_path):
     assert ckpt["iteration"] == 2
 
 
+@pytest.mark.slow
 def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     """The 2-iteration run counts as stopped; a restart with MAX_ITER 4 (on one process) continues it
     when asked to with --resume-changed."""
@@ -255,7 +164,7 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     shutil.copytree(torchrun_output[0], out)
     # lr at iteration 2: linear warm-up 1/3 + 2/3 * 2/10 of 0.01.
     assert re.search(r"iter: 2 .*lr: 0\.004667", torchrun_output[1].stdout)
-    second = run(
+    second = run_tool(
         [
             sys.executable,
             TRAIN_NET,
@@ -282,6 +191,7 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     assert ckpt["iteration"] == 4 and ckpt["scheduler"]["last_epoch"] == 4
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line(tiny, tmp_path):
     """Each tool run ends with exactly one `error:` line and exit code 1, no traceback."""
     bad_key = tmp_path / "bad_key.yaml"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from test_tools import REPO, TEST_NET, TRAIN_NET, run, tiny  # noqa: F401  (tiny is a fixture)
+from helpers import REPO, TEST_NET, TRAIN_NET, run_tool
 
 from paa_core.utils.metrics_file import (
     METRICS_FILE,
@@ -19,6 +19,7 @@ from paa_core.utils.metrics_file import (
 PLOT = os.path.join(REPO, "tools", "plot_training.py")
 
 
+@pytest.mark.slow
 def test_round_trip_into_the_plot(tmp_path):
     out = str(tmp_path)
     for it, loss in ((20, 2.0), (40, 1.5), (40, 1.4), (60, 1.1)):  # 40 twice: a resumed run
@@ -54,10 +55,11 @@ def test_round_trip_into_the_plot(tmp_path):
     assert result.returncode == 1 and result.stderr.startswith("error: no metrics.jsonl in ")
 
 
-def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_path):
     pytest.importorskip("matplotlib")
     out = str(tmp_path / "out")
-    train = run(
+    train = run_tool(
         [sys.executable, TRAIN_NET, "--config-file", tiny["config"], "OUTPUT_DIR", out],
         cwd=str(tmp_path),
     )
@@ -92,7 +94,7 @@ def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_pat
         assert [r["category"] for r in json.load(f)] == ["red", "blue"]
 
     # test_net on the final checkpoint adds its APs at the checkpoint's iteration.
-    test = run(
+    test = run_tool(
         [
             sys.executable,
             TEST_NET,
@@ -108,5 +110,7 @@ def test_train_and_test_write_metrics_curves_and_per_class_results(tiny, tmp_pat
     assert test.returncode == 0, test.stderr[-3000:]
     with open(os.path.join(out, METRICS_FILE)) as f:
         assert [json.loads(x).get("dataset") for x in f] == [None, "tiny_val", "tiny_val"]
-    plot = run([sys.executable, PLOT, out, "--output", str(tmp_path / "c.png")], cwd=str(tmp_path))
+    plot = run_tool(
+        [sys.executable, PLOT, out, "--output", str(tmp_path / "c.png")], cwd=str(tmp_path)
+    )
     assert plot.returncode == 0 and os.path.getsize(tmp_path / "c.png") > 10000

@@ -6,16 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TOOL_ENV, tiny_quick_cfg, write_split, write_tiny_config
+from oracles import sklearn_gmm
 from PIL import Image
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
-from test_quick_model import quick_cfg
-from test_tools import TINY_CONFIG, write_split
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
@@ -25,14 +22,7 @@ from paa_core.structures.image_list import to_image_list
 from paa_core.visualization.assignment_view import assignment_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTS = (
-    "MODEL.RESNETS.STEM_OUT_CHANNELS",
-    8,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    8,
-    "MODEL.RESNETS.BACKBONE_OUT_CHANNELS",
-    32,
     "MODEL.PAA.ANCHOR_SIZES",
     (16, 32, 64, 128, 256),
     "SOLVER.AMP",
@@ -40,26 +30,9 @@ TINY_OPTS = (
 )
 
 
-def _sklearn_gmm(x):
-    gmm = GaussianMixture(
-        2,
-        weights_init=[0.5, 0.5],
-        means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]],
-        tol=1e-3,
-        reg_covar=1e-6,
-        max_iter=100,
-        init_params="random_from_data",
-        random_state=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return gmm.fit(x[:, None])
-
-
 def test_records_are_the_loss_evaluators_assignment():
     torch.manual_seed(0)
-    model = build_detection_model(quick_cfg(*TINY_OPTS))
+    model = build_detection_model(tiny_quick_cfg(*TINY_OPTS))
     # Two images of different sizes (padded to one batch), five GTs of three classes.
     images = to_image_list([torch.randn(3, 96, 128), torch.randn(3, 80, 96)], 32)
     targets = [
@@ -129,7 +102,7 @@ def test_records_are_the_loss_evaluators_assignment():
             ]
             assert g["cut"] == cands[g["num_positives"] - 1]["score"]
             # The mixture is scikit-learn's fit of exactly these scores.
-            ref = _sklearn_gmm(scores)
+            ref = sklearn_gmm(scores)
             np.testing.assert_allclose(g["gmm"]["means"], ref.means_.ravel(), rtol=1e-4, atol=1e-9)
             np.testing.assert_allclose(
                 g["gmm"]["variances"], ref.covariances_.ravel(), rtol=1e-4, atol=1e-12
@@ -141,14 +114,12 @@ def test_records_are_the_loss_evaluators_assignment():
     )
 
 
+@pytest.mark.slow
 def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     pytest.importorskip("matplotlib")
     root = str(tmp_path)
     train = write_split(root, "train", 3, 0)
-    config = os.path.join(root, "tiny.yaml")
-    with open(config, "w") as f:
-        f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{train}",)\n')
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    config = write_tiny_config(os.path.join(root, "tiny.yaml"), train, train)
     tool = [
         sys.executable,
         os.path.join(REPO, "tools", "visualize_assignment.py"),
@@ -159,7 +130,7 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     def run(output, *extra):
         result = subprocess.run(
             tool + ["--output", output, *extra],
-            env=env,
+            env=TOOL_ENV,
             capture_output=True,
             text=True,
             timeout=300,
@@ -197,7 +168,7 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
 
     bad = subprocess.run(
         tool + ["--output", root, "--images", "nope.png"],
-        env=env,
+        env=TOOL_ENV,
         capture_output=True,
         text=True,
         timeout=300,

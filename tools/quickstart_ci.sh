@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI's proof that the main job learns: the quick start (tools/quickstart.sh) with a
 # shortened schedule, about 4 minutes on a 2-core CPU after set-up, failing when the
-# bbox AP on shapes_val is below a floor set from measured runs (README, Benchmarks).
+# bbox AP on shapes_val is below a floor set from measured runs (docs/BENCHMARKS.md).
 #
 #   bash tools/quickstart_ci.sh          AP_FLOOR=<0..1> overrides the floor.
 set -euo pipefail

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.data import make_data_loader
 from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
-from paa_core.engine.trainer import do_train
+from paa_core.engine.trainer import TrainOptions, do_train
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
 from paa_core.utils.comm import get_rank, is_main_process
@@ -65,18 +65,10 @@ def train(cfg, distributed, logger):
         cfg, is_train=True, is_distributed=distributed, start_iter=arguments["iteration"]
     )
     amp_dtype = make_amp_dtype(cfg, device)
-    do_train(
-        model,
-        data_loader,
-        optimizer,
-        scheduler,
-        checkpointer,
-        device,
-        cfg.SOLVER.CHECKPOINT_PERIOD,
-        arguments,
-        amp_dtype=amp_dtype,
-        scaler=make_grad_scaler(amp_dtype, device),
+    options = TrainOptions(
+        device, cfg.SOLVER.CHECKPOINT_PERIOD, amp_dtype, make_grad_scaler(amp_dtype, device)
     )
+    do_train(model, data_loader, optimizer, scheduler, checkpointer, arguments, options)
     return model, arguments["iteration"]
 
 

@@ -1,7 +1,7 @@
 """Which detector a config builds and which key counts its classes: the one place that
 reads MODEL.PAA_ON and MODEL.RPN_ONLY for the rest of paa_core."""
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 # The three models a config can build.
 PAA = "paa"  # the one-stage PAA detector (MODEL.PAA_ON)
@@ -16,7 +16,7 @@ class ClassCount(NamedTuple):
     num_classes: int
 
 
-def unbuildable_kind(cfg) -> Optional[str]:
+def unbuildable_kind(cfg) -> str | None:
     """Why the switches ask for a detector paa_core does not have, or None."""
     if cfg.MODEL.PAA_ON and not cfg.MODEL.RPN_ONLY:
         return (
@@ -35,7 +35,7 @@ def detector_kind(cfg) -> str:
     return PROPOSALS_ONLY if cfg.MODEL.RPN_ONLY else FASTER_RCNN
 
 
-def class_count(cfg) -> Optional[ClassCount]:
+def class_count(cfg) -> ClassCount | None:
     """MODEL.PAA.NUM_CLASSES for PAA, MODEL.ROI_BOX_HEAD.NUM_CLASSES for Faster R-CNN,
     None for a proposal-only model (it has no classes)."""
     kind = detector_kind(cfg)

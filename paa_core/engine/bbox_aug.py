@@ -7,10 +7,14 @@ detections are merged.
 """
 
 import functools
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor, nn
+from yacs.config import CfgNode
 
 from paa_core.config.detector import PAA, PROPOSALS_ONLY, detector_kind
 from paa_core.data.transforms import build_test_transforms
@@ -28,7 +32,7 @@ class AugRun(NamedTuple):
 
     transform: Callable
     hflip: bool
-    scale_range: Optional[tuple[float, float]]
+    scale_range: tuple[float, float] | None
 
 
 class BBoxAugOptions(NamedTuple):
@@ -51,8 +55,42 @@ class BBoxAugOptions(NamedTuple):
     detections_per_img: int
 
 
-def im_detect_bbox(model, images, run, size_divisible, device):
-    """Detections of one run, in the frame of the resized (unflipped) image."""
+class VoteClusters(NamedTuple):
+    """`vote_clusters`' answer: boxes sorted by descending score (`order`), and for each sorted
+    box the sorted position of its cluster's leader and its IoU with the leader."""
+
+    order: Tensor
+    leader: Tensor
+    iou_to_leader: Tensor
+
+
+class Detections(NamedTuple):
+    """One image's detections as tensors: boxes [N, 4] xyxy, scores [N], labels [N]."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+
+
+def im_detect_bbox(
+    model: nn.Module,
+    images: list[Image.Image],
+    run: AugRun,
+    size_divisible: int,
+    device: torch.device,
+) -> list[BoxList]:
+    """Detections of one run, in the frame of the resized (unflipped) image.
+
+    Args:
+        model: the detector in eval mode.
+        images: the untransformed test images.
+        run: the transform (and mirroring) of this pass.
+        size_divisible: padding of the batch, as the test loader pads.
+        device: where the model runs.
+
+    Returns:
+        One BoxList per image.
+    """
     batch = to_image_list([run.transform(image)[0] for image in images], size_divisible)
     boxlists = model(batch.to(device))
     if run.hflip:
@@ -60,20 +98,24 @@ def im_detect_bbox(model, images, run, size_divisible, device):
     return boxlists
 
 
-def filter_by_scale_range(boxlist, min_side, max_side):
+def filter_by_scale_range(boxlist: BoxList, min_side: float, max_side: float) -> BoxList:
     """Keep boxes whose area (+1 widths) lies strictly between min_side^2 and max_side^2."""
     area = box_area(boxlist.convert("xyxy").bbox, offset=PLUS_ONE_OFFSET)
     keep = (area > min_side * min_side) & (area < max_side * max_side)
     return boxlist[keep.nonzero().squeeze(1)]
 
 
-def vote_clusters(boxes, scores, labels, vote_th):
+def vote_clusters(boxes: Tensor, scores: Tensor, labels: Tensor, vote_th: float) -> VoteClusters:
     """Greedy clustering in descending score order: the best unclustered box takes every
-    unclustered box of its label with IoU >= vote_th to it.
+    unclustered box of its label with IoU >= vote_th to it. The greedy pass is sequential
+    over clusters (as in NMS); each step is vectorised.
 
-    Returns (order, leader, iou_to_leader): boxes sorted by descending score, and for each
-    sorted box the sorted position of its cluster's leader and its IoU with the leader.
-    The greedy pass is sequential over clusters (as in NMS); each step is vectorised.
+    Args:
+        boxes: [N, 4] xyxy on the CPU; scores: [N]; labels: [N].
+        vote_th: the IoU that joins a box to a leader's cluster.
+
+    Returns:
+        The sort order, each sorted box's leader and its IoU with the leader.
     """
     order = torch.argsort(scores, descending=True, stable=True)
     boxes, labels = boxes[order], labels[order]
@@ -96,21 +138,37 @@ def vote_clusters(boxes, scores, labels, vote_th):
         i += 1 + int(rest[0])
     leader = torch.from_numpy(leader)
     iou_to_leader = iou[leader, torch.arange(n)]
-    return order, leader, iou_to_leader
+    return VoteClusters(order, leader, iou_to_leader)
 
 
-def merge_boxes_by_vote(boxes, scores, labels, vote_th, merge_type="vote", soft_vote_th=0.05):
-    """Merge one image's detections (boxes [N, 4] xyxy, scores [N], labels [N]).
+def merge_boxes_by_vote(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    vote_th: float,
+    merge_type: str = "vote",
+    soft_vote_th: float = 0.05,
+) -> Detections:
+    """Merge one image's detections.
 
     Each cluster becomes one box: the score-weighted mean of its members, with the
     cluster's highest score; a cluster of one box keeps it unchanged. "soft-vote" also
     keeps each member of a larger cluster whose score * (1 - IoU with the leader) is
-    >= soft_vote_th, with that reduced score. Returns (boxes, scores, labels).
+    >= soft_vote_th, with that reduced score.
+
+    Args:
+        boxes: [N, 4] xyxy; scores: [N]; labels: [N].
+        vote_th: the IoU that joins a box to a cluster (`vote_clusters`).
+        merge_type: "vote" or "soft-vote".
+        soft_vote_th: the lowest reduced score a soft-voted member keeps.
+
+    Returns:
+        The merged detections, on the device of `boxes`.
     """
     if merge_type not in MERGE_TYPES:
         raise ValueError(f"merge_type must be one of {MERGE_TYPES}, got {merge_type!r}")
     if boxes.shape[0] == 0:
-        return boxes, scores, labels
+        return Detections(boxes, scores, labels)
     device = boxes.device
     boxes, scores, labels = boxes.cpu(), scores.cpu(), labels.cpu()
     order, leader, iou_to_leader = vote_clusters(boxes, scores, labels, vote_th)
@@ -132,14 +190,14 @@ def merge_boxes_by_vote(boxes, scores, labels, vote_th, merge_type="vote", soft_
         out_boxes.append(boxes[keep])
         out_scores.append(soft_scores[keep])
         out_labels.append(labels[keep])
-    return (
+    return Detections(
         torch.cat(out_boxes).to(device),
         torch.cat(out_scores).to(device),
         torch.cat(out_labels).to(device),
     )
 
 
-def keep_top_scores(boxlist, max_detections):
+def keep_top_scores(boxlist: BoxList, max_detections: int) -> BoxList:
     """Keep the boxes scoring at least the `max_detections`-th best score (ties kept)."""
     scores = boxlist.get_field("scores")
     if max_detections <= 0 or len(boxlist) <= max_detections:
@@ -148,8 +206,20 @@ def keep_top_scores(boxlist, max_detections):
     return boxlist[(scores >= threshold.item()).nonzero().squeeze(1)]
 
 
-def im_detect_bbox_aug(model, images, device, options):
-    """Detections of `images` (PIL) under every run of `options`, merged per image."""
+def im_detect_bbox_aug(
+    model: nn.Module, images: list[Image.Image], device: torch.device, options: BBoxAugOptions
+) -> list[BoxList]:
+    """Detections of `images` under every run of `options`, merged per image.
+
+    Args:
+        model: the detector in eval mode.
+        images: the untransformed test images (PIL).
+        device: where the model runs.
+        options: the runs and the merge (`make_bbox_aug_options`).
+
+    Returns:
+        One BoxList per image, in the frame of the identity size.
+    """
     per_image = [[] for _ in images]
     for run in options.runs:
         boxlists = im_detect_bbox(model, images, run, options.size_divisible, device)
@@ -184,7 +254,7 @@ def im_detect_bbox_aug(model, images, device, options):
     return results
 
 
-def make_bbox_aug_options(cfg):
+def make_bbox_aug_options(cfg: CfgNode) -> BBoxAugOptions:
     """`TEST.BBOX_AUG` (with the test sizes, NMS and detection cap) as `BBoxAugOptions`.
 
     Runs: the identity size (and its mirror with H_FLIP), then each of SCALES (and its
@@ -234,6 +304,6 @@ def make_bbox_aug_options(cfg):
     )
 
 
-def make_bbox_aug(cfg):
+def make_bbox_aug(cfg: CfgNode) -> Callable[[nn.Module, list, torch.device], list[BoxList]]:
     """`TEST.BBOX_AUG` as a callable `(model, images, device) -> [BoxList]` for `inference`."""
     return functools.partial(im_detect_bbox_aug, options=make_bbox_aug_options(cfg))

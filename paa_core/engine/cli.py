@@ -2,14 +2,18 @@
 and turning bad input into one clear line instead of a traceback."""
 
 import argparse
+import logging
 import os
 import random
 import re
 import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from yacs.config import CfgNode as CN
 
 from paa_core.checkpoint.model_serialization import WeightMismatchError
@@ -25,6 +29,7 @@ from paa_core.utils.miscellaneous import mkdir, save_config
 
 from .bbox_aug import make_bbox_aug
 from .inference import inference
+from .trainer import TrainingStopped
 
 # Errors that mean "the input is wrong", not "the program is wrong".
 USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
@@ -34,11 +39,12 @@ USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
 NOT_RUN_DEFINITION = ("OUTPUT_DIR", "DATALOADER.NUM_WORKERS")
 
 
-def run_cli(main):
-    """Call `main()`; a user error prints `error: <message>` on stderr and exits with 1."""
+def run_cli(main: Callable[[], object]) -> None:
+    """Call `main()`; a user error or a stopped training run prints `error: <message>` on
+    stderr and exits with 1."""
     try:
         main()
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, TrainingStopped) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -46,7 +52,9 @@ def run_cli(main):
         sys.exit(1)
 
 
-def make_parser(description):
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every tool takes: --config-file, the launchers' local rank, KEY VALUE
+    overrides."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--config-file", required=True, metavar="FILE", help="path to the config file"
@@ -58,10 +66,11 @@ def make_parser(description):
     return parser
 
 
-def resolve_device(cfg):
-    """Check MODEL.DEVICE; "cuda" without a visible GPU falls back to "cpu".
+def resolve_device(cfg: CN) -> str | None:
+    """Check MODEL.DEVICE; "cuda" without a visible GPU falls back to "cpu" (set in `cfg`).
 
-    Returns the warning to log about the fallback, or None.
+    Returns:
+        The warning to log about the fallback, or None.
     """
     if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
         raise InputError(
@@ -74,13 +83,15 @@ def resolve_device(cfg):
     return None
 
 
-def check_schedule(cfg):
+def check_schedule(cfg: CN) -> None:
+    """Refuse a schedule with a non-positive iteration count, checkpoint period or batch."""
     for key in ("MAX_ITER", "CHECKPOINT_PERIOD", "IMS_PER_BATCH"):
         if cfg.SOLVER[key] <= 0:
             raise InputError(f"SOLVER.{key} must be positive, got {cfg.SOLVER[key]}")
 
 
-def _flatten(node, prefix=""):
+def _flatten(node: dict, prefix: str = "") -> dict:
+    """{"A.B.C": value} for a nested config."""
     flat = {}
     for key, value in node.items():
         if isinstance(value, dict):
@@ -90,9 +101,9 @@ def _flatten(node, prefix=""):
     return flat
 
 
-def run_definition_changes(cfg, saved_config):
-    """["KEY saved (now new)", ...] for the settings that define a training run and differ
-    between `cfg` and the config.yml of a run; keys that one of them lacks are skipped."""
+def run_definition_changes(cfg: CN, saved_config: str) -> list[str]:
+    """The settings that define a training run and differ between `cfg` and the config.yml
+    of a run, as ["KEY saved (now new)", ...]; keys that one of them lacks are skipped."""
     with open(saved_config) as f:
         try:
             saved = _flatten(CN.load_cfg(f))
@@ -111,10 +122,13 @@ def run_definition_changes(cfg, saved_config):
     return changes
 
 
-def check_run_definition(cfg, resume_changed):
+def check_run_definition(cfg: CN, resume_changed: bool) -> list[str]:
     """Refuse to continue the run in OUTPUT_DIR under settings other than its own, before
     anything in the folder is touched; `--resume-changed` continues it on purpose.
-    Returns the changes that `--resume-changed` accepted."""
+
+    Returns:
+        The changes that `resume_changed` accepted.
+    """
     saved_config = os.path.join(cfg.OUTPUT_DIR, "config.yml")
     if not cfg.OUTPUT_DIR or not os.path.isfile(saved_config):
         return []
@@ -131,11 +145,14 @@ def check_run_definition(cfg, resume_changed):
     return changes
 
 
-def init_distributed(cfg, local_rank):
-    """Join the process group when launched with several processes; returns `distributed`.
+def init_distributed(cfg: CN, local_rank: int | None) -> bool:
+    """Join the process group when launched with several processes.
 
     NCCL when the model runs on GPUs (each process on GPU `local_rank`, which then is
     the current device that "cuda" means), gloo on the CPU.
+
+    Returns:
+        Whether there are several processes.
     """
     if local_rank is None:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -149,7 +166,7 @@ def init_distributed(cfg, local_rank):
     return distributed
 
 
-def check_dataset_names(cfg, keys):
+def check_dataset_names(cfg: CN, keys: Sequence[str]) -> None:
     """Fail early, in one line, on a dataset name the catalog does not know."""
     catalog = load_catalog(cfg).DatasetCatalog
     for key in keys:
@@ -163,18 +180,37 @@ def check_dataset_names(cfg, keys):
                 raise InputError(f"DATASETS.{key}: {e}") from None
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def setup(description, add_arguments=None, training=False):
+class ToolSetup(NamedTuple):
+    """What `setup` gives a tool: its parsed arguments, the frozen config, whether it runs
+    in a process group, and its logger."""
+
+    args: argparse.Namespace
+    cfg: CN
+    distributed: bool
+    logger: logging.Logger
+
+
+def setup(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    training: bool = False,
+) -> ToolSetup:
     """Parse arguments, build the config, start the process group, logging and seeds.
 
-    Returns (args, cfg, distributed, logger); cfg is frozen. For `training`, the config
-    must match the run already in OUTPUT_DIR (if any), unless `--resume-changed` is
-    given, and is saved as OUTPUT_DIR/config.yml, the run's definition.
+    For `training`, the config must match the run already in OUTPUT_DIR (if any), unless
+    `--resume-changed` is given, and is saved as OUTPUT_DIR/config.yml, the run's definition.
+
+    Args:
+        description: the tool's --help text.
+        add_arguments: adds the tool's own arguments to the parser.
+        training: train_net.py's checks and config.yml.
     """
     cfg = get_cfg()
     parser = make_parser(description)
@@ -224,13 +260,14 @@ def setup(description, add_arguments=None, training=False):
         logger.info("Saved the merged config to %s", path)
     # Different ranks draw different augmentations; DDP makes the initial weights equal.
     seed_everything(cfg.SEED + rank)
-    return args, cfg, distributed, logger
+    return ToolSetup(args, cfg, distributed, logger)
 
 
-def run_test(cfg, model, distributed, output_dir):
+def run_test(cfg: CN, model: nn.Module, distributed: bool, output_dir: str) -> dict:
     """Evaluate `model` on every DATASETS.TEST set; outputs go to `<output_dir>/<dataset>`.
 
-    Returns {dataset name: results dict} on the main process.
+    Returns:
+        {dataset name: results dict} on the main process (see `inference`).
     """
     model = model.module if distributed else model
     bbox_aug = make_bbox_aug(cfg) if cfg.TEST.BBOX_AUG.ENABLED else None

@@ -4,19 +4,35 @@ import datetime
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from paa_core.data.datasets.evaluation import evaluate
+from paa_core.structures.bounding_box import BoxList
 from paa_core.utils.comm import all_gather, get_world_size, is_main_process, synchronize
 
 
-def compute_on_dataset(model, data_loader, device, bbox_aug=None):
-    """{dataset index: BoxList on CPU} for the images this process sees.
+def compute_on_dataset(
+    model: nn.Module,
+    data_loader: Iterable,
+    device: torch.device,
+    bbox_aug: Callable | None = None,
+) -> dict[int, BoxList]:
+    """The detections of the images this process sees.
 
-    `bbox_aug(model, images, device)`, when given, replaces the single forward pass
-    (test-time augmentation; the loader then yields untransformed images).
+    Args:
+        model: the detector (set to eval mode here).
+        data_loader: yields `(images, targets, dataset indices)`.
+        device: where the model runs.
+        bbox_aug: `bbox_aug(model, images, device)`, when given, replaces the single
+            forward pass (test-time augmentation; the loader then yields untransformed images).
+
+    Returns:
+        {dataset index: BoxList on the CPU}.
     """
     model.eval()
     results = {}
@@ -31,7 +47,9 @@ def compute_on_dataset(model, data_loader, device, bbox_aug=None):
     return results
 
 
-def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
+def _accumulate_predictions_from_multiple_gpus(
+    predictions_per_gpu: dict[int, BoxList], num_images: int
+) -> list[BoxList] | None:
     """On the main process: one BoxList per dataset index, in index order; None elsewhere."""
     all_predictions = all_gather(predictions_per_gpu)
     if not is_main_process():
@@ -49,22 +67,31 @@ def _accumulate_predictions_from_multiple_gpus(predictions_per_gpu, num_images):
 
 
 def inference(
-    model,
-    data_loader,
-    dataset_name,
-    iou_types=("bbox",),
-    box_only=False,
-    device="cuda",
-    expected_results=(),
-    expected_results_sigma_tol=4,
-    output_folder=None,
-    bbox_aug=None,
-):
-    """Evaluate `model` on `data_loader`'s dataset; returns the results dict on the main
-    process ({"bbox": {"AP": ..., ...}}, or with `box_only`, for a model that outputs
-    proposals, {"box_proposal": {"AR@100": ..., ...}}) and None on the others.
+    model: nn.Module,
+    data_loader: DataLoader,
+    dataset_name: str,
+    iou_types: tuple[str, ...] = ("bbox",),
+    box_only: bool = False,
+    device: str | torch.device = "cuda",
+    expected_results: Sequence = (),
+    expected_results_sigma_tol: float = 4,
+    output_folder: str | None = None,
+    bbox_aug: Callable | None = None,
+) -> dict | None:
+    """Evaluate `model` on `data_loader`'s dataset. Writes `predictions.pth` and `bbox.json`
+    to `output_folder` when given.
 
-    Writes `predictions.pth` and `bbox.json` to `output_folder` when given.
+    Args:
+        model, data_loader, device, bbox_aug: as for `compute_on_dataset`.
+        dataset_name: named in the log.
+        iou_types: only ("bbox",).
+        box_only: the model outputs proposals; evaluate their recall.
+        expected_results, expected_results_sigma_tol: APs to check (TEST.EXPECTED_RESULTS).
+        output_folder: where the results go, or None.
+
+    Returns:
+        On the main process the results dict ({"bbox": {"AP": ..., ...}}, or with
+        `box_only` {"box_proposal": {"AR@100": ..., ...}}); None on the others.
     """
     logger = logging.getLogger("paa_core.inference")
     device = torch.device(device)

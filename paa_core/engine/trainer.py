@@ -8,20 +8,38 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
+from paa_core.checkpoint.checkpoint import Checkpointer
+from paa_core.structures.image_list import ImageList
 from paa_core.utils.comm import get_rank, get_world_size, is_main_process, reduce_dict
 from paa_core.utils.errors import InputError
 from paa_core.utils.events import listen
 from paa_core.utils.metric_logger import MetricLogger
 from paa_core.utils.metrics_file import append_metrics
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
 LOG_PERIOD = 20
 
+logger = logging.getLogger("paa_core.trainer")
 
-def _summary_writer(log_dir):
+
+class TrainingStopped(Exception):
+    """A run stopped on request (SIGINT/SIGTERM) after saving its current iteration: not a
+    fault of the input. The tools report it like an InputError, one `error:` line and exit
+    code 1, so that a scheduler sees the job unfinished; the same command resumes it."""
+
+
+def _summary_writer(log_dir: str) -> "SummaryWriter | None":
     """A TensorBoard writer on the main process when tensorboard is installed, else None."""
     if not is_main_process():
         return None
@@ -32,9 +50,18 @@ def _summary_writer(log_dir):
     return SummaryWriter(log_dir=log_dir)
 
 
-def check_losses_finite(loss_dict, iteration, last_checkpoint):
+def check_losses_finite(loss_dict: dict[str, Tensor], iteration: int, last_checkpoint: str) -> None:
     """Stop with the iteration, the offending losses and the checkpoint to go back to
-    instead of training on NaN/inf."""
+    instead of training on NaN/inf.
+
+    Args:
+        loss_dict: this iteration's losses.
+        iteration: named in the message.
+        last_checkpoint: the checkpoint to go back to, "" when none was saved.
+
+    Raises:
+        InputError: when a loss is NaN or infinite.
+    """
     bad = {k: v.item() for k, v in loss_dict.items() if not torch.isfinite(v).all()}
     if bad:
         listed = ", ".join(f"{k}={v}" for k, v in bad.items())
@@ -58,24 +85,24 @@ class StopSignals:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.received = None
-        self.previous = {}
+        self.received: int | None = None
+        self.previous: dict = {}
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: object) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
 
-    def __enter__(self):
+    def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
-    def batches(self, data_loader):
+    def batches(self, data_loader: Iterable) -> Iterator:
         """The loader's batches; they end early when the stop signal also ended the
         loader's workers (a scheduler that signals every process of a job by pid) while
         this process waited for a batch."""
@@ -91,7 +118,7 @@ class StopSignals:
                 return
             yield batch
 
-    def requested(self):
+    def requested(self) -> int:
         """The signal number that asked to stop (any process's), or 0."""
         flag = torch.tensor([self.received or 0])
         if get_world_size() > 1:
@@ -99,9 +126,17 @@ class StopSignals:
         return int(flag)
 
 
-def backward_and_step(losses, optimizer, scaler=None):
+def backward_and_step(
+    losses: Tensor, optimizer: Optimizer, scaler: torch.amp.GradScaler | None = None
+) -> None:
     """Backward pass and optimizer step; with a float16 `scaler` the loss is scaled first and
-    a step whose gradients overflowed is skipped (the scaler then lowers its scale)."""
+    a step whose gradients overflowed is skipped (the scaler then lowers its scale).
+
+    Args:
+        losses: the scalar loss of the iteration.
+        optimizer: steps the parameters.
+        scaler: float16 training's loss scaler, or None.
+    """
     if scaler is None:
         losses.backward()
         optimizer.step()
@@ -111,43 +146,181 @@ def backward_and_step(losses, optimizer, scaler=None):
     scaler.update()
 
 
+class TrainOptions(NamedTuple):
+    """How `do_train` runs, read from the config by tools/train_net.py.
+
+    `amp_dtype` (bfloat16 or float16) runs the forward under autocast in that dtype; float16
+    comes with a GradScaler `scaler`, whose state travels in `arguments["grad_scaler"]`.
+    """
+
+    device: torch.device
+    checkpoint_period: int
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+class TrainingLog:
+    """The run's meters, its log line every LOG_PERIOD iterations, TensorBoard scalars and
+    `metrics.jsonl` (for tools/plot_training.py)."""
+
+    def __init__(self, save_dir: str, max_iter: int, device: torch.device):
+        self.meters = MetricLogger(delimiter="  ")
+        self.save_dir, self.max_iter, self.device = save_dir, max_iter, device
+        self.writer = _summary_writer(save_dir) if save_dir else None
+        self.started = time.time()
+
+    def update(
+        self, losses: dict[str, Tensor], published: dict, batch_time: float, data_time: float
+    ) -> None:
+        """Record one iteration: the losses averaged over processes, the statistics the model
+        published (e.g. PAA's positives per GT, this process's) and the times."""
+        self.meters.update(loss=sum(losses.values()), **losses)
+        self.meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
+        self.meters.update(time=batch_time, data=data_time)
+
+    def write(self, iteration: int, lr: float) -> None:
+        """Log, plot and append the smoothed meters at every LOG_PERIOD-th and the last iteration."""
+        if iteration % LOG_PERIOD and iteration != self.max_iter:
+            return
+        meters = self.meters
+        eta = datetime.timedelta(seconds=int(meters.time.global_avg * (self.max_iter - iteration)))
+        fields = [f"eta: {eta}", f"iter: {iteration}", str(meters), f"lr: {lr:.6f}"]
+        if self.device.type == "cuda":
+            fields.append(f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB")
+        logger.info(meters.delimiter.join(fields))
+        if self.writer is not None:
+            for name, meter in meters.meters.items():
+                self.writer.add_scalar(f"train/{name}", meter.median, iteration)
+            self.writer.add_scalar("train/lr", lr, iteration)
+        if self.save_dir and is_main_process():
+            medians = {k: m.median for k, m in meters.meters.items()}
+            append_metrics(self.save_dir, {"iteration": iteration, "lr": lr, **medians})
+
+    def finish(self, iterations: int) -> None:
+        """Log the total training time of this process's `iterations`."""
+        total = time.time() - self.started
+        logger.info(
+            "Total training time: %s (%.4f s / it)",
+            datetime.timedelta(seconds=int(total)),
+            total / max(iterations, 1),
+        )
+
+    def __enter__(self) -> "TrainingLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _restore_scaler(scaler: torch.amp.GradScaler | None, arguments: dict) -> None:
+    """Give the loss scaler the state saved with the checkpoint, so that a resumed run scales
+    as the uninterrupted one would; without float16 there is nothing to carry on."""
+    if scaler is not None and "grad_scaler" in arguments:
+        scaler.load_state_dict(arguments["grad_scaler"])
+    elif scaler is None:
+        arguments.pop("grad_scaler", None)
+
+
+def _step_scheduler(scheduler: LRScheduler) -> None:
+    """Step the lr schedule before the optimizer, so iteration i trains with the schedule's lr
+    at i, as in the reference's training."""
+    with warnings.catch_warnings():
+        # PyTorch warns when the scheduler steps before the first optimizer step; that order
+        # is deliberate here.
+        warnings.filterwarnings(
+            "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
+        )
+        scheduler.step()
+
+
+def _forward(
+    model: torch.nn.Module, images: ImageList, targets: list, options: TrainOptions
+) -> tuple[dict[str, Tensor], dict]:
+    """The model's losses on one batch and what it published while computing them."""
+    images = images.to(options.device)
+    targets = [target.to(options.device) for target in targets]
+    amp = options.amp_dtype
+    with (
+        listen() as published,
+        torch.autocast(options.device.type, dtype=amp, enabled=amp is not None),
+    ):
+        return model(images, targets), published
+
+
+def _save(checkpointer: Checkpointer, name: str, arguments: dict, options: TrainOptions) -> None:
+    """Save a checkpoint with `arguments`, the loss scaler's state included."""
+    if options.scaler is not None:
+        arguments["grad_scaler"] = options.scaler.state_dict()
+    checkpointer.save(name, **arguments)
+
+
+def _save_on_schedule(
+    checkpointer: Checkpointer, arguments: dict, options: TrainOptions, max_iter: int
+) -> None:
+    """Save every `checkpoint_period` iterations and `model_final` at the last one."""
+    iteration = arguments["iteration"]
+    if iteration % options.checkpoint_period == 0:
+        _save(checkpointer, f"model_{iteration:07d}", arguments, options)
+    if iteration == max_iter:
+        _save(checkpointer, "model_final", arguments, options)
+
+
+def _stop_if_requested(
+    stop: StopSignals,
+    checkpointer: Checkpointer,
+    arguments: dict,
+    options: TrainOptions,
+    start_iter: int,
+    max_iter: int,
+) -> None:
+    """After a stop signal, make sure a checkpoint of the current iteration exists and raise
+    TrainingStopped saying where it is. Collective: every process calls it."""
+    iteration = arguments["iteration"]
+    signum = stop.requested() if iteration < max_iter else 0
+    if not signum:
+        return
+    name = f"model_{iteration:07d}"
+    if iteration % options.checkpoint_period or iteration == start_iter:
+        _save(checkpointer, name, arguments, options)
+    saved = os.path.join(checkpointer.save_dir, name + ".pth")
+    raise TrainingStopped(
+        f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
+        f"saved {saved}; run the same command to resume"
+    )
+
+
 def do_train(
-    model,
-    data_loader,
-    optimizer,
-    scheduler,
-    checkpointer,
-    device,
-    checkpoint_period,
-    arguments,
-    amp_dtype=None,
-    scaler=None,
-):
+    model: torch.nn.Module,
+    data_loader: Iterable,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    checkpointer: Checkpointer,
+    arguments: dict,
+    options: TrainOptions,
+) -> None:
     """Train until `len(data_loader)` iterations (the sampler's total), starting after
     `arguments["iteration"]`; `arguments` is saved with every checkpoint.
 
-    The scheduler is stepped at the start of each iteration, before the optimizer, so
-    iteration i trains with the schedule's lr at i, as in the reference's training.
-    With `amp_dtype` (bfloat16 or float16) the forward runs under autocast in that dtype;
-    float16 comes with a GradScaler `scaler`, whose state travels in `arguments["grad_scaler"]`
-    (saved with every checkpoint, restored from it here), so a resumed run scales as the
-    uninterrupted one would. SIGINT/SIGTERM save a checkpoint at the current iteration and
-    raise an InputError that says where it is; the same command then resumes.
+    Args:
+        model: the detector; returns its loss dict in training mode.
+        data_loader: yields `(images, targets, image ids)` for the remaining iterations.
+        optimizer, scheduler: the solver; the scheduler steps at the start of each iteration.
+        checkpointer: saves every `options.checkpoint_period` iterations and at the end.
+        arguments: `{"iteration": ...}` and whatever else travels with the checkpoints.
+        options: device, checkpoint period, mixed precision.
+
+    Raises:
+        TrainingStopped: after SIGINT/SIGTERM, once the current iteration is saved.
+        InputError: when a loss is not finite.
     """
-    with StopSignals() as stop:
-        logger = logging.getLogger("paa_core.trainer")
-        logger.info("Start training")
-        meters = MetricLogger(delimiter="  ")
-        max_iter = len(data_loader)
-        start_iter = arguments["iteration"]
-        writer = _summary_writer(checkpointer.save_dir) if checkpointer.save_dir else None
-        rank, world_size = get_rank(), get_world_size()
-        if scaler is not None and "grad_scaler" in arguments:
-            scaler.load_state_dict(arguments["grad_scaler"])
-        elif scaler is None:
-            arguments.pop("grad_scaler", None)  # resumed without float16: nothing to carry on
-        model.train()
-        start_training_time = time.time()
+    logger.info("Start training")
+    max_iter, start_iter = len(data_loader), arguments["iteration"]
+    rank, world_size = get_rank(), get_world_size()
+    _restore_scaler(options.scaler, arguments)
+    model.train()
+    log = TrainingLog(checkpointer.save_dir, max_iter, options.device)
+    with StopSignals() as stop, log:
         end = time.time()
         for iteration, (images, targets, idxs) in enumerate(
             stop.batches(data_loader), start_iter + 1
@@ -157,92 +330,18 @@ def do_train(
             logger.debug(
                 "iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs)
             )
-
-            with warnings.catch_warnings():
-                # PyTorch warns when the scheduler steps before the first optimizer step; that
-                # order is deliberate here (see the docstring).
-                warnings.filterwarnings(
-                    "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
-                )
-                scheduler.step()
-
-            images = images.to(device)
-            targets = [target.to(device) for target in targets]
-            with (
-                listen() as published,
-                torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
-            ):
-                loss_dict = model(images, targets)
+            _step_scheduler(scheduler)
+            loss_dict, published = _forward(model, images, targets, options)
             check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
             losses = sum(loss_dict.values())
-
-            loss_dict_reduced = reduce_dict(loss_dict)
-            meters.update(loss=sum(loss_dict_reduced.values()), **loss_dict_reduced)
-            # Statistics the model published (e.g. PAA's positives per GT), this process's.
-            meters.update(**{k: v for k, v in published.items() if isinstance(v, float)})
-
+            reduced = reduce_dict(loss_dict)
             optimizer.zero_grad()
-            backward_and_step(losses, optimizer, scaler)
-
-            batch_time = time.time() - end
+            backward_and_step(losses, optimizer, options.scaler)
+            log.update(reduced, published, time.time() - end, data_time)
             end = time.time()
-            meters.update(time=batch_time, data=data_time)
-
-            if iteration % LOG_PERIOD == 0 or iteration == max_iter:
-                eta_seconds = meters.time.global_avg * (max_iter - iteration)
-                lr = optimizer.param_groups[0]["lr"]
-                fields = [
-                    f"eta: {datetime.timedelta(seconds=int(eta_seconds))}",
-                    f"iter: {iteration}",
-                    str(meters),
-                    f"lr: {lr:.6f}",
-                ]
-                if device.type == "cuda":
-                    fields.append(
-                        f"max mem: {torch.cuda.max_memory_allocated() / 1024.0 / 1024.0:.0f}MB"
-                    )
-                logger.info(meters.delimiter.join(fields))
-                if writer is not None:
-                    for name, meter in meters.meters.items():
-                        writer.add_scalar(f"train/{name}", meter.median, iteration)
-                    writer.add_scalar("train/lr", lr, iteration)
-                if checkpointer.save_dir and is_main_process():
-                    append_metrics(
-                        checkpointer.save_dir,
-                        {
-                            "iteration": iteration,
-                            "lr": lr,
-                            **{k: m.median for k, m in meters.meters.items()},
-                        },
-                    )
-            if scaler is not None and (iteration % checkpoint_period == 0 or iteration == max_iter):
-                arguments["grad_scaler"] = scaler.state_dict()
-            if iteration % checkpoint_period == 0:
-                checkpointer.save(f"model_{iteration:07d}", **arguments)
-            if iteration == max_iter:
-                checkpointer.save("model_final", **arguments)
+            log.write(iteration, optimizer.param_groups[0]["lr"])
+            _save_on_schedule(checkpointer, arguments, options, max_iter)
             if iteration < max_iter and stop.requested():
                 break
-        iteration = arguments["iteration"]
-        signum = stop.requested() if iteration < max_iter else 0
-        if signum:
-            name = f"model_{iteration:07d}"
-            if iteration % checkpoint_period or iteration == start_iter:
-                if scaler is not None:
-                    arguments["grad_scaler"] = scaler.state_dict()
-                checkpointer.save(name, **arguments)
-            saved = os.path.join(checkpointer.save_dir, name + ".pth")
-            raise InputError(
-                f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {max_iter}; "
-                f"saved {saved}; run the same command to resume"
-            )
-
-        total_training_time = time.time() - start_training_time
-        done = max(max_iter - start_iter, 1)
-        logger.info(
-            "Total training time: %s (%.4f s / it)",
-            datetime.timedelta(seconds=int(total_training_time)),
-            total_training_time / done,
-        )
-        if writer is not None:
-            writer.close()
+        _stop_if_requested(stop, checkpointer, arguments, options, start_iter, max_iter)
+        log.finish(max_iter - start_iter)

@@ -1,8 +1,6 @@
 """Head outputs in the anchor generator's order, shared by both detectors' losses and
 post-processing."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -16,8 +14,8 @@ def permute_and_flatten(
 
 
 def concat_box_prediction_layers(
-    box_cls: list[Tensor], box_regression: list[Tensor], iou_pred: Optional[list[Tensor]]
-) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    box_cls: list[Tensor], box_regression: list[Tensor], iou_pred: list[Tensor] | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per-level head outputs -> cls [N, A_total, C], reg [N, A_total, 4], iou [N, A_total] or None."""
     cls_flat, reg_flat, iou_flat = [], [], []
     for level, (cls_l, reg_l) in enumerate(zip(box_cls, box_regression)):

@@ -13,7 +13,7 @@ step for step (E-step, M-step, lower bound, `|change| < tol`): rows hold a few d
 samples, so an eager torch loop was bound by per-op dispatch overhead.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ class GMMSelection(NamedTuple):
 
     num_pos: Tensor  # [B] int64
     fit_rows: Tensor  # [F] the rows with at least 2 candidates
-    fit: Optional[GMMResult]  # their mixtures, None when F = 0
+    fit: GMMResult | None  # their mixtures, None when F = 0
 
 
 def select_positives_by_gmm(

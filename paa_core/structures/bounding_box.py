@@ -6,7 +6,7 @@ and the last valid coordinate of an image of width `w` is `w - 1`.
 """
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,9 +28,7 @@ class BoxList:
     transforms, which only move coordinates.
     """
 
-    def __init__(
-        self, bbox: Union[Tensor, Sequence], image_size: Sequence[int], mode: str = "xyxy"
-    ):
+    def __init__(self, bbox: Tensor | Sequence, image_size: Sequence[int], mode: str = "xyxy"):
         device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
         bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
         if bbox.dim() != 2 or bbox.size(-1) != 4:
@@ -64,7 +62,7 @@ class BoxList:
             self.extra_fields[k] = v
 
     def copy_with_fields(
-        self, fields: Union[str, Sequence[str]], skip_missing: bool = False
+        self, fields: str | Sequence[str], skip_missing: bool = False
     ) -> "BoxList":
         """A new BoxList with the same boxes and only the named fields."""
         bbox = BoxList(self.bbox, self.size, self.mode)
@@ -160,13 +158,13 @@ class BoxList:
         return box[:, 2] * box[:, 3]
 
     # -------------------------------------------------------------- container
-    def to(self, device: Union[str, torch.device]) -> "BoxList":
+    def to(self, device: str | torch.device) -> "BoxList":
         out = BoxList(self.bbox.to(device), self.size, self.mode)
         for k, v in self.extra_fields.items():
             out.add_field(k, v.to(device) if hasattr(v, "to") else v)
         return out
 
-    def __getitem__(self, item: Union[int, slice, Tensor]) -> "BoxList":
+    def __getitem__(self, item: int | slice | Tensor) -> "BoxList":
         if isinstance(item, int):
             item = slice(item, item + 1) if item != -1 else slice(-1, None)
         out = BoxList(self.bbox[item], self.size, self.mode)

@@ -2,7 +2,6 @@
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -20,7 +19,7 @@ class ImageList:
 
 
 def to_image_list(
-    tensors: Union[ImageList, Tensor, Sequence[Tensor]], size_divisible: int = 0
+    tensors: ImageList | Tensor | Sequence[Tensor], size_divisible: int = 0
 ) -> ImageList:
     """Batch images into an ImageList, padding H and W up to multiples of `size_divisible`.
 

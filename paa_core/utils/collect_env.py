@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -24,11 +24,11 @@ DISPATCH_KEYS = ("CPU", "CUDA", "Meta", "Autograd", "AutocastCPU", "AutocastCUDA
 
 
 class ExtensionInfo(NamedTuple):
-    path: Optional[str]  # the loaded library, None when there is none
+    path: str | None  # the loaded library, None when there is none
     error: str  # why it could not be loaded
 
 
-def _output_line(command: list[str], containing: str = "") -> Optional[str]:
+def _output_line(command: list[str], containing: str = "") -> str | None:
     """The first non-empty stdout line of `command` that contains `containing`; None when
     the command cannot run or fails."""
     try:
@@ -41,7 +41,7 @@ def _output_line(command: list[str], containing: str = "") -> Optional[str]:
     return lines[0] if result.returncode == 0 and lines else None
 
 
-def torch_build_compiler() -> Optional[str]:
+def torch_build_compiler() -> str | None:
     """The compiler PyTorch was built with, as `torch.__config__.show()` names it."""
     match = re.search(r"^\s*-\s*((?:GCC|clang|MSVC)[^\n]*)$", torch.__config__.show(), re.M)
     return match.group(1).strip() if match else None

@@ -1,4 +1,5 @@
 """COCO-format detection dataset (boxes and labels only)."""
+
 import contextlib
 import io
 import os
@@ -19,7 +20,7 @@ def read_rgb_image(path):
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         # missing, empty, truncated, not an image, or too many pixels to decode safely
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError("cannot read image {}: {}".format(path, reason)) from None
+        raise InputError(f"cannot read image {path}: {reason}") from None
 
 
 def _is_usable(obj):
@@ -45,20 +46,23 @@ class COCODataset(torch.utils.data.Dataset):
 
     def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
         if not os.path.isfile(ann_file):
-            raise FileNotFoundError("COCODataset: annotation file not found: {}".format(ann_file))
+            raise FileNotFoundError(f"COCODataset: annotation file not found: {ann_file}")
         if not os.path.isdir(root):
-            raise FileNotFoundError("COCODataset: image folder not found: {}".format(root))
+            raise FileNotFoundError(f"COCODataset: image folder not found: {root}")
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 self.coco = COCO(ann_file)
         except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
             raise InputError(
-                "COCODataset: cannot parse annotation file {}: {}".format(ann_file, str(e).splitlines()[0])
+                f"COCODataset: cannot parse annotation file {ann_file}: {str(e).splitlines()[0]}"
             ) from None
         unknown = [a for a in self.coco.anns.values() if a.get("category_id") not in self.coco.cats]
         if unknown:
-            raise InputError("{}: annotation {} has category_id {}, which is not in its categories".format(
-                ann_file, unknown[0].get("id"), unknown[0].get("category_id")))
+            raise InputError(
+                "{}: annotation {} has category_id {}, which is not in its categories".format(
+                    ann_file, unknown[0].get("id"), unknown[0].get("category_id")
+                )
+            )
         self.root = root
         self.ann_file = ann_file
 
@@ -94,8 +98,11 @@ class COCODataset(torch.utils.data.Dataset):
         path = os.path.join(self.root, info["file_name"])
         img = read_rgb_image(path)
         if "width" in info and img.size != (info["width"], info["height"]):
-            raise InputError("{} is {}x{} but {} says {}x{} (width x height)".format(
-                path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]))
+            raise InputError(
+                "{} is {}x{} but {} says {}x{} (width x height)".format(
+                    path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]
+                )
+            )
         return img
 
     def __getitem__(self, idx):

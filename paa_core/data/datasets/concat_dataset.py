@@ -1,4 +1,5 @@
 """Several training datasets seen as one (e.g. coco_2014_train + coco_2014_valminusminival)."""
+
 import bisect
 
 from torch.utils.data import ConcatDataset as _ConcatDataset

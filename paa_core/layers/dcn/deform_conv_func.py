@@ -8,14 +8,12 @@ The op's kernels, backward, autocast rule (lower precision inputs run in float32
 argument checks are registered with PyTorch's dispatcher (see `paa_core._ops`).
 """
 
-from typing import Optional, Union
-
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from paa_core._ops import ops
 
-IntPair = Union[int, tuple[int, int]]
+IntPair = int | tuple[int, int]
 
 
 def _conv_args(
@@ -34,7 +32,7 @@ def deform_conv(
     dilation: IntPair = 1,
     groups: int = 1,
     deformable_groups: int = 1,
-    bias: Optional[Tensor] = None,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """DCN v1: input [N, C, H, W], offset [N, 2*dg*kh*kw, H_out, W_out], weight [O, C/groups, kh, kw].
 
@@ -55,7 +53,7 @@ def modulated_deform_conv(
     offset: Tensor,
     mask: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor] = None,
+    bias: Tensor | None = None,
     stride: IntPair = 1,
     padding: IntPair = 0,
     dilation: IntPair = 1,

@@ -1,7 +1,6 @@
 """Feature pyramids: C3..C5 -> P3..P7 (RetinaNet variant, PAA) and C2..C5 -> P2..P6 (Faster R-CNN)."""
 
-from collections.abc import Sequence
-from typing import Callable, Optional
+from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,7 +18,7 @@ class FPN(nn.Module):
         in_channels_list: Sequence[int],
         out_channels: int,
         conv_block: Callable[[int, int, int], nn.Module],
-        top_blocks: Optional[nn.Module] = None,
+        top_blocks: nn.Module | None = None,
         first_index: int = 2,
     ):
         super().__init__()

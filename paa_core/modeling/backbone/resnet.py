@@ -5,8 +5,8 @@ match the reference checkpoints, so released weights load unchanged. `build_resn
 reads the config; the modules below only take plain arguments.
 """
 
-from collections.abc import Sequence
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ class Bottleneck(nn.Module):
         stride: int,
         dilation: int,
         norm_func: Callable[[int], nn.Module],
-        dcn_config: Optional[DCNConfig] = None,
+        dcn_config: DCNConfig | None = None,
     ):
         super().__init__()
         self.downsample = None
@@ -242,7 +242,7 @@ def _make_stage(
     stride_in_1x1: bool,
     first_stride: int,
     dilation: int,
-    dcn_config: Optional[DCNConfig],
+    dcn_config: DCNConfig | None,
 ) -> nn.Sequential:
     """`block_count` blocks; only the first changes channels and resolution."""
     blocks = []

@@ -1,7 +1,5 @@
 """The detector: backbone (ResNet + FPN), then the PAA stage, or an RPN and ROI heads."""
 
-from typing import Optional, Union
-
 from torch import Tensor, nn
 
 from paa_core.config.detector import FASTER_RCNN, PAA, detector_kind
@@ -48,9 +46,9 @@ class GeneralizedRCNN(nn.Module):
 
     def forward(
         self,
-        images: Union[ImageList, Tensor, list[Tensor]],
-        targets: Optional[list[BoxList]] = None,
-    ) -> Union[dict[str, Tensor], list[BoxList]]:
+        images: ImageList | Tensor | list[Tensor],
+        targets: list[BoxList] | None = None,
+    ) -> dict[str, Tensor] | list[BoxList]:
         if self.training and targets is None:
             raise ValueError("GeneralizedRCNN: targets are required in training mode")
         images = to_image_list(images, self.size_divisible)

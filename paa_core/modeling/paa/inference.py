@@ -1,7 +1,5 @@
 """PAA post-processing (docs/DESIGN.md §6): per-level candidates, class-wise NMS, cap, voting."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +39,7 @@ class PAAPostProcessor(nn.Module):
         self,
         box_cls: Tensor,
         box_regression: Tensor,
-        iou_pred: Optional[Tensor],
+        iou_pred: Tensor | None,
         anchors: Tensor,
         image_sizes: list[tuple[int, int]],
     ) -> list[BoxList]:
@@ -104,7 +102,7 @@ class PAAPostProcessor(nn.Module):
         self,
         box_cls: list[Tensor],
         box_regression: list[Tensor],
-        iou_pred: Optional[list[Tensor]],
+        iou_pred: list[Tensor] | None,
         anchors: list[Tensor],
         image_sizes: list[tuple[int, int]],
     ) -> list[BoxList]:

@@ -7,7 +7,7 @@ all images as one list of G boxes, and the per-GT mixtures are fitted in a singl
 batched EM call. Only the IoU pre-assignment loops over images.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -169,10 +169,10 @@ class PAALossComputation:
         self,
         box_cls: list[Tensor],
         box_regression: list[Tensor],
-        iou_pred: Optional[list[Tensor]],
+        iou_pred: list[Tensor] | None,
         targets: list[BoxList],
         anchors: list[Tensor],
-    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """box_cls [N, A*C, H, W], box_regression [N, A*4, H, W], iou_pred [N, A, H, W]
         (or None) per level; targets: per-image BoxLists with "labels" 1..C;
         anchors: per level [T_l, 4], shared by the images. -> (loss_cls, loss_reg, loss_iou_pred).

@@ -1,7 +1,6 @@
 """PAA head and module: towers + classification / box / IoU branches over P3..P7."""
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +76,7 @@ class PAAHead(nn.Module):
 
     def forward(
         self, features: list[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor], Optional[list[Tensor]]]:
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
         """-> (logits, bbox_reg, iou_pred): per-level lists; iou_pred is None
         without the IoU branch."""
         if len(features) > len(self.scales):
@@ -117,8 +116,8 @@ class PAAModule(nn.Module):
         self.box_selector_test = box_selector_test
 
     def forward(
-        self, images: ImageList, features: list[Tensor], targets: Optional[list[BoxList]] = None
-    ) -> tuple[Optional[list[BoxList]], dict[str, Tensor]]:
+        self, images: ImageList, features: list[Tensor], targets: list[BoxList] | None = None
+    ) -> tuple[list[BoxList] | None, dict[str, Tensor]]:
         """images: ImageList; features: P3..P7; targets: per-image BoxLists ("labels").
 
         Training -> (None, {"loss_cls", "loss_reg"[, "loss_iou_pred"]});

@@ -1,7 +1,5 @@
 """The ROI heads of a two-stage detector (a box head; named `roi_heads.box.*`)."""
 
-from typing import Optional
-
 from torch import Tensor, nn
 
 from paa_core.structures.bounding_box import BoxList
@@ -16,7 +14,7 @@ class CombinedROIHeads(nn.ModuleDict):
         self,
         features: list[Tensor],
         proposals: list[BoxList],
-        targets: Optional[list[BoxList]] = None,
+        targets: list[BoxList] | None = None,
     ) -> tuple[Tensor, list[BoxList], dict[str, Tensor]]:
         return self.box(features, proposals, targets)
 

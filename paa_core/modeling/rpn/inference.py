@@ -1,7 +1,5 @@
 """RPN proposals: per-level top-k, decoding, clipping, per-level NMS, per-image top-k."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -13,7 +11,7 @@ from paa_core.structures.box_ops import clip_boxes
 from ..head_outputs import flatten_rpn_outputs
 
 
-def combined_objectness(objectness: Tensor, iou_pred: Optional[Tensor]) -> Tensor:
+def combined_objectness(objectness: Tensor, iou_pred: Tensor | None) -> Tensor:
     """The PAA RPN's ranking logit: logit(sqrt(sigmoid(o) * sigmoid(q))) (may be +-inf;
     only the order is used); plain `objectness` without the IoU branch."""
     if iou_pred is None:
@@ -78,7 +76,7 @@ class RPNPostProcessor(torch.nn.Module):
         anchors: list[Tensor],
         objectness: list[Tensor],
         box_regression: list[Tensor],
-        iou_pred: Optional[list[Tensor]],
+        iou_pred: list[Tensor] | None,
         image_sizes: list[tuple[int, int]],
     ) -> list[BoxList]:
         """Proposals of each image.

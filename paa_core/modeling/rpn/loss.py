@@ -6,7 +6,7 @@ everything is computed on [N, T] tensors (N images, T anchors); GTs of all image
 one list of G boxes, and the PAA mixtures of all GTs are fitted in one batched call.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ class RPNLossComputation:
         proposal_matcher: Matcher,
         fg_bg_sampler: BalancedPositiveNegativeSampler,
         box_coder: BoxCoder,
-        paa_assigner: Optional[ProbabilisticAnchorAssigner] = None,
+        paa_assigner: ProbabilisticAnchorAssigner | None = None,
         box_offset: int = 0,
     ):
         self.proposal_matcher = proposal_matcher
@@ -174,7 +174,7 @@ class RPNLossComputation:
         anchors: list[Tensor],
         objectness: Tensor,
         box_regression: Tensor,
-        iou_pred: Optional[Tensor],
+        iou_pred: Tensor | None,
         targets: list[BoxList],
     ) -> dict[str, Tensor]:
         """The RPN losses of a batch.
@@ -219,7 +219,7 @@ class RPNLossComputation:
 
 
 def make_rpn_loss_evaluator(
-    cfg, box_coder: BoxCoder, paa_assigner: Optional[ProbabilisticAnchorAssigner]
+    cfg, box_coder: BoxCoder, paa_assigner: ProbabilisticAnchorAssigner | None
 ) -> RPNLossComputation:
     """IoU labels, or PAA labels from `paa_assigner` (MODEL.RPN.USE_PAA)."""
     r = cfg.MODEL.RPN

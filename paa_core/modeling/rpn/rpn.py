@@ -1,7 +1,5 @@
 """The Faster R-CNN region proposal network (optionally with PAA labels and an IoU branch)."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -37,7 +35,7 @@ class RPNHead(nn.Module):
 
     def forward(
         self, features: list[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor], Optional[list[Tensor]]]:
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
         """-> per-level lists (objectness, deltas, IoU logits or None)."""
         objectness, deltas, iou = [], [], []
         for feature in features:
@@ -73,8 +71,8 @@ class RPNModule(nn.Module):
         self.rpn_only = rpn_only
 
     def forward(
-        self, images: ImageList, features: list[Tensor], targets: Optional[list[BoxList]] = None
-    ) -> tuple[Optional[list[BoxList]], dict[str, Tensor]]:
+        self, images: ImageList, features: list[Tensor], targets: list[BoxList] | None = None
+    ) -> tuple[list[BoxList] | None, dict[str, Tensor]]:
         """images: the batch; features: the FPN levels; targets: per image GT BoxLists
         (training only)."""
         objectness, box_regression, iou_pred = self.head(features)

@@ -1,4 +1,5 @@
 """Dataset-specific evaluation behind one entry point."""
+
 from .coco import coco_evaluation
 
 
@@ -9,5 +10,7 @@ def evaluate(dataset, predictions, output_folder, **kwargs):
     evaluation; other dataset types have no evaluator.
     """
     if hasattr(dataset, "coco"):
-        return coco_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
+        return coco_evaluation(
+            dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs
+        )
     raise NotImplementedError(f"no evaluator for dataset type {type(dataset).__name__}")

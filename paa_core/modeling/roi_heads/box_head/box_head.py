@@ -1,7 +1,5 @@
 """The ROI box head: features of the proposals -> class scores and refined boxes."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -37,7 +35,7 @@ class ROIBoxHead(nn.Module):
         self,
         features: list[Tensor],
         proposals: list[BoxList],
-        targets: Optional[list[BoxList]] = None,
+        targets: list[BoxList] | None = None,
     ) -> tuple[Tensor, list[BoxList], dict[str, Tensor]]:
         """features: the FPN levels; proposals, targets: per image BoxLists."""
         if self.training:

@@ -1,8 +1,15 @@
 from .coco_eval import do_coco_evaluation
 
 
-def coco_evaluation(dataset, predictions, output_folder, iou_types=("bbox",), expected_results=(),
-                    expected_results_sigma_tol=4, box_only=False):
+def coco_evaluation(
+    dataset,
+    predictions,
+    output_folder,
+    iou_types=("bbox",),
+    expected_results=(),
+    expected_results_sigma_tol=4,
+    box_only=False,
+):
     return do_coco_evaluation(
         dataset=dataset,
         predictions=predictions,

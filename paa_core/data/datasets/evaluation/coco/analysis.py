@@ -10,6 +10,7 @@ and written under the inference folder by `report_analysis`:
   thresholds (all areas, 100 detections) at IoU .50, at .75 and averaged over .50:.95.
 - `false_positives.json` / `.png`: the class-confusion summary (`false_positive_summary`).
 """
+
 import json
 import logging
 import os
@@ -38,8 +39,11 @@ def per_class_ap(coco_eval):
     rows = []
     for k, name in enumerate(_category_names(coco_eval)):
         row = {"category": name, "category_id": int(coco_eval.params.catIds[k])}
-        for metric, p in (("AP", precision[:, :, k]), ("AP50", precision[np.isclose(iou, 0.5), :, k]),
-                          ("AP75", precision[np.isclose(iou, 0.75), :, k])):
+        for metric, p in (
+            ("AP", precision[:, :, k]),
+            ("AP50", precision[np.isclose(iou, 0.5), :, k]),
+            ("AP75", precision[np.isclose(iou, 0.75), :, k]),
+        ):
             valid = p[p > -1]
             row[metric] = float(valid.mean()) if valid.size else -1.0
         rows.append(row)
@@ -48,9 +52,14 @@ def per_class_ap(coco_eval):
 
 def per_class_table(rows):
     width = max([len("category")] + [len(r["category"]) for r in rows])
-    lines = [f"| {'category':<{width}} |     AP |   AP50 |   AP75 |", f"|{'-' * (width + 2)}|--------|--------|--------|"]
+    lines = [
+        f"| {'category':<{width}} |     AP |   AP50 |   AP75 |",
+        f"|{'-' * (width + 2)}|--------|--------|--------|",
+    ]
     for r in rows:
-        cells = [f"{100 * r[m]:6.2f}" if r[m] >= 0 else f"{'n/a':>6}" for m in ("AP", "AP50", "AP75")]
+        cells = [
+            f"{100 * r[m]:6.2f}" if r[m] >= 0 else f"{'n/a':>6}" for m in ("AP", "AP50", "AP75")
+        ]
         lines.append(f"| {r['category']:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -65,9 +74,11 @@ def pr_curves(coco_eval):
         if (p == -1).all():
             curves[name] = None
             continue
-        curves[name] = {"iou_0.50": p[np.isclose(iou, 0.5)][0].tolist(),
-                        "iou_0.75": p[np.isclose(iou, 0.75)][0].tolist(),
-                        "iou_0.50:0.95": p.mean(axis=0).tolist()}
+        curves[name] = {
+            "iou_0.50": p[np.isclose(iou, 0.5)][0].tolist(),
+            "iou_0.75": p[np.isclose(iou, 0.75)][0].tolist(),
+            "iou_0.50:0.95": p.mean(axis=0).tolist(),
+        }
     return {"recall": coco_eval.params.recThrs.tolist(), "categories": curves}
 
 
@@ -99,14 +110,19 @@ def false_positive_summary(coco_eval, score_threshold=0.3):
     column = {c: k for k, c in enumerate(params.catIds)}
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
     t50 = int(np.flatnonzero(np.isclose(params.iouThrs, 0.5))[0])
-    summary = {n: {"true_positives": 0, "missed": 0, "false_positives": dict.fromkeys(FP_KINDS, 0)} for n in names}
+    summary = {
+        n: {"true_positives": 0, "missed": 0, "false_positives": dict.fromkeys(FP_KINDS, 0)}
+        for n in names
+    }
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
 
     gts_of_image = {}
     for img_id in params.imgIds:
         anns = [a for a in gt_api.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
-        gts_of_image[img_id] = (np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
-                                np.array([column.get(a["category_id"], -1) for a in anns], dtype=np.int64))
+        gts_of_image[img_id] = (
+            np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+            np.array([column.get(a["category_id"], -1) for a in anns], dtype=np.int64),
+        )
     for k, name in enumerate(names):
         counts = summary[name]
         for i, img_id in enumerate(params.imgIds):
@@ -125,22 +141,32 @@ def false_positive_summary(coco_eval, score_threshold=0.3):
             fp = keep & ~matched & ~ignored
             if not fp.any():
                 continue
-            boxes = np.array([dt_api.anns[d]["bbox"] for d in np.asarray(e["dtIds"])[fp]], dtype=np.float64)
+            boxes = np.array(
+                [dt_api.anns[d]["bbox"] for d in np.asarray(e["dtIds"])[fp]], dtype=np.float64
+            )
             gt_boxes, gt_cols = gts_of_image[img_id]
-            iou = (mask_utils.iou(boxes.tolist(), gt_boxes.tolist(), [0] * len(gt_boxes))
-                   if len(gt_boxes) else np.zeros((len(boxes), 0)))
+            iou = (
+                mask_utils.iou(boxes.tolist(), gt_boxes.tolist(), [0] * len(gt_boxes))
+                if len(gt_boxes)
+                else np.zeros((len(boxes), 0))
+            )
             iou = np.asarray(iou).reshape(len(boxes), len(gt_boxes))
             same = np.where(gt_cols == k, iou, 0.0).max(axis=1, initial=0.0)
             other = np.where(gt_cols != k, iou, 0.0)
             other_best = other.max(axis=1, initial=0.0)
-            kind = np.select([same >= 0.5, same >= LOC_IOU, other_best >= LOC_IOU], [0, 1, 2], default=3)
+            kind = np.select(
+                [same >= 0.5, same >= LOC_IOU, other_best >= LOC_IOU], [0, 1, 2], default=3
+            )
             for j, n in enumerate(np.bincount(kind, minlength=len(FP_KINDS))):
                 counts["false_positives"][FP_KINDS[j]] += int(n)
             wrong = kind == 2
             if wrong.any():
                 np.add.at(confusion[k], gt_cols[other[wrong].argmax(axis=1)], 1)
-    return {"score_threshold": score_threshold, "categories": summary,
-            "confusion": {"labels": names, "counts": confusion.tolist()}}
+    return {
+        "score_threshold": score_threshold,
+        "categories": summary,
+        "confusion": {"labels": names, "counts": confusion.tolist()},
+    }
 
 
 def report_analysis(coco_eval, output_folder, score_threshold=0.3):
@@ -160,8 +186,12 @@ def report_analysis(coco_eval, output_folder, score_threshold=0.3):
         plot_pr_curves(curves, rows, os.path.join(output_folder, "pr_curves.png"))
         plot_false_positives(fps, os.path.join(output_folder, "false_positives.png"))
     except PlottingUnavailable:
-        logger.info("Per-category AP, PR curves and false positives are in %s/*.json; "
-                    "for their pictures install matplotlib: %s", output_folder, INSTALL_HINT)
+        logger.info(
+            "Per-category AP, PR curves and false positives are in %s/*.json; "
+            "for their pictures install matplotlib: %s",
+            output_folder,
+            INSTALL_HINT,
+        )
     return rows
 
 
@@ -170,7 +200,9 @@ def plot_pr_curves(curves, rows, path, max_cols=4):
     names = list(curves["categories"])
     cols = max(1, min(max_cols, len(names)))
     grid_rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(3.6 * cols, 3.1 * grid_rows + 0.9), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(
+        grid_rows, cols, figsize=(3.6 * cols, 3.1 * grid_rows + 0.9), dpi=90, squeeze=False
+    )
     fig.suptitle("precision-recall per category (all areas, 100 detections per image)")
     ap = {r["category"]: r for r in rows}
     recall = curves["recall"]
@@ -182,16 +214,24 @@ def plot_pr_curves(curves, rows, path, max_cols=4):
         else:
             ax.plot(recall, c["iou_0.50"], color="tab:blue", label="IoU .50")
             ax.plot(recall, c["iou_0.75"], color="tab:orange", label="IoU .75")
-            ax.plot(recall, c["iou_0.50:0.95"], color="black", linestyle="--", label="mean over IoU .50:.95")
+            ax.plot(
+                recall,
+                c["iou_0.50:0.95"],
+                color="black",
+                linestyle="--",
+                label="mean over IoU .50:.95",
+            )
             r = ap[name]
-            ax.set_title(f"{name}: AP {100 * r['AP']:.1f}, AP50 {100 * r['AP50']:.1f}, AP75 {100 * r['AP75']:.1f}",
-                         fontsize=9)
+            ax.set_title(
+                f"{name}: AP {100 * r['AP']:.1f}, AP50 {100 * r['AP50']:.1f}, AP75 {100 * r['AP75']:.1f}",
+                fontsize=9,
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     handles = [h for ax in axes.flat for h in [ax.get_legend_handles_labels()] if h[0]]
     if handles:
@@ -206,21 +246,39 @@ def plot_false_positives(summary, path):
 
     names = list(summary["categories"])
     cats = summary["categories"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.45 * len(names) + 2.5)), dpi=90,
-                                      gridspec_kw={"width_ratios": [1.3, 1]})
-    fig.suptitle(f"detections with score >= {summary['score_threshold']}: what each category's "
-                 "false positives are (IoU .50 matching)")
+    fig, (left, right) = plt.subplots(
+        1,
+        2,
+        figsize=(14, max(4.5, 0.45 * len(names) + 2.5)),
+        dpi=90,
+        gridspec_kw={"width_ratios": [1.3, 1]},
+    )
+    fig.suptitle(
+        f"detections with score >= {summary['score_threshold']}: what each category's "
+        "false positives are (IoU .50 matching)"
+    )
     y = np.arange(len(names))
     start = np.zeros(len(names))
-    colours = {"true positives": "#4c9a4c", "duplicate": "#e0a030", "poor_localisation": "#d06030",
-               "wrong_class": "#9050b0", "background": "#808080"}
+    colours = {
+        "true positives": "#4c9a4c",
+        "duplicate": "#e0a030",
+        "poor_localisation": "#d06030",
+        "wrong_class": "#9050b0",
+        "background": "#808080",
+    }
     parts = [("true positives", [cats[n]["true_positives"] for n in names])]
     parts += [(kind, [cats[n]["false_positives"][kind] for n in names]) for kind in FP_KINDS]
     for label, values in parts:
         left.barh(y, values, left=start, color=colours[label], label=label.replace("_", " "))
         start += values
-    left.scatter([cats[n]["missed"] for n in names], y, marker="x", color="black", zorder=3,
-                 label="missed GTs (count)")
+    left.scatter(
+        [cats[n]["missed"] for n in names],
+        y,
+        marker="x",
+        color="black",
+        zorder=3,
+        label="missed GTs (count)",
+    )
     left.set_yticks(y, names)
     left.invert_yaxis()
     left.set_xlabel("detections (count)")
@@ -237,8 +295,15 @@ def plot_false_positives(summary, path):
     right.set_title("wrong-class false positives", fontsize=10)
     for (r, c), n in np.ndenumerate(counts):
         if n:
-            right.text(c, r, str(n), ha="center", va="center", fontsize=8,
-                       color="white" if n > counts.max() / 2 else "black")
+            right.text(
+                c,
+                r,
+                str(n),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if n > counts.max() / 2 else "black",
+            )
     bar = fig.colorbar(image, ax=right, fraction=0.046, pad=0.04, label="detections (count)")
     bar.locator = ticker.MaxNLocator(integer=True)
     bar.update_ticks()

@@ -1,4 +1,5 @@
 """COCO box evaluation: write `bbox.json`, run pycocotools' COCOeval, check expected numbers."""
+
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou
+
 from .analysis import report_analysis
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -51,8 +53,11 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_ty
     else:
         # loadRes rejects an empty list; an empty result set must score 0, not crash.
         coco_dt = COCO()
-        coco_dt.dataset = {"images": coco_gt.dataset["images"],
-                           "categories": coco_gt.dataset["categories"], "annotations": []}
+        coco_dt.dataset = {
+            "images": coco_gt.dataset["images"],
+            "categories": coco_gt.dataset["categories"],
+            "annotations": [],
+        }
         coco_dt.createIndex()
     coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     coco_eval.evaluate()
@@ -95,8 +100,10 @@ def check_expected_results(results, expected_results, sigma_tol):
         lo, hi = mean - sigma_tol * std, mean + sigma_tol * std
         ok = lo < actual < hi
         all_ok &= ok
-        msg = (f"{task} > {metric}: expected {mean}, sigma {std}, tolerance {sigma_tol}, "
-               f"range ({lo:.4f}, {hi:.4f}), got {actual:.4f}")
+        msg = (
+            f"{task} > {metric}: expected {mean}, sigma {std}, tolerance {sigma_tol}, "
+            f"range ({lo:.4f}, {hi:.4f}), got {actual:.4f}"
+        )
         if ok:
             logger.info("PASS: %s", msg)
         else:
@@ -105,7 +112,12 @@ def check_expected_results(results, expected_results, sigma_tol):
 
 
 # COCO object-size ranges (on the annotation's "area") for proposal recall.
-PROPOSAL_AREAS = {"all": (0, 1e10), "small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, 1e10)}
+PROPOSAL_AREAS = {
+    "all": (0, 1e10),
+    "small": (0, 32**2),
+    "medium": (32**2, 96**2),
+    "large": (96**2, 1e10),
+}
 PROPOSAL_LIMITS = (100, 1000)
 
 
@@ -138,8 +150,15 @@ def evaluate_box_proposals(predictions, dataset, area="all", limit=None):
         anns = [a for a in anns if a.get("iscrowd", 0) == 0 and low <= a["area"] <= high]
         if not anns:
             continue
-        gt = BoxList(torch.as_tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4),
-                     (img_info["width"], img_info["height"]), mode="xywh").convert("xyxy").bbox
+        gt = (
+            BoxList(
+                torch.as_tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4),
+                (img_info["width"], img_info["height"]),
+                mode="xywh",
+            )
+            .convert("xyxy")
+            .bbox
+        )
         if len(boxes) == 0:
             overlaps.append(gt.new_zeros(len(gt)))
             continue
@@ -147,8 +166,11 @@ def evaluate_box_proposals(predictions, dataset, area="all", limit=None):
     overlaps = torch.cat(overlaps) if overlaps else torch.zeros(0)
     thresholds = torch.arange(0.5, 0.95 + 1e-5, 0.05)
     recalls = (overlaps[None, :] >= thresholds[:, None]).float().mean(dim=1)
-    return {"ar": float(recalls.mean()) if len(overlaps) else 0.0, "recalls": recalls,
-            "num_pos": len(overlaps)}
+    return {
+        "ar": float(recalls.mean()) if len(overlaps) else 0.0,
+        "recalls": recalls,
+        "num_pos": len(overlaps),
+    }
 
 
 def proposal_recall_results(predictions, dataset):
@@ -156,22 +178,36 @@ def proposal_recall_results(predictions, dataset):
     results = OrderedDict()
     for limit in PROPOSAL_LIMITS:
         for area, suffix in (("all", ""), ("small", "s"), ("medium", "m"), ("large", "l")):
-            results[f"AR{suffix}@{limit}"] = evaluate_box_proposals(predictions, dataset, area, limit)["ar"]
+            results[f"AR{suffix}@{limit}"] = evaluate_box_proposals(
+                predictions, dataset, area, limit
+            )["ar"]
     return results
 
 
-def do_coco_evaluation(dataset, predictions, output_folder, iou_types, expected_results,
-                       expected_results_sigma_tol, box_only=False):
+def do_coco_evaluation(
+    dataset,
+    predictions,
+    output_folder,
+    iou_types,
+    expected_results,
+    expected_results_sigma_tol,
+    box_only=False,
+):
     """Evaluate the predictions (one BoxList per dataset index) and return the results dict:
     {"bbox": {AP...}}, or with `box_only` (proposals) {"box_proposal": {AR...}}."""
     logger = logging.getLogger("paa_core.inference")
     if box_only:
         results = {"box_proposal": proposal_recall_results(predictions, dataset)}
-        logger.info("Proposal recall:\n%s", "\n".join(f"{k:>8}: {100 * v:6.2f}" for k, v in results["box_proposal"].items()))
+        logger.info(
+            "Proposal recall:\n%s",
+            "\n".join(f"{k:>8}: {100 * v:6.2f}" for k, v in results["box_proposal"].items()),
+        )
         check_expected_results(results, expected_results, expected_results_sigma_tol)
         return results
     if tuple(iou_types) != ("bbox",):
-        raise ValueError(f"paa_core evaluates boxes only; iou_types must be ('bbox',), got {iou_types}")
+        raise ValueError(
+            f"paa_core evaluates boxes only; iou_types must be ('bbox',), got {iou_types}"
+        )
     coco_results = prepare_for_coco_detection(predictions, dataset)
     logger.info("Evaluating %d detections on %d images", len(coco_results), len(predictions))
     results = COCOResults("bbox")
