@@ -7,6 +7,7 @@ import os
 import torch
 
 from .c2_model_loading import load_c2_format
+from .d2_model_loading import convert_detectron2_weights, is_detectron2_state_dict
 from .errors import InputError
 from .imports import import_file
 from .miscellaneous import atomic_write, mkdir
@@ -164,7 +165,8 @@ class Checkpointer:
 
 
 class DetectronCheckpointer(Checkpointer):
-    """Checkpointer that also reads `catalog://` names, URLs and Caffe2 `.pkl` backbones."""
+    """Checkpointer that also reads `catalog://` names, URLs, Caffe2 `.pkl` backbones and
+    detectron2 checkpoints (`.pkl` or `.pth`, e.g. the authors' Faster R-CNN fork's)."""
 
     def __init__(
         self,
@@ -195,4 +197,7 @@ class DetectronCheckpointer(Checkpointer):
                 return load_c2_format(f), False
             except Exception as e:
                 raise _unreadable(f, "Caffe2 .pkl", e) from None
-        return super()._load_file(f)
+        checkpoint, whole_model = super()._load_file(f)
+        if whole_model and is_detectron2_state_dict(checkpoint["model"]):
+            return {"model": convert_detectron2_weights(checkpoint["model"])}, True
+        return checkpoint, whole_model
