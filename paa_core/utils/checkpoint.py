@@ -124,7 +124,13 @@ class Checkpointer:
         # hold belong to another run and are not restored.
         self.logger.info("Loading weights from %s", f)
         checkpoint, whole_model = self._load_file(f)
-        load_state_dict(self.model, checkpoint["model"], source=f, strict=whole_model)
+        load_state_dict(
+            self.model,
+            checkpoint["model"],
+            source=f,
+            strict=whole_model,
+            unused_parts=getattr(self.model, "parts_left_out", ()),
+        )
         return {}
 
     def has_checkpoint(self):

@@ -104,9 +104,27 @@ def align_and_update_state_dicts(
     return list(matches)
 
 
-def load_state_dict(model, loaded_state_dict, source="weights", strict=False):
-    """Load a (possibly `module.`-prefixed) state dict into `model` by suffix matching."""
+def drop_parts(loaded_state_dict, parts, source="weights"):
+    """`loaded_state_dict` without the keys under the top-level modules `parts` (parts of a
+    detector the model leaves out), said in one log line."""
+    dropped = [key for key in loaded_state_dict if key.split(".", 1)[0] in parts]
+    if not dropped:
+        return loaded_state_dict
+    found = sorted({key.split(".", 1)[0] for key in dropped})
+    logging.getLogger(__name__).info(
+        "%s: leaving unused its %s (%d tensors): this model has no such part",
+        source,
+        ", ".join(found),
+        len(dropped),
+    )
+    return {k: v for k, v in loaded_state_dict.items() if k.split(".", 1)[0] not in parts}
+
+
+def load_state_dict(model, loaded_state_dict, source="weights", strict=False, unused_parts=()):
+    """Load a (possibly `module.`-prefixed) state dict into `model` by suffix matching;
+    keys under the top-level modules `unused_parts` are left unused."""
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
+    loaded_state_dict = drop_parts(loaded_state_dict, unused_parts, source)
     align_and_update_state_dicts(model_state_dict, loaded_state_dict, source=source, strict=strict)
     model.load_state_dict(model_state_dict)
