@@ -33,6 +33,7 @@ from paa_core.engine.cli import InputError, load_config, resolve_device, run_cli
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
 from paa_core.structures.image_list import to_image_list  # noqa: E402
 from paa_core.utils.checkpoint import DetectronCheckpointer  # noqa: E402
+from paa_core.utils.miscellaneous import refuse_overwriting_inputs  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -89,7 +90,6 @@ def output_paths(paths, output):
         raise InputError(f"--output {output}: cannot create it: {e.strerror}") from None
     if not os.access(output, os.W_OK | os.X_OK):
         raise InputError(f"--output {output}: the folder cannot be written")
-    inputs = {os.path.realpath(p) for p in paths}
     targets, taken = [], set()
     for path in paths:
         stem, ext = os.path.splitext(os.path.basename(path))
@@ -98,10 +98,8 @@ def output_paths(paths, output):
             n += 1
             name = f"{stem}_{n}{ext}"
         taken.add(name)
-        target = os.path.join(output, name)
-        if os.path.realpath(target) in inputs:
-            raise InputError(f"--output {output}: writing {target} would overwrite an input image")
-        targets.append(target)
+        targets.append(os.path.join(output, name))
+    refuse_overwriting_inputs(f"--output {output}", targets, dict.fromkeys(paths, "an input image"))
     return targets
 
 
@@ -173,6 +171,11 @@ def main():
     if device_warning:
         print(f"warning: {device_warning}", file=sys.stderr)
     cfg.freeze()
+    if cfg.MODEL.RPN_ONLY and not cfg.MODEL.PAA_ON:
+        raise InputError(
+            "MODEL.RPN_ONLY True: a proposal-only Faster R-CNN finds boxes without classes, "
+            "there are no detections to draw (its proposal recall: tools/test_net.py)"
+        )
     names = load_category_names(args.categories or default_categories_file(cfg))
     # The one-stage PAA head or the Faster R-CNN box head counts the classes.
     key = "PAA.NUM_CLASSES" if cfg.MODEL.PAA_ON else "ROI_BOX_HEAD.NUM_CLASSES"

@@ -25,14 +25,24 @@ import numpy as np
 import pytest
 import torch
 from test_checkpoint import ToyLoader, make_run
+from test_proposal_recall import RPN_TINY
 from test_tools import REPO, TEST_NET, TINY_CONFIG, TRAIN_NET, write_split
 
+from paa_core.config import get_cfg
 from paa_core.engine.trainer import do_train
+from paa_core.modeling.detector import build_detection_model
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
 
 DEMO = os.path.join(REPO, "demo", "paa_demo.py")
 MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
+EXPORT = os.path.join(REPO, "tools", "export_onnx.py")
+PLOT = os.path.join(REPO, "tools", "plot_training.py")
+VISUALIZE = os.path.join(REPO, "tools", "visualize_assignment.py")
+# The two-stage detector on the same data: a tiny Faster R-CNN (PAA in its RPN), and its RPN alone.
+FASTER_RCNN_TINY = RPN_TINY.replace(
+    "RPN_ONLY: True", "RPN_ONLY: False\n  ROI_BOX_HEAD: {NUM_CLASSES: 3, MLP_HEAD_DIM: 16}"
+)
 ENV = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
 # Training runs whose results are compared: flips and two input sizes draw random numbers in
 # the data-loader worker, a checkpoint every iteration gives kills something to land on.
@@ -190,10 +200,17 @@ def data(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("faults"))
     train = write_split(root, "train", 8, 0)
     val = write_split(root, "val", 4, 1)
-    config = os.path.join(root, "tiny.yaml")
-    with open(config, "w") as f:
-        f.write(TINY_CONFIG + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n')
-    return {"root": root, "config": config, "train": train}
+    datasets = f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{val}",)\n'
+    configs = {}
+    for name, file, text in (
+        ("config", "tiny.yaml", TINY_CONFIG),
+        ("faster_rcnn", "faster_rcnn.yaml", FASTER_RCNN_TINY),
+        ("rpn_only", "rpn_only.yaml", RPN_TINY),
+    ):
+        configs[name] = os.path.join(root, file)
+        with open(configs[name], "w") as f:
+            f.write(text + datasets)
+    return {"root": root, "train": train, **configs}
 
 
 @pytest.fixture(scope="module")
@@ -487,6 +504,95 @@ def case_demo_overwrites_input(data, ref, tmp):
     )
 
 
+def case_faster_rcnn_weights_to_one_stage(data, ref, tmp):
+    cfg = get_cfg()
+    cfg.merge_from_file(data["faster_rcnn"])
+    weights = os.path.join(tmp, "faster_rcnn.pth")
+    torch.save({"model": build_detection_model(cfg).state_dict()}, weights)
+    return (
+        [TEST_NET, "--config-file", data["config"], "MODEL.WEIGHT", weights, "OUTPUT_DIR", ""],
+        r"error: .*/faster_rcnn\.pth: holds the weights of a Faster R-CNN but the config builds "
+        r"a one-stage PAA detector \(MODEL\.PAA_ON\): give the config the checkpoint was trained with",
+        [weights],
+    )
+
+
+def case_one_stage_weights_to_faster_rcnn(data, ref, tmp):
+    weights = os.path.join(ref, "model_final.pth")
+    return (
+        [TEST_NET, "--config-file", data["faster_rcnn"], "MODEL.WEIGHT", weights, "OUTPUT_DIR", ""],
+        r"error: .*/model_final\.pth: holds the weights of a one-stage PAA detector but the "
+        r"config builds a Faster R-CNN \(MODEL\.PAA_ON\): give the config the checkpoint was trained with",
+        [weights],
+    )
+
+
+def case_export_overwrites_its_checkpoint(data, ref, tmp):
+    weights = os.path.join(ref, "model_final.pth")
+    argv = [EXPORT, "--config-file", data["config"], "--output", weights, "MODEL.WEIGHT", weights]
+    return (
+        argv,
+        r"error: --output .*/model_final\.pth: writing .*/model_final\.pth would overwrite the "
+        r"checkpoint it exports \(MODEL\.WEIGHT\)",
+        [weights],
+    )
+
+
+def case_plot_overwrites_its_metrics(data, ref, tmp):
+    metrics = os.path.join(ref, "metrics.jsonl")
+    return (
+        [PLOT, ref, "--output", metrics],
+        r"error: --output .*/metrics\.jsonl: writing .*/metrics\.jsonl would overwrite the "
+        r"metrics file it draws",
+        [metrics],
+    )
+
+
+def case_visualize_overwrites_an_image(data, ref, tmp):
+    images = os.path.join(data["root"], "train")
+    argv = [VISUALIZE, "--config-file", data["config"], "--images", "1", "2", "--output", images]
+    return (
+        argv,
+        r"error: --output .*/train: writing .*/train/000\.png would overwrite a dataset image",
+        [images],
+    )
+
+
+def case_visualize_standard_rpn(data, ref, tmp):
+    argv = [VISUALIZE, "--config-file", data["faster_rcnn"], "--output", tmp]
+    return (
+        argv + ["MODEL.RPN.USE_PAA", "False", "MODEL.RPN.USE_IOU_PRED", "False"],
+        r"error: .*/faster_rcnn\.yaml: MODEL\.RPN\.USE_PAA is False: this Faster R-CNN's RPN "
+        r"assigns anchors by IoU thresholds, there is no PAA assignment to draw",
+        [],
+    )
+
+
+def case_export_faster_rcnn(data, ref, tmp):
+    return (
+        [EXPORT, "--config-file", data["faster_rcnn"], "--output", os.path.join(tmp, "f.onnx")],
+        r"error: export_onnx: the config is a Faster R-CNN \(MODEL\.PAA_ON False\); only the "
+        r"one-stage PAA detector exports: .+ have no ONNX translation here",
+        [],
+    )
+
+
+def case_demo_rpn_only(data, ref, tmp):
+    argv = [
+        DEMO,
+        "--config-file",
+        data["rpn_only"],
+        "--weights",
+        os.path.join(ref, "model_final.pth"),
+    ]
+    return (
+        argv + ["--input", os.path.join(data["root"], "val"), "--output", tmp],
+        r"error: MODEL\.RPN_ONLY True: a proposal-only Faster R-CNN finds boxes without classes, "
+        r"there are no detections to draw \(its proposal recall: tools/test_net\.py\)",
+        [],
+    )
+
+
 CASES = {
     name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")
 }
@@ -501,7 +607,15 @@ def bad_runs(data, reference, server, tmp_path_factory):
         argv, pattern, protected = make(data, reference, tmp)
         protected = protected + [
             os.path.join(data["root"], p)
-            for p in ("train", "val", "train.json", "val.json", "tiny.yaml")
+            for p in (
+                "train",
+                "val",
+                "train.json",
+                "val.json",
+                "tiny.yaml",
+                "faster_rcnn.yaml",
+                "rpn_only.yaml",
+            )
         ]
         prepared[name] = (argv, pattern, protected, snapshot(*protected), tmp)
     results, running, pending = {}, {}, list(prepared)
@@ -618,6 +732,19 @@ def test_demo_gives_inputs_with_one_name_their_own_pictures(data, reference, ser
     assert f"{b / 'x.png'}: " in stdout and stdout.strip().endswith(
         str(tmp_path / "out" / "x_2.png")
     )
+
+
+def test_rpn_only_run_ends_with_its_recall_curve(data, server, tmp_path):
+    """Training the RPN alone evaluates proposal recall and draws it where AP would be."""
+    out = str(tmp_path / "out")
+    argv = [TRAIN_NET, "--config-file", data["rpn_only"], "OUTPUT_DIR", out]
+    code, stdout, stderr = finish(start(server, argv, str(tmp_path)))
+    assert code == 0 and "Traceback" not in stderr, stderr[-3000:]
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        evals = [r for r in map(json.loads, f) if "dataset" in r]
+    assert [(r["iteration"], "AR@100" in r, "AP" in r) for r in evals] == [(2, True, False)]
+    assert os.path.getsize(os.path.join(out, "training_curves.png")) > 10000
+    assert f"Training curves: {out}/training_curves.png" in stdout
 
 
 def test_flags_after_overrides_and_device_warning_in_log(data, reference):

@@ -13,6 +13,7 @@ from paa_core.modeling.balanced_positive_negative_sampler import BalancedPositiv
 from paa_core.modeling.matcher import Matcher
 from paa_core.structures.bounding_box import TO_REMOVE
 from paa_core.structures.box_ops import box_iou, paired_iou
+from paa_core.utils.events import listening, publish
 
 from .paa.loss import assign_positives
 
@@ -63,11 +64,21 @@ class RPNLossComputation:
 
     @torch.no_grad()
     def paa_labels(
-        self, labels, matched, num_gt, anchor_levels, objectness, box_regression, regression_targets
+        self,
+        labels,
+        matched,
+        num_gt,
+        anchors,
+        anchor_levels,
+        objectness,
+        box_regression,
+        regression_targets,
     ):
         """PAA positives (1) among the matched anchors, every other anchor negative (0).
 
-        Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's."""
+        Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's.
+        The assignment is published as the one-stage loss publishes its own (positives
+        per GT for the training log; candidates for tools/visualize_assignment.py)."""
         num_levels = int(anchor_levels.max()) + 1
         cand = torch.nonzero(labels.reshape(-1) == 1).squeeze(1)
         cost = F.softplus(-objectness.reshape(-1)[cand]) + (
@@ -76,6 +87,21 @@ class RPNLossComputation:
         cand_gt = matched.reshape(-1)[cand]
         cand_level = anchor_levels[cand % labels.shape[1]]
         pos = assign_positives(cand_gt, cand_level, cost, num_gt, num_levels, self.paa_topk)
+        publish("pos_per_gt", pos.numel() / max(num_gt, 1))
+        if listening():
+            publish(
+                "paa_candidates",
+                {
+                    "anchor_index": cand,
+                    "box": anchors[cand % labels.shape[1]],
+                    "gt": cand_gt,
+                    "level": cand_level,
+                    "score": cost,
+                    "score_name": "objectness BCE + L1 of the deltas",
+                    "anchors_per_image": labels.shape[1],
+                    "num_levels": num_levels,
+                },
+            )
         paa = torch.zeros_like(labels).reshape(-1)
         paa[cand[pos]] = 1
         return paa.view_as(labels)
@@ -103,6 +129,7 @@ class RPNLossComputation:
                 labels,
                 matched,
                 len(gt_boxes),
+                anchors,
                 anchor_levels,
                 objectness.detach(),
                 box_regression.detach(),
