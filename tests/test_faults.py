@@ -83,6 +83,14 @@ class ToolRun:
         """As Ctrl-C in a terminal or a scheduler's `kill -- -PGID` do: to every process of the job."""
         os.killpg(self.pid, signum)
 
+    def send_signal_to_each(self, signum):
+        """As a scheduler that signals every process of the job by pid: the DataLoader
+        workers (children of the training process) first, then the training process."""
+        children = open(f"/proc/{self.pid}/task/{self.pid}/children").read().split()
+        assert children, "no DataLoader worker to signal"
+        for pid in [int(c) for c in children] + [self.pid]:
+            os.kill(pid, signum)
+
     def kill(self):
         """kill -9 of the training process."""
         os.kill(self.pid, signal.SIGKILL)
@@ -783,22 +791,27 @@ def wait_for_iteration(out, iteration, proc, timeout=180):
 
 
 @pytest.mark.parametrize(
-    "signum, resume_opts",
+    "signum, to_each, resume_opts",
     [
-        (signal.SIGTERM, []),
+        (signal.SIGTERM, False, []),
         # Resumed with no worker process: augmentation does not depend on who loads an image.
-        (signal.SIGINT, ["DATALOADER.NUM_WORKERS", "0"]),
+        (signal.SIGINT, False, ["DATALOADER.NUM_WORKERS", "0"]),
+        # A scheduler's `kill -TERM <pid>` of every process, the DataLoader worker included.
+        (signal.SIGTERM, True, []),
     ],
 )
 def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(
-    data, reference, server, tmp_path, signum, resume_opts
+    data, reference, server, tmp_path, signum, to_each, resume_opts
 ):
     out = str(tmp_path / "out")
     argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS
     argv[argv.index("SOLVER.CHECKPOINT_PERIOD") + 1] = "100"  # the stop itself must save
     proc = start(server, argv, str(tmp_path))
     wait_for_iteration(out, 2, proc)
-    proc.send_signal_to_group(signum)
+    if to_each:
+        proc.send_signal_to_each(signum)
+    else:
+        proc.send_signal_to_group(signum)
     code, _, stderr = finish(proc)
     line = one_error_line(stderr)
     m = re.fullmatch(
@@ -910,3 +923,50 @@ def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
         re.fullmatch(r"error: cannot read image .*/all_truncated/00\d\.png: .+", e) for e in errors
     ), errors
     assert snapshot(dataset.split(":")[1], dataset.split(":")[2]) == before
+
+
+def test_torchrun_error_on_one_process_ends_every_process_in_one_line(data, tmp_path):
+    """Under torchrun (2 processes) one image is truncated, so one process fails on it while
+    the other waits for it in a collective: the first names the image, the second says it
+    stopped because a process of the run ended, neither prints gloo's traceback."""
+
+    def corrupt(image_dir, coco):
+        _truncate(os.path.join(image_dir, "002.png"), 60)
+
+    dataset = copy_split(data, "one_truncated", corrupt)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            TRAIN_NET,
+            "--config-file",
+            data["config"],
+            "--skip-test",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+        ],
+        cwd=str(tmp_path),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert not re.search(r"\[rank\d\]: (Traceback|RuntimeError)", result.stderr), result.stderr[
+        -3000:
+    ]
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert len(errors) == 2, result.stderr[-3000:]
+    assert re.fullmatch(r"error: cannot read image .*/one_truncated/002\.png: .+", errors[0])
+    assert re.fullmatch(
+        r"error: process [01] of 2 stopped: another process of the run has ended "
+        r"\(its own error line says why\)",
+        errors[1],
+    )

@@ -2,6 +2,7 @@
 and turning bad input into one clear line instead of a traceback."""
 
 import argparse
+import logging
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from yacs.config import CfgNode as CN
 from paa_core.config import get_cfg
 from paa_core.config.reference import check_reference_switches
 from paa_core.data import make_data_loader
-from paa_core.utils.comm import get_rank, synchronize
+from paa_core.utils.comm import get_rank, get_world_size, synchronize
 from paa_core.utils.errors import InputError
 from paa_core.utils.imports import import_file
 from paa_core.utils.logger import setup_logger
@@ -34,16 +35,44 @@ USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
 NOT_RUN_DEFINITION = ("OUTPUT_DIR", "DATALOADER.NUM_WORKERS")
 
 
+# How gloo and NCCL report that another process of the group is gone.
+PEER_LOST = re.compile(r"Connection (closed|reset) by peer|remote worker crash|NCCL.*abort", re.I)
+
+
+def _in_process_group():
+    return dist.is_available() and dist.is_initialized() and get_world_size() > 1
+
+
+def _fail(message):
+    """Print `error: <message>` and exit with 1. In a process group the exit is immediate:
+    a normal interpreter exit can wait forever for the others' pending collectives."""
+    print(f"error: {message}", file=sys.stderr)
+    if _in_process_group():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.exit(1)
+
+
 def run_cli(main):
-    """Call `main()`; a user error prints `error: <message>` on stderr and exits with 1."""
+    """Call `main()`; a user error prints `error: <message>` on stderr and exits with 1.
+
+    Under torchrun, the other processes of a run whose process failed lose their
+    connection to it: each says so in one line instead of the backend's traceback."""
     try:
         main()
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(e)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(1)
+        _fail("interrupted")
+    except RuntimeError as e:
+        if not (_in_process_group() and PEER_LOST.search(str(e))):
+            raise
+        _fail(
+            f"process {get_rank()} of {get_world_size()} stopped: another process of the run "
+            "has ended (its own error line says why)"
+        )
 
 
 def make_parser(description):
