@@ -34,6 +34,7 @@ from paa_core.data.transforms import build_transforms  # noqa: E402
 from paa_core.engine.cli import InputError, resolve_device, run_cli  # noqa: E402
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
 from paa_core.structures.image_list import to_image_list  # noqa: E402
+from paa_core.utils.miscellaneous import refuse_overwriting_inputs  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -90,7 +91,6 @@ def output_paths(paths, output):
         raise InputError(f"--output {output}: cannot create it: {e.strerror}") from None
     if not os.access(output, os.W_OK | os.X_OK):
         raise InputError(f"--output {output}: the folder cannot be written")
-    inputs = {os.path.realpath(p) for p in paths}
     targets, taken = [], set()
     for path in paths:
         stem, ext = os.path.splitext(os.path.basename(path))
@@ -99,10 +99,8 @@ def output_paths(paths, output):
             n += 1
             name = f"{stem}_{n}{ext}"
         taken.add(name)
-        target = os.path.join(output, name)
-        if os.path.realpath(target) in inputs:
-            raise InputError(f"--output {output}: writing {target} would overwrite an input image")
-        targets.append(target)
+        targets.append(os.path.join(output, name))
+    refuse_overwriting_inputs(f"--output {output}", targets, dict.fromkeys(paths, "an input image"))
     return targets
 
 
@@ -174,10 +172,13 @@ def main():
     if device_warning:
         print(f"warning: {device_warning}", file=sys.stderr)
     cfg.freeze()
-    names = load_category_names(args.categories or default_categories_file(cfg))
     classes = class_count(cfg)
     if classes is None:
-        raise InputError("a proposal-only model (MODEL.RPN_ONLY) has no classes to draw")
+        raise InputError(
+            "MODEL.RPN_ONLY True: a proposal-only Faster R-CNN finds boxes without classes, "
+            "there are no detections to draw (its proposal recall: tools/test_net.py)"
+        )
+    names = load_category_names(args.categories or default_categories_file(cfg))
     if len(names) != classes.num_classes - 1:
         raise InputError(
             f"{len(names)} category names but {classes.key} is {classes.num_classes} "

@@ -79,11 +79,19 @@ def write_split(root, split, n, seed):
 def write_tiny_config(path, train, test, fixture="tiny_paa.yaml"):
     """`tests/fixtures/<fixture>` with DATASETS.TRAIN `train` and DATASETS.TEST `test`,
     written to `path`; returns `path`."""
-    with open(os.path.join(FIXTURES, fixture)) as f:
-        text = f.read()
     with open(path, "w") as f:
-        f.write(text + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{test}",)\n')
+        f.write(fixture_text(fixture) + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{test}",)\n')
     return path
+
+
+def fixture_text(name):
+    """The text of `tests/fixtures/<name>`."""
+    with open(os.path.join(FIXTURES, name)) as f:
+        return f.read()
+
+
+# A tiny proposal-only Faster R-CNN with PAA in its RPN, without DATASETS.
+RPN_TINY = fixture_text("tiny_rpn.yaml")
 
 
 def tiny_dataset(root):

@@ -2,6 +2,7 @@
 backward, with and without PAA, with images and batches without GT) and detect; the
 COCO configs build the modules and names they promise; detectron2 weights load."""
 
+import json
 import os
 import pickle
 
@@ -153,7 +154,14 @@ def _detectron2_name(key):
     if key.startswith("backbone.fpn."):
         kind = "lateral" if parts[2].startswith("fpn_inner") else "output"
         return f"backbone.fpn_{kind}{int(parts[2][-1]) + 1}.{parts[-1]}"
-    rpn = {"conv": "conv", "cls_logits": "objectness_logits", "bbox_pred": "anchor_deltas"}
+    rpn = {
+        "conv": "conv",
+        "cls_logits": "objectness_logits",
+        "bbox_pred": "anchor_deltas",
+        "iou_pred": "iou",
+    }
+    if key.startswith("rpn.anchor_generator."):
+        return "proposal_generator." + key[len("rpn.") :]
     if key.startswith("rpn.head."):
         return f"proposal_generator.rpn_head.{rpn[parts[2]]}.{parts[-1]}"
     if key.startswith("roi_heads.box.feature_extractor."):
@@ -194,6 +202,102 @@ def test_detectron2_model_zoo_weights_load_into_the_baseline(tmp_path):
     assert state["roi_heads.box.predictor.bbox_pred.weight"][:4].abs().sum() == 0
     for key in ours:
         if not key.startswith("roi_heads.box.predictor."):
-            torch.testing.assert_close(
-                state[key], torch.from_numpy(d2[_detectron2_name(key)]), msg=key
-            )
+            expected = torch.from_numpy(d2[_detectron2_name(key)])
+            if key.endswith("running_var"):
+                expected = expected + 1e-5  # detectron2's FrozenBatchNorm2d eps
+            torch.testing.assert_close(state[key], expected, msg=key)
+
+
+D2FORK_KEYS = os.path.join(REPO, "tests", "fixtures", "d2fork_faster_rcnn_R_50_FPN_iou_paa_1x.json")
+
+
+def _random_d2_weights(shapes, seed=0):
+    """Random weights under detectron2's names; BN variances positive, as trained ones are."""
+    g = np.random.RandomState(seed)
+    return {
+        k: (g.uniform(0.5, 1.5, s) if k.endswith("running_var") else g.randn(*s)).astype(np.float32)
+        for k, s in shapes.items()
+    }
+
+
+def test_the_authors_fork_checkpoint_fills_the_paa_config_with_every_key(tmp_path):
+    """A `.pth` as the fork's trainer writes it (DDP's `module.`, optimizer and iteration
+    beside "model") fills faster_rcnn_R_50_FPN_paa_1x.yaml: the strict load refuses a key
+    left over on either side, so loading at all means every key was used."""
+    with open(D2FORK_KEYS) as f:
+        shapes = json.load(f)["shapes"]
+    model = build_detection_model(_cfg("faster_rcnn_R_50_FPN_paa_1x.yaml"))
+    assert len(shapes) == len(model.state_dict()) == 294
+    d2 = _random_d2_weights(shapes)
+    path = tmp_path / "model_final.pth"
+    model_state = {"module." + k: torch.from_numpy(v) for k, v in d2.items()}
+    torch.save({"model": model_state, "optimizer": {}, "iteration": 89999}, path)
+    DetectronCheckpointer(_cfg("faster_rcnn_R_50_FPN_paa_1x.yaml"), model).load(str(path))
+    state = model.state_dict()
+    iou = d2["proposal_generator.rpn_head.iou.weight"]
+    torch.testing.assert_close(state["rpn.head.iou_pred.weight"], torch.from_numpy(iou))
+    stem_var = d2["backbone.bottom_up.stem.conv1.norm.running_var"]
+    assert torch.equal(
+        state["backbone.body.stem.bn1.running_var"], torch.from_numpy(stem_var) + 1e-5
+    )
+
+
+class _Detectron2FrozenBN(torch.nn.Module):
+    """detectron2's FrozenBatchNorm2d: scale = weight * rsqrt(running_var + eps), eps 1e-5."""
+
+    def __init__(self, n):
+        super().__init__()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            self.register_buffer(name, torch.zeros(n))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
+def _with_detectron2_bn(module):
+    """`module` (in place) with each FrozenBatchNorm2d replaced by detectron2's."""
+    for name, child in module.named_children():
+        if type(child).__name__ == "FrozenBatchNorm2d":
+            setattr(module, name, _Detectron2FrozenBN(child.weight.numel()))
+        else:
+            _with_detectron2_bn(child)
+    return module
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_fork_weights_give_the_forks_features_after_conversion(tmp_path, prefix):
+    """The same weights computed twice: by the model with detectron2's FrozenBN holding the
+    checkpoint's raw values (the fork's numbers), and by ours after the loader converted
+    them (.pkl and .pth); features, objectness, deltas and IoU agree."""
+    cfg = _cfg("faster_rcnn_R_50_FPN_paa_1x.yaml", "MODEL.RESNETS.WIDTH_PER_GROUP", 2, *TINY)
+    ours = build_detection_model(cfg).eval()
+    d2 = _random_d2_weights({_detectron2_name(k): v.shape for k, v in ours.state_dict().items()})
+    reference = _with_detectron2_bn(build_detection_model(cfg)).eval()
+    reference.load_state_dict(
+        {k: torch.from_numpy(d2[_detectron2_name(k)]) for k in reference.state_dict()}
+    )
+    # detectron2's predictor has the background last and no deltas for it.
+    d2["roi_heads.box_predictor.cls_score.weight"] = np.roll(
+        d2["roi_heads.box_predictor.cls_score.weight"], -1, axis=0
+    )
+    d2["roi_heads.box_predictor.bbox_pred.weight"] = d2["roi_heads.box_predictor.bbox_pred.weight"][
+        4:
+    ]
+    d2["roi_heads.box_predictor.bbox_pred.bias"] = d2["roi_heads.box_predictor.bbox_pred.bias"][4:]
+    pkl, pth = tmp_path / "fork.pkl", tmp_path / "fork.pth"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": {prefix + k: v for k, v in d2.items()}}, f)
+    torch.save({"model": {prefix + k: torch.from_numpy(v) for k, v in d2.items()}}, pth)
+
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = reference.backbone(x)
+        expected_head = reference.rpn.head(expected)
+        for path in (pkl, pth):
+            DetectronCheckpointer(cfg, ours).load(str(path))
+            features = ours.backbone(x)
+            for got, want in zip(features, expected):
+                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(ours.rpn.head(features), expected_head, rtol=1e-6, atol=1e-6)

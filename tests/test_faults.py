@@ -24,15 +24,33 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import DEMO, REPO, TEST_NET, TOOL_ENV, TRAIN_NET, ToyLoader, make_run, tiny_dataset
+from helpers import (
+    DEMO,
+    REPO,
+    RPN_TINY,
+    TEST_NET,
+    TOOL_ENV,
+    TRAIN_NET,
+    ToyLoader,
+    make_run,
+    tiny_dataset,
+)
 
 from paa_core.config import get_cfg
 from paa_core.data import make_data_loader
 from paa_core.engine.trainer import TrainOptions, do_train
+from paa_core.modeling.detector import build_detection_model
 from paa_core.utils.errors import InputError
 from paa_core.utils.rng import ProcessRNG
 
 MAKE_SHAPES = os.path.join(REPO, "tools", "make_shapes_dataset.py")
+EXPORT = os.path.join(REPO, "tools", "export_onnx.py")
+PLOT = os.path.join(REPO, "tools", "plot_training.py")
+VISUALIZE = os.path.join(REPO, "tools", "visualize_assignment.py")
+# The two-stage detector on the same data: a tiny Faster R-CNN (PAA in its RPN), and its RPN alone.
+FASTER_RCNN_TINY = RPN_TINY.replace(
+    "RPN_ONLY: True", "RPN_ONLY: False\n  ROI_BOX_HEAD: {NUM_CLASSES: 3, MLP_HEAD_DIM: 16}"
+)
 # Training runs whose results are compared: flips and two input sizes draw random numbers in
 # the data-loader worker, a checkpoint every iteration gives kills something to land on.
 RUN_OPTS = [
@@ -73,6 +91,14 @@ class ToolRun:
     def send_signal_to_group(self, signum):
         """As Ctrl-C in a terminal or a scheduler's `kill -- -PGID` do: to every process of the job."""
         os.killpg(self.pid, signum)
+
+    def send_signal_to_each(self, signum):
+        """As a scheduler that signals every process of the job by pid: the DataLoader
+        workers (children of the training process) first, then the training process."""
+        children = open(f"/proc/{self.pid}/task/{self.pid}/children").read().split()
+        assert children, "no DataLoader worker to signal"
+        for pid in [int(c) for c in children] + [self.pid]:
+            os.kill(pid, signum)
 
     def kill(self):
         """kill -9 of the training process."""
@@ -188,7 +214,13 @@ def png_header_only(path, width, height):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return tiny_dataset(str(tmp_path_factory.mktemp("faults")))
+    data = tiny_dataset(str(tmp_path_factory.mktemp("faults")))
+    datasets = f'DATASETS:\n  TRAIN: ("{data["train"]}",)\n  TEST: ("{data["val"]}",)\n'
+    for name, text in (("faster_rcnn", FASTER_RCNN_TINY), ("rpn_only", RPN_TINY)):
+        data[name] = os.path.join(data["root"], f"{name}.yaml")
+        with open(data[name], "w") as f:
+            f.write(text + datasets)
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -524,6 +556,95 @@ def case_demo_overwrites_input(data, ref, tmp):
     )
 
 
+def case_faster_rcnn_weights_to_one_stage(data, ref, tmp):
+    cfg = get_cfg()
+    cfg.merge_from_file(data["faster_rcnn"])
+    weights = os.path.join(tmp, "faster_rcnn.pth")
+    torch.save({"model": build_detection_model(cfg).state_dict()}, weights)
+    return (
+        [TEST_NET, "--config-file", data["config"], "MODEL.WEIGHT", weights, "OUTPUT_DIR", ""],
+        r"error: .*/faster_rcnn\.pth: holds the weights of a Faster R-CNN but the config builds "
+        r"a one-stage PAA detector \(MODEL\.PAA_ON\): give the config the checkpoint was trained with",
+        [weights],
+    )
+
+
+def case_one_stage_weights_to_faster_rcnn(data, ref, tmp):
+    weights = os.path.join(ref, "model_final.pth")
+    return (
+        [TEST_NET, "--config-file", data["faster_rcnn"], "MODEL.WEIGHT", weights, "OUTPUT_DIR", ""],
+        r"error: .*/model_final\.pth: holds the weights of a one-stage PAA detector but the "
+        r"config builds a Faster R-CNN \(MODEL\.PAA_ON\): give the config the checkpoint was trained with",
+        [weights],
+    )
+
+
+def case_export_overwrites_its_checkpoint(data, ref, tmp):
+    weights = os.path.join(ref, "model_final.pth")
+    argv = [EXPORT, "--config-file", data["config"], "--output", weights, "MODEL.WEIGHT", weights]
+    return (
+        argv,
+        r"error: --output .*/model_final\.pth: writing .*/model_final\.pth would overwrite the "
+        r"checkpoint it exports \(MODEL\.WEIGHT\)",
+        [weights],
+    )
+
+
+def case_plot_overwrites_its_metrics(data, ref, tmp):
+    metrics = os.path.join(ref, "metrics.jsonl")
+    return (
+        [PLOT, ref, "--output", metrics],
+        r"error: --output .*/metrics\.jsonl: writing .*/metrics\.jsonl would overwrite the "
+        r"metrics file it draws",
+        [metrics],
+    )
+
+
+def case_visualize_overwrites_an_image(data, ref, tmp):
+    images = os.path.join(data["root"], "train")
+    argv = [VISUALIZE, "--config-file", data["config"], "--images", "1", "2", "--output", images]
+    return (
+        argv,
+        r"error: --output .*/train: writing .*/train/000\.png would overwrite a dataset image",
+        [images],
+    )
+
+
+def case_visualize_standard_rpn(data, ref, tmp):
+    argv = [VISUALIZE, "--config-file", data["faster_rcnn"], "--output", tmp]
+    return (
+        argv + ["MODEL.RPN.USE_PAA", "False", "MODEL.RPN.USE_IOU_PRED", "False"],
+        r"error: .*/faster_rcnn\.yaml: MODEL\.RPN\.USE_PAA is False: this Faster R-CNN's RPN "
+        r"assigns anchors by IoU thresholds, there is no PAA assignment to draw",
+        [],
+    )
+
+
+def case_export_faster_rcnn(data, ref, tmp):
+    return (
+        [EXPORT, "--config-file", data["faster_rcnn"], "--output", os.path.join(tmp, "f.onnx")],
+        r"error: export_onnx: the config is a Faster R-CNN \(MODEL\.PAA_ON False\); only the "
+        r"one-stage PAA detector exports: .+ have no ONNX translation here",
+        [],
+    )
+
+
+def case_demo_rpn_only(data, ref, tmp):
+    argv = [
+        DEMO,
+        "--config-file",
+        data["rpn_only"],
+        "--weights",
+        os.path.join(ref, "model_final.pth"),
+    ]
+    return (
+        argv + ["--input", os.path.join(data["root"], "val"), "--output", tmp],
+        r"error: MODEL\.RPN_ONLY True: a proposal-only Faster R-CNN finds boxes without classes, "
+        r"there are no detections to draw \(its proposal recall: tools/test_net\.py\)",
+        [],
+    )
+
+
 CASES = {
     name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")
 }
@@ -538,7 +659,15 @@ def bad_runs(data, reference, server, tmp_path_factory):
         argv, pattern, protected = make(data, reference, tmp)
         protected = protected + [
             os.path.join(data["root"], p)
-            for p in ("train", "val", "train.json", "val.json", "tiny.yaml")
+            for p in (
+                "train",
+                "val",
+                "train.json",
+                "val.json",
+                "tiny.yaml",
+                "faster_rcnn.yaml",
+                "rpn_only.yaml",
+            )
         ]
         prepared[name] = (argv, pattern, protected, snapshot(*protected), tmp)
     results, running, pending = {}, {}, list(prepared)
@@ -657,6 +786,19 @@ def test_demo_gives_inputs_with_one_name_their_own_pictures(data, reference, ser
     )
 
 
+def test_rpn_only_run_ends_with_its_recall_curve(data, server, tmp_path):
+    """Training the RPN alone evaluates proposal recall and draws it where AP would be."""
+    out = str(tmp_path / "out")
+    argv = [TRAIN_NET, "--config-file", data["rpn_only"], "OUTPUT_DIR", out]
+    code, stdout, stderr = finish(start(server, argv, str(tmp_path)))
+    assert code == 0 and "Traceback" not in stderr, stderr[-3000:]
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        evals = [r for r in map(json.loads, f) if "dataset" in r]
+    assert [(r["iteration"], "AR@100" in r, "AP" in r) for r in evals] == [(2, True, False)]
+    assert os.path.getsize(os.path.join(out, "training_curves.png")) > 10000
+    assert f"Training curves: {out}/training_curves.png" in stdout
+
+
 def test_flags_after_overrides_and_device_warning_in_log(data, reference):
     """The reference run had --skip-test among its KEY VALUE pairs: taken as the flag, not an
     override. Its config's MODEL.DEVICE cuda fell back to the CPU, which log.txt records."""
@@ -701,22 +843,27 @@ def wait_for_iteration(out, iteration, proc, timeout=180):
 
 
 @pytest.mark.parametrize(
-    "signum, resume_opts",
+    "signum, to_each, resume_opts",
     [
-        (signal.SIGTERM, []),
+        (signal.SIGTERM, False, []),
         # Resumed with no worker process: augmentation does not depend on who loads an image.
-        (signal.SIGINT, ["DATALOADER.NUM_WORKERS", "0"]),
+        (signal.SIGINT, False, ["DATALOADER.NUM_WORKERS", "0"]),
+        # A scheduler's `kill -TERM <pid>` of every process, the DataLoader worker included.
+        (signal.SIGTERM, True, []),
     ],
 )
 def test_signal_saves_the_current_iteration_and_the_run_resumes_identically(
-    data, reference, server, tmp_path, signum, resume_opts
+    data, reference, server, tmp_path, signum, to_each, resume_opts
 ):
     out = str(tmp_path / "out")
     argv = [TRAIN_NET, "--config-file", data["config"], "OUTPUT_DIR", out] + RUN_OPTS
     argv[argv.index("SOLVER.CHECKPOINT_PERIOD") + 1] = "100"  # the stop itself must save
     proc = start(server, argv, str(tmp_path))
     wait_for_iteration(out, 2, proc)
-    proc.send_signal_to_group(signum)
+    if to_each:
+        proc.send_signal_to_each(signum)
+    else:
+        proc.send_signal_to_group(signum)
     code, _, stderr = finish(proc)
     line = one_error_line(stderr)
     m = re.fullmatch(
@@ -828,3 +975,50 @@ def test_torchrun_worker_error_is_one_line_per_process(data, tmp_path):
         re.fullmatch(r"error: cannot read image .*/all_truncated/00\d\.png: .+", e) for e in errors
     ), errors
     assert snapshot(dataset.split(":")[1], dataset.split(":")[2]) == before
+
+
+def test_torchrun_error_on_one_process_ends_every_process_in_one_line(data, tmp_path):
+    """Under torchrun (2 processes) one image is truncated, so one process fails on it while
+    the other waits for it in a collective: the first names the image, the second says it
+    stopped because a process of the run ended, neither prints gloo's traceback."""
+
+    def corrupt(image_dir, coco):
+        _truncate(os.path.join(image_dir, "002.png"), 60)
+
+    dataset = copy_split(data, "one_truncated", corrupt)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            TRAIN_NET,
+            "--config-file",
+            data["config"],
+            "--skip-test",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "DATASETS.TRAIN",
+            f"('{dataset}',)",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+        ],
+        cwd=str(tmp_path),
+        env=TOOL_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert not re.search(r"\[rank\d\]: (Traceback|RuntimeError)", result.stderr), result.stderr[
+        -3000:
+    ]
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert len(errors) == 2, result.stderr[-3000:]
+    assert re.fullmatch(r"error: cannot read image .*/one_truncated/002\.png: .+", errors[0])
+    assert re.fullmatch(
+        r"error: process [01] of 2 stopped: another process of the run has ended "
+        r"\(its own error line says why\)",
+        errors[1],
+    )

@@ -9,10 +9,12 @@ import torch
 from helpers import TEST_NET, TOOL_ENV, TRAIN_NET, write_split, write_tiny_config
 from pycocotools.coco import COCO
 
+from paa_core.config import get_cfg
 from paa_core.data.datasets.evaluation.coco.coco_eval import (
     evaluate_box_proposals,
     proposal_recall_results,
 )
+from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
 
 
@@ -93,3 +95,49 @@ def test_rpn_only_config_trains_and_reports_recall(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     for key in ("AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000"):
         assert f"{key:>8}: " in run.stderr + run.stdout
+
+
+def _rpn_only_run(tmp_path):
+    """(config file, env) of the tiny RPN config on a train and a val split in `tmp_path`."""
+    train = write_split(str(tmp_path), "train", 4, 0)
+    val = write_split(str(tmp_path), "val", 2, 1)
+    return write_tiny_config(str(tmp_path / "rpn.yaml"), train, val, "tiny_rpn.yaml"), TOOL_ENV
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_recall_of_a_whole_faster_rcnn_checkpoint_leaves_its_roi_heads_unused(tmp_path):
+    """The RPN-only model takes backbone and RPN from a full Faster R-CNN's checkpoint and says
+    in one line what it leaves unused; a key that belongs to no part of the model is still
+    refused."""
+    config, env = _rpn_only_run(tmp_path)
+    cfg = get_cfg()
+    cfg.merge_from_file(config)
+    cfg.merge_from_list(["MODEL.RPN_ONLY", False, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 3])
+    cfg.merge_from_list(["MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM", 16])
+    state = build_detection_model(cfg).state_dict()
+    n_roi = sum(k.startswith("roi_heads.") for k in state)
+    full = tmp_path / "faster_rcnn.pth"
+    torch.save({"model": state, "iteration": 7}, full)
+    argv = [sys.executable, TEST_NET, "--config-file", config, "MODEL.WEIGHT", str(full)]
+    run = subprocess.run(
+        argv + ["OUTPUT_DIR", str(tmp_path / "a")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    log = run.stdout + run.stderr
+    unused = [line for line in log.splitlines() if "leaving unused" in line]
+    assert len(unused) == 1 and unused[0].endswith(
+        f"{full}: leaving unused its roi_heads ({n_roi} tensors): this model has no such part"
+    ), log[-2000:]
+    assert f"Loaded {len(state) - n_roi} of {len(state) - n_roi} model tensors" in log
+    for key in ("AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000", "ARl@1000"):
+        assert f"{key:>8}: " in log
+
+    state["rpn.head.extra.weight"] = torch.zeros(2)
+    torch.save({"model": state}, full)
+    run = subprocess.run(
+        argv + ["OUTPUT_DIR", str(tmp_path / "b")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: {full}: 1 keys fit no model key: rpn.head.extra.weight"
+    )

@@ -10,14 +10,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TOOL_ENV, tiny_quick_cfg, write_split, write_tiny_config
+from helpers import REPO, RPN_TINY, TOOL_ENV, tiny_quick_cfg, write_split, write_tiny_config
 from oracles import sklearn_gmm
 from PIL import Image
 
 from paa_core.config import get_cfg
 from paa_core.modeling.detector import build_detection_model
+from paa_core.modeling.head_outputs import flatten_rpn_outputs
 from paa_core.modeling.paa.loss import concat_box_prediction_layers
 from paa_core.structures.bounding_box import BoxList
+from paa_core.structures.box_ops import CONTINUOUS_OFFSET, PLUS_ONE_OFFSET
+from paa_core.structures.boxlist_ops import convert_box_offset
 from paa_core.structures.image_list import to_image_list
 from paa_core.visualization.assignment_view import assignment_records
 
@@ -176,3 +179,74 @@ def test_tool_from_random_weights_and_from_a_checkpoint(tmp_path):
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: --images: nope.png"
     )
+
+
+def test_paa_rpn_records_are_the_rpn_losss_positives(tmp_path):
+    """For a Faster R-CNN with PAA in its RPN, the records hold the RPN's own assignment:
+    the positive candidates of each image are the anchors its loss labels positive."""
+    config = tmp_path / "rpn.yaml"
+    config.write_text(RPN_TINY)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(config))
+    torch.manual_seed(0)
+    model = build_detection_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    images = to_image_list([torch.randn(3, 64, 64, generator=g) for _ in range(2)], 32)
+    targets = []
+    for boxes in ([[4.0, 6.0, 30.0, 40.0], [20.0, 20.0, 60.0, 50.0]], [[10.0, 8.0, 50.0, 58.0]]):
+        t = BoxList(torch.tensor(boxes), (64, 64), mode="xyxy")
+        t.add_field("labels", torch.ones(len(boxes), dtype=torch.long))
+        targets.append(t)
+    records = assignment_records(model, images, targets)
+
+    with torch.no_grad():
+        features = model.backbone(images.tensors)
+        head = model.rpn.head(features)
+        anchors = model.rpn.anchor_generator(features)
+        objectness, deltas, _ = flatten_rpn_outputs(*head)
+        rpn_targets = [convert_box_offset(t, PLUS_ONE_OFFSET, CONTINUOUS_OFFSET) for t in targets]
+        labels = model.rpn.loss_evaluator.prepare_targets(
+            anchors, objectness, deltas, rpn_targets
+        ).labels
+    assert [r["score_name"] for r in records] == ["objectness BCE + L1 of the deltas"] * 2
+    for image, record in enumerate(records):
+        positives = sorted(
+            c["anchor_index"] for gt in record["gts"] for c in gt["candidates"] if c["positive"]
+        )
+        assert positives == torch.nonzero(labels[image] == 1).flatten().tolist()
+        assert all(gt["num_positives"] >= 1 and gt["gmm"] for gt in record["gts"])
+
+
+def test_tool_draws_the_paa_rpn_of_a_faster_rcnn(tmp_path):
+    pytest.importorskip("matplotlib")
+    root = str(tmp_path)
+    train = write_split(root, "train", 3, 0)
+    config = os.path.join(root, "rpn.yaml")
+    with open(config, "w") as f:
+        f.write(RPN_TINY + f'DATASETS:\n  TRAIN: ("{train}",)\n  TEST: ("{train}",)\n')
+    output = os.path.join(root, "out")
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "visualize_assignment.py"),
+            "--config-file",
+            config,
+            "--output",
+            output,
+            "--images",
+            "1",
+            "3",  # space-separated as well as comma-separated
+            "SEED",
+            "3",
+        ],
+        env=TOOL_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(output)) == ["000.json", "000.png", "002.json", "002.png"]
+    with open(os.path.join(output, "002.json")) as f:
+        record = json.load(f)
+    assert record["image_id"] == 3 and record["score_name"] == "objectness BCE + L1 of the deltas"
+    assert all(gt["num_positives"] >= 1 for gt in record["gts"]) and record["gts"]

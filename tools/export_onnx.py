@@ -9,7 +9,9 @@ DATALOADER.SIZE_DIVISIBILITY) and returns boxes [K, 4] (xyxy, input pixels), sco
 labels [K] (1..C). Everything after preprocessing is in the graph: backbone, FPN, head,
 box decoding, score threshold, per-level top-k, class-wise NMS (ONNX NonMaxSuppression),
 the detections cap and score voting. Deformable convolutions have no ONNX translation here,
-so configs with DCN are refused.
+so configs with DCN are refused, and so is the two-stage Faster R-CNN (MODEL.PAA_ON False):
+its proposal NMS (torchvision's batched_nms) and ROIAlign pooling have none either. An
+--output that is the checkpoint or config it reads is refused before anything is written.
 """
 
 import argparse
@@ -24,6 +26,7 @@ from paa_core.config.loading import load_config
 from paa_core.engine.cli import InputError, run_cli
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.detector.export import DetectionsAsTensors
+from paa_core.utils.miscellaneous import refuse_overwriting_inputs
 
 
 def ml_nms_onnx(dets, scores, labels, iou_threshold: float, offset: float = 1.0):
@@ -59,7 +62,13 @@ def ml_nms_onnx(dets, scores, labels, iou_threshold: float, offset: float = 1.0)
 
 
 def check_exportable(cfg):
-    """One-line InputError for a config with deformable convolutions."""
+    """One-line InputError for a Faster R-CNN config or one with deformable convolutions."""
+    if not cfg.MODEL.PAA_ON:
+        raise InputError(
+            "export_onnx: the config is a Faster R-CNN (MODEL.PAA_ON False); only the one-stage "
+            "PAA detector exports: the RPN's proposal NMS (torchvision batched_nms) and the box "
+            "head's ROIAlign have no ONNX translation here"
+        )
     if any(cfg.MODEL.RESNETS.STAGE_WITH_DCN) or cfg.MODEL.PAA.USE_DCN_IN_TOWER:
         raise InputError(
             "export_onnx: the config uses deformable convolution (MODEL.RESNETS.STAGE_WITH_DCN / "
@@ -115,6 +124,14 @@ def main(argv=None):
     cfg = default_cfg.clone()
     load_config(cfg, args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
+    refuse_overwriting_inputs(
+        f"--output {args.output}",
+        [args.output],
+        {
+            cfg.MODEL.WEIGHT: "the checkpoint it exports (MODEL.WEIGHT)",
+            args.config_file: "its config file",
+        },
+    )
     check_exportable(cfg)
     model = build_detection_model(cfg)
     DetectronCheckpointer(cfg, model).load(cfg.MODEL.WEIGHT, use_latest=False)

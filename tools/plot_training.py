@@ -8,8 +8,12 @@ and writes OUTPUT_DIR/training_curves.png (or FILE.png). Needs matplotlib.
 """
 
 import argparse
+import os
 import sys
 
+from paa_core.utils.errors import InputError
+from paa_core.utils.metrics_file import METRICS_FILE
+from paa_core.utils.miscellaneous import refuse_overwriting_inputs
 from paa_core.visualization.plotting import PlottingUnavailable
 from paa_core.visualization.training_plot import plot_training
 
@@ -20,8 +24,13 @@ def main():
     parser.add_argument("--output", default=None, metavar="FILE.png")
     args = parser.parse_args()
     try:
+        if args.output:
+            metrics = os.path.join(args.output_dir, METRICS_FILE)
+            refuse_overwriting_inputs(
+                f"--output {args.output}", [args.output], {metrics: "the metrics file it draws"}
+            )
         print(plot_training(args.output_dir, args.output))
-    except (PlottingUnavailable, FileNotFoundError, ValueError) as e:
+    except (PlottingUnavailable, FileNotFoundError, ValueError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

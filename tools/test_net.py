@@ -6,7 +6,9 @@
     python tools/test_net.py --config-file F --eval-dir OUTPUT/  # every model_*.pth in it
 
 Weights, first found: --ckpt, MODEL.WEIGHT given on the command line, OUTPUT_DIR's
-last_checkpoint, MODEL.WEIGHT of the config file. The APs are also appended, at the
+last_checkpoint, MODEL.WEIGHT of the config file. With MODEL.RPN_ONLY True a whole Faster
+R-CNN checkpoint gives its backbone and RPN (the proposal recall, AR@100/AR@1000 by size);
+its ROI-head keys are left unused, said in one log line. The APs are also appended, at the
 checkpoint's iteration, to metrics.jsonl in OUTPUT_DIR (or in the --eval-dir folder).
 """
 

@@ -11,12 +11,15 @@ with the positives outlined, and per GT the histogram of candidate scores with t
 fitted mixture and the cut) and DIR/<image>.json (the numbers:
 paa_core/visualization/assignment_view.py describes them). Without MODEL.WEIGHT the model has
 its initial random weights (seeded by SEED): iteration 0 of training.
---images takes COCO image ids or file names of the dataset, comma-separated
-(default: its first two).
+--images takes COCO image ids or file names of the dataset, comma- or space-separated
+(default: its first two). The one-stage detector shows its head's assignment; a Faster
+R-CNN with PAA in its RPN (MODEL.RPN.USE_PAA) its RPN's, whose anchor score is the
+objectness BCE + L1 of the deltas.
 """
 
 import json
 import os
+import re
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ from paa_core.engine.cli import (
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype
 from paa_core.structures.image_list import to_image_list
+from paa_core.utils.miscellaneous import refuse_overwriting_inputs
 from paa_core.visualization.assignment_view import assignment_records, plot_assignment
 from paa_core.visualization.plotting import PlottingUnavailable, pyplot
 
@@ -63,6 +67,37 @@ def pick_indices(dataset, wanted):
     return indices
 
 
+def split_images_and_opts(images, opts, config_keys):
+    """--images takes "1,2" and "1 2"; from the first word that is a config key on (one of
+    `config_keys`, e.g. MODEL, or under one: MODEL.WEIGHT) the words are config overrides
+    that go back to `opts`. Returns (images, opts)."""
+    if images is None:
+        return None, opts
+    words = [w for item in images for w in item.split(",") if w]
+    for i, word in enumerate(words):
+        if re.fullmatch(r"[A-Z][A-Z0-9_.]*", word) and word.split(".")[0] in config_keys:
+            return words[:i], words[i:] + list(opts)
+    return words, opts
+
+
+def output_files(dataset, indices, output):
+    """DIR/<image>.png and .json per image, refused if one would replace a file the tool reads."""
+    stems = [
+        os.path.join(
+            output, os.path.splitext(os.path.basename(dataset.get_img_info(i)["file_name"]))[0]
+        )
+        for i in indices
+    ]
+    images = {
+        os.path.join(dataset.root, dataset.get_img_info(i)["file_name"]): "a dataset image"
+        for i in indices
+    }
+    refuse_overwriting_inputs(
+        f"--output {output}", [s + ext for s in stems for ext in (".png", ".json")], images
+    )
+    return stems
+
+
 def to_rgb(image, mean, std, to_bgr255):
     """The network input tensor [3, H, W] back to an H x W x 3 uint8 RGB array."""
     x = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
@@ -78,14 +113,15 @@ def main():
     )
     parser.add_argument(
         "--images",
-        type=lambda s: [w for w in s.split(",") if w],
+        nargs="+",
         action="extend",
         default=None,
-        metavar="ID_OR_FILE[,...]",
-        help="image ids or file names, comma-separated",
+        metavar="ID_OR_FILE",
+        help="image ids or file names, comma- or space-separated",
     )
     parser.add_argument("--output", required=True, help="folder for the PNG + JSON files")
     args = parser.parse_args()
+    args.images, args.opts = split_images_and_opts(args.images, args.opts, set(get_cfg()))
     try:
         pyplot()  # fail before the model is built when matplotlib is missing
     except PlottingUnavailable as e:
@@ -93,6 +129,11 @@ def main():
     cfg = get_cfg()
     load_config(cfg, args.config_file, args.opts)
     resolve_device(cfg)
+    if not cfg.MODEL.PAA_ON and not cfg.MODEL.RPN.USE_PAA:
+        raise InputError(
+            f"{args.config_file}: MODEL.RPN.USE_PAA is False: this Faster R-CNN's RPN assigns "
+            "anchors by IoU thresholds, there is no PAA assignment to draw"
+        )
     sizes = (
         cfg.INPUT.MIN_SIZE_RANGE_TRAIN
         if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0
@@ -119,6 +160,7 @@ def main():
     categories = {
         dataset.json_category_id_to_contiguous_id[c]: n for c, n in dataset.categories.items()
     }
+    stems = output_files(dataset, indices, args.output)
 
     torch.manual_seed(cfg.SEED)
     model = build_detection_model(cfg)
@@ -128,9 +170,10 @@ def main():
     if weights:
         DetectronCheckpointer(cfg, model).load(weights, use_latest=False)
     source = os.path.basename(weights) if weights else f"random weights (seed {cfg.SEED})"
+    kind = "PAA" if cfg.MODEL.PAA_ON else "PAA RPN"
 
     os.makedirs(args.output, exist_ok=True)
-    for idx in indices:
+    for idx, stem in zip(indices, stems):
         image, target, _ = dataset[idx]
         info = dataset.get_img_info(idx)
         images = to_image_list([image], cfg.DATALOADER.SIZE_DIVISIBILITY).to(device)
@@ -143,12 +186,11 @@ def main():
             weights=weights or None,
             dataset=cfg.DATASETS.TRAIN[0],
         )
-        stem = os.path.join(args.output, os.path.splitext(os.path.basename(info["file_name"]))[0])
         with open(stem + ".json", "w") as f:
             json.dump(record, f, indent=1)
         rgb = to_rgb(image, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
         plot_assignment(
-            rgb, record, stem + ".png", f"PAA assignment, {info['file_name']}, {source}"
+            rgb, record, stem + ".png", f"{kind} assignment, {info['file_name']}, {source}"
         )
         print(
             f"{stem}.png  {stem}.json  ({len(record['gts'])} GTs, "

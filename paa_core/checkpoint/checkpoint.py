@@ -11,6 +11,7 @@ from paa_core.utils.errors import InputError
 from paa_core.utils.miscellaneous import atomic_write, mkdir
 
 from .c2_model_loading import load_c2_format
+from .d2_model_loading import convert_detectron2_weights, is_detectron2_state_dict
 from .model_serialization import load_state_dict
 from .model_zoo import cache_url
 
@@ -124,7 +125,13 @@ class Checkpointer:
         # hold belong to another run and are not restored.
         self.logger.info("Loading weights from %s", f)
         checkpoint, whole_model = self._load_file(f)
-        load_state_dict(self.model, checkpoint["model"], source=f, strict=whole_model)
+        load_state_dict(
+            self.model,
+            checkpoint["model"],
+            source=f,
+            strict=whole_model,
+            unused_parts=getattr(self.model, "parts_left_out", ()),
+        )
         return {}
 
     def has_checkpoint(self):
@@ -165,7 +172,8 @@ class Checkpointer:
 
 
 class DetectronCheckpointer(Checkpointer):
-    """Checkpointer that also reads `catalog://` names, URLs and Caffe2 `.pkl` backbones."""
+    """Checkpointer that also reads `catalog://` names, URLs, Caffe2 `.pkl` backbones and
+    detectron2 checkpoints (`.pkl` or `.pth`, e.g. the authors' Faster R-CNN fork's)."""
 
     def __init__(
         self,
@@ -196,4 +204,7 @@ class DetectronCheckpointer(Checkpointer):
                 return load_c2_format(f), False
             except Exception as e:
                 raise _unreadable(f, "Caffe2 .pkl", e) from None
-        return super()._load_file(f)
+        checkpoint, whole_model = super()._load_file(f)
+        if whole_model and is_detectron2_state_dict(checkpoint["model"]):
+            return {"model": convert_detectron2_weights(checkpoint["model"])}, True
+        return checkpoint, whole_model

@@ -45,17 +45,35 @@ def match_keys_by_suffix(model_keys, loaded_keys):
     return {m: k for m, k in matches.items() if len(used[k]) == 1}
 
 
+def detector_kind(keys):
+    """Which detector a state dict's keys belong to, from parts only one of them has (the
+    one-stage head's towers; the Faster R-CNN RPN's shared conv and ROI heads), or None."""
+    keys = list(keys)
+    if any(k.startswith("rpn.head.cls_tower.") for k in keys):
+        return "one-stage PAA detector"
+    if any(k.startswith(("rpn.head.conv.", "roi_heads.")) for k in keys):
+        return "Faster R-CNN"
+    return None
+
+
 def align_and_update_state_dicts(
     model_state_dict, loaded_state_dict, source="weights", strict=False
 ):
     """Copy matching tensors of `loaded_state_dict` into `model_state_dict` (in place).
 
-    Raises WeightMismatchError, naming `source`, when a matched key has another shape,
+    Raises WeightMismatchError, naming `source`, when the file holds the other kind of
+    detector (one-stage PAA vs Faster R-CNN), when a matched key has another shape,
     when nothing matches, when a loaded key fits no model key, or (with `strict`, for
     whole-detector checkpoints) when a model key is missing from the file.
     Returns the list of model keys that were filled.
     """
     logger = logging.getLogger(__name__)
+    file_kind, model_kind = detector_kind(loaded_state_dict), detector_kind(model_state_dict)
+    if file_kind and model_kind and file_kind != model_kind:
+        raise WeightMismatchError(
+            f"{source}: holds the weights of a {file_kind} but the config builds a {model_kind} "
+            "(MODEL.PAA_ON): give the config the checkpoint was trained with"
+        )
     matches = match_keys_by_suffix(list(model_state_dict.keys()), list(loaded_state_dict.keys()))
     bad_shapes = [
         f"{k} {list(loaded_state_dict[k].shape)} vs model {m} {list(model_state_dict[m].shape)}"
@@ -104,9 +122,27 @@ def align_and_update_state_dicts(
     return list(matches)
 
 
-def load_state_dict(model, loaded_state_dict, source="weights", strict=False):
-    """Load a (possibly `module.`-prefixed) state dict into `model` by suffix matching."""
+def drop_parts(loaded_state_dict, parts, source="weights"):
+    """`loaded_state_dict` without the keys under the top-level modules `parts` (parts of a
+    detector the model leaves out), said in one log line."""
+    dropped = [key for key in loaded_state_dict if key.split(".", 1)[0] in parts]
+    if not dropped:
+        return loaded_state_dict
+    found = sorted({key.split(".", 1)[0] for key in dropped})
+    logging.getLogger(__name__).info(
+        "%s: leaving unused its %s (%d tensors): this model has no such part",
+        source,
+        ", ".join(found),
+        len(dropped),
+    )
+    return {k: v for k, v in loaded_state_dict.items() if k.split(".", 1)[0] not in parts}
+
+
+def load_state_dict(model, loaded_state_dict, source="weights", strict=False, unused_parts=()):
+    """Load a (possibly `module.`-prefixed) state dict into `model` by suffix matching;
+    keys under the top-level modules `unused_parts` are left unused."""
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
+    loaded_state_dict = drop_parts(loaded_state_dict, unused_parts, source)
     align_and_update_state_dicts(model_state_dict, loaded_state_dict, source=source, strict=strict)
     model.load_state_dict(model_state_dict)

@@ -2,6 +2,7 @@
 
 import bisect
 import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader
@@ -66,8 +67,13 @@ def _leave_stop_signals_to_main(worker_id):
     """DataLoader workers move to a process group of their own, so that Ctrl-C and a
     SIGTERM sent to the training's process group (by a terminal, `kill -- -PGID`, a
     launcher) reach only the main process, which saves a checkpoint and then shuts the
-    workers down; they also exit by themselves when the main process is gone."""
+    workers down; they also exit by themselves when the main process is gone. A
+    scheduler that signals every process by pid reaches the workers too: they ignore
+    SIGINT/SIGTERM, since a worker killed by one would end the main process with an
+    error wherever it is instead of letting it save and stop."""
     os.setpgrp()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def make_data_sampler(dataset, shuffle, distributed):

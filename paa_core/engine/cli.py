@@ -8,7 +8,7 @@ import random
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
 from paa_core.config.loading import load_catalog, load_config
 from paa_core.data import make_data_loader
 from paa_core.modeling.detector.detectors import check_buildable
-from paa_core.utils.comm import get_rank, synchronize
+from paa_core.utils.comm import get_rank, get_world_size, synchronize
 from paa_core.utils.errors import InputError
 from paa_core.utils.logger import setup_logger
 from paa_core.utils.miscellaneous import mkdir, save_config
@@ -39,17 +39,45 @@ USER_ERRORS = (InputError, WeightMismatchError, FileNotFoundError)
 NOT_RUN_DEFINITION = ("OUTPUT_DIR", "DATALOADER.NUM_WORKERS")
 
 
+# How gloo and NCCL report that another process of the group is gone.
+PEER_LOST = re.compile(r"Connection (closed|reset) by peer|remote worker crash|NCCL.*abort", re.I)
+
+
+def _in_process_group() -> bool:
+    return dist.is_available() and dist.is_initialized() and get_world_size() > 1
+
+
+def _fail(message: object) -> NoReturn:
+    """Print `error: <message>` and exit with 1. In a process group the exit is immediate:
+    a normal interpreter exit can wait forever for the others' pending collectives."""
+    print(f"error: {message}", file=sys.stderr)
+    if _in_process_group():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.exit(1)
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Call `main()`; a user error or a stopped training run prints `error: <message>` on
-    stderr and exits with 1."""
+    stderr and exits with 1.
+
+    Under torchrun, the other processes of a run whose process failed lose their
+    connection to it: each says so in one line instead of the backend's traceback."""
     try:
         main()
     except (*USER_ERRORS, TrainingStopped) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(e)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(1)
+        _fail("interrupted")
+    except RuntimeError as e:
+        if not (_in_process_group() and PEER_LOST.search(str(e))):
+            raise
+        _fail(
+            f"process {get_rank()} of {get_world_size()} stopped: another process of the run "
+            "has ended (its own error line says why)"
+        )
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:

@@ -103,9 +103,9 @@ class StopSignals:
             signal.signal(s, handler)
 
     def batches(self, data_loader: Iterable) -> Iterator:
-        """The loader's batches; they end early when the stop signal also ended the
-        loader's workers (a scheduler that signals every process of a job by pid) while
-        this process waited for a batch."""
+        """The loader's batches; they end early when the stop signal also ended one of the
+        loader's workers while this process waited for a batch (workers ignore stop signals,
+        see data/build.py, but one signalled while it starts has not begun to yet)."""
         iterator = iter(data_loader)
         while True:
             try:

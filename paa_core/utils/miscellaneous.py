@@ -57,3 +57,14 @@ def remove_temporaries(directory):
 def save_config(cfg, path):
     """Write a yacs config as YAML (atomically)."""
     atomic_write(path, lambda f: f.write(cfg.dump()), mode="w")
+
+
+def refuse_overwriting_inputs(option, targets, inputs):
+    """One-line InputError, before anything is written, when a file a tool would write
+    (`targets`) is one of the files it reads (`inputs`: {path: what it is}); `option` names
+    the tool's flag and value, e.g. "--output x.onnx"."""
+    read = {os.path.realpath(path): what for path, what in inputs.items() if path}
+    for target in targets:
+        what = read.get(os.path.realpath(target))
+        if what is not None:
+            raise InputError(f"{option}: writing {target} would overwrite {what}")

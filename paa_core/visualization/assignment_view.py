@@ -8,7 +8,8 @@ only regroups them per image and GT. Per GT a record holds:
 - `iou_candidates_per_level`: anchors whose IoU pre-assignment picked this GT;
 - `candidates_per_level`, `candidates`: the `TOPK` lowest-score ones per level, the set
   the mixture is fitted to, in ascending score (score = focal loss summed over classes
-  + GIoU loss of the anchor's prediction; lower is better), each with its anchor index
+  + GIoU loss of the anchor's prediction, or for the PAA RPN objectness BCE + L1 of its
+  deltas, as the record's `score_name` says; lower is better), each with its anchor index
   within the image, level, box (x1, y1, x2, y2 in the network input's pixels) and
   whether it became positive;
 - `gmm`: the fitted two-component mixture (component 0 starts at the lowest score: the
@@ -59,6 +60,7 @@ def assignment_records(model, images, targets, categories=None, amp_dtype=None):
 def _records(cand, gmm_part, targets, image_sizes, categories):
     per_image = cand["anchors_per_image"]
     num_levels = cand["num_levels"]
+    score_name = cand["score_name"]
     cand = {k: v.cpu() for k, v in cand.items() if torch.is_tensor(v)}
     num_gt = sum(len(t) for t in targets)
     selected = torch.zeros(0, dtype=torch.long)
@@ -115,7 +117,9 @@ def _records(cand, gmm_part, targets, image_sizes, categories):
                 }
             )
         h, w = image_sizes[image]
-        records.append({"image_size": [w, h], "num_levels": num_levels, "gts": gts})
+        records.append(
+            {"image_size": [w, h], "num_levels": num_levels, "score_name": score_name, "gts": gts}
+        )
         first_gt += len(target)
     return records
 
@@ -205,7 +209,7 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.02)
-    bar.set_label("anchor score (focal + GIoU loss, lower = better)")
+    bar.set_label(f"anchor score ({record['score_name']}, lower = better)")
 
     for k, g in enumerate(shown):
         hax = fig.add_subplot(grid[k // cols, 1 + k % cols])

@@ -6,13 +6,18 @@ from paa_core.utils.metrics_file import METRICS_FILE, read_metrics
 
 from .plotting import pyplot, save_figure
 
-LOSSES = ("loss", "loss_cls", "loss_reg", "loss_iou_pred")
 PLOT_FILE = "training_curves.png"
+# What an evaluation line holds: box AP, or for a proposal-only model the proposal recall.
+EVAL_CURVES = {
+    "AP": (("AP", "o"), ("AP50", "s"), ("AP75", "^")),
+    "AR@100": (("AR@100", "o"), ("AR@1000", "s")),
+}
 
 
 def plot_training(output_dir, path=None):
-    """Losses, lr, positives per GT and AP over iterations of the run in `output_dir`,
-    drawn into `path` (default OUTPUT_DIR/training_curves.png); returns the path."""
+    """Losses, lr, positives per GT and AP (AR for a proposal-only model) over iterations of
+    the run in `output_dir`, drawn into `path` (default OUTPUT_DIR/training_curves.png);
+    returns the path."""
     metrics = os.path.join(output_dir, METRICS_FILE)
     if not os.path.isfile(metrics):
         raise FileNotFoundError(f"no {METRICS_FILE} in {output_dir}: is it a training OUTPUT_DIR?")
@@ -24,14 +29,17 @@ def plot_training(output_dir, path=None):
     it = [r["iteration"] for r in train]
 
     ax = axes[0, 0]
-    for name in LOSSES:
-        if any(name in r for r in train):
-            ax.plot(
-                [r["iteration"] for r in train if name in r],
-                [r[name] for r in train if name in r],
-                label="total" if name == "loss" else name,
-                linewidth=2 if name == "loss" else 1.2,
-            )
+    # Every loss logged: PAA's loss_cls, loss_reg, ... or Faster R-CNN's RPN and box-head ones.
+    losses = sorted(
+        {k for r in train for k in r if k.startswith("loss")}, key=lambda k: (k != "loss", k)
+    )
+    for name in losses:
+        ax.plot(
+            [r["iteration"] for r in train if name in r],
+            [r[name] for r in train if name in r],
+            label="total" if name == "loss" else name,
+            linewidth=2 if name == "loss" else 1.2,
+        )
     _labels(ax, "losses (median over the logging window)", "loss")
     ax.legend(fontsize=8)
 
@@ -53,15 +61,19 @@ def plot_training(output_dir, path=None):
     _labels(ax, "PAA positive anchors per GT box", "anchors")
 
     ax = axes[1, 1]
+    kinds = set()
     for dataset in sorted({r["dataset"] for r in evals}):
-        rows = [r for r in evals if r["dataset"] == dataset]
-        for metric, marker in (("AP", "o"), ("AP50", "s"), ("AP75", "^")):
-            ax.plot(
-                [r["iteration"] for r in rows],
-                [100 * r[metric] for r in rows],
-                marker=marker,
-                label=f"{metric} {dataset}",
-            )
+        for kind, curves in EVAL_CURVES.items():
+            rows = [r for r in evals if r["dataset"] == dataset and kind in r]
+            if rows:
+                kinds.add(kind)
+            for metric, marker in curves:
+                ax.plot(
+                    [r["iteration"] for r in rows if metric in r],
+                    [100 * r[metric] for r in rows if metric in r],
+                    marker=marker,
+                    label=f"{metric} {dataset}",
+                )
     if evals:
         ax.legend(fontsize=8)
     else:
@@ -74,7 +86,10 @@ def plot_training(output_dir, path=None):
             transform=ax.transAxes,
             color="gray",
         )
-    _labels(ax, "COCO box AP of evaluated checkpoints", "AP (%)")
+    if kinds == {"AR@100"}:
+        _labels(ax, "proposal recall of evaluated checkpoints", "AR (%)")
+    else:
+        _labels(ax, "COCO box AP of evaluated checkpoints", "AP (%)")
     if it:
         for ax in axes.flat:
             ax.set_xlim(0, max(it + [r["iteration"] for r in evals]) * 1.02)

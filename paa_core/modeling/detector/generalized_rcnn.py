@@ -42,6 +42,11 @@ class GeneralizedRCNN(nn.Module):
         self.roi_heads = None
         if kind == FASTER_RCNN:
             self.roi_heads = build_roi_heads(cfg, self.backbone.out_channels, self.box_offset)
+        # What a whole Faster R-CNN checkpoint holds beyond a proposal-only model: loading
+        # one for proposal recall leaves these keys unused instead of refusing the file.
+        self.parts_left_out = (
+            ("roi_heads",) if self.roi_heads is None and not cfg.MODEL.PAA_ON else ()
+        )
         self.size_divisible = cfg.DATALOADER.SIZE_DIVISIBILITY
 
     def forward(

@@ -157,6 +157,7 @@ class PAALossComputation:
                     "gt": cand_gt,
                     "level": cand_level,
                     "score": cand_score,
+                    "score_name": "focal + GIoU loss",
                     "anchors_per_image": num_anchors,
                     "num_levels": len(anchors),
                 },

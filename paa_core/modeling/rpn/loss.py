@@ -18,6 +18,7 @@ from paa_core.modeling.matcher import Matcher
 from paa_core.modeling.paa_assigner import ProbabilisticAnchorAssigner
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_iou, paired_iou
+from paa_core.utils.events import listening, publish
 
 
 class RPNMatches(NamedTuple):
@@ -96,6 +97,7 @@ class RPNLossComputation:
         labels: Tensor,
         matched: Tensor,
         num_gt: int,
+        anchors: Tensor,
         anchor_levels: Tensor,
         objectness: Tensor,
         box_regression: Tensor,
@@ -104,10 +106,13 @@ class RPNLossComputation:
         """PAA positives (1) among the matched anchors, every other anchor negative (0).
 
         Cost of a candidate: BCE(objectness, 1) + L1 distance of its deltas to its GT's.
+        The assignment is published as the one-stage loss publishes its own (positives
+        per GT for the training log; candidates for tools/visualize_assignment.py).
 
         Args:
             labels, matched: `match_targets`' [N, T] answers.
             num_gt: G, the number of GT boxes of the batch.
+            anchors: [T, 4] the batch's anchors, all levels.
             anchor_levels: [T] FPN level of each anchor.
             objectness [N, T], box_regression [N, T, 4]: the head's outputs (detached).
             regression_targets: [N, T, 4] deltas of each anchor's GT.
@@ -122,6 +127,21 @@ class RPNLossComputation:
         cand_gt = matched.reshape(-1)[cand]
         cand_level = anchor_levels[cand % labels.shape[1]]
         pos = self.paa_assigner(cand_gt, cand_level, cost, num_gt, num_levels)
+        publish("pos_per_gt", pos.numel() / max(num_gt, 1))
+        if listening():
+            publish(
+                "paa_candidates",
+                {
+                    "anchor_index": cand,
+                    "box": anchors[cand % labels.shape[1]],
+                    "gt": cand_gt,
+                    "level": cand_level,
+                    "score": cost,
+                    "score_name": "objectness BCE + L1 of the deltas",
+                    "anchors_per_image": labels.shape[1],
+                    "num_levels": num_levels,
+                },
+            )
         paa = torch.zeros_like(labels).reshape(-1)
         paa[cand[pos]] = 1
         return paa.view_as(labels)
@@ -162,6 +182,7 @@ class RPNLossComputation:
                 labels,
                 matched,
                 len(gt_boxes),
+                anchors,
                 anchor_levels,
                 objectness.detach(),
                 box_regression.detach(),
