@@ -8,16 +8,16 @@ reference's way: loops over GTs and levels and one `sklearn.mixture.GaussianMixt
 Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository root):
 `python tools/benchmarks/assign.py [--device cuda] [--repeats 7] [--threads 1] [--size 800 1216]`.
 Times are the best of `--repeats` runs after one warm-up call (the least disturbed by
-other load on the machine).
+other load on the machine). Checks: both evaluators give the same losses, and the batched GMM
+the same number of positives per GT as scikit-learn.
 """
 
 import argparse
-import time
 import warnings
 
 import numpy as np
 import torch
-from ops import synchronize  # tools/benchmarks/ops.py, beside this script
+from common import check, finish, setup, time_calls  # beside this script
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -111,15 +111,8 @@ def make_batch(cfg, device, height=800, width=1216, num_images=2, max_gts=20, se
 
 def timed(fn, repeats, device):
     """Best wall time of `fn()` over `repeats` runs after one warm-up, and its output."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times), out
+    times, outputs = time_calls({"fn": fn}, repeats, device)
+    return min(times["fn"]), outputs["fn"]
 
 
 def main(argv=None):
@@ -131,8 +124,7 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--max-gts", type=int, default=20, help="GTs per image: 3 to this many")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup("assign.py", args)
     cfg = get_cfg()
     coder = BoxCoder(cfg.MODEL.PAA.BBOX_REG_WEIGHTS)
     batch = make_batch(cfg, device, *args.size, args.images, args.max_gts)
@@ -177,7 +169,7 @@ def main(argv=None):
     t_gmm_base, num_pos_base = timed(sklearn_loop, args.repeats, device)
     agree = np.mean([a == b for a, b in zip(selection.num_pos.tolist(), num_pos_base)])
 
-    print(f"device {device}, torch threads {args.threads}, best of {args.repeats} runs")
+    print(f"best of {args.repeats} runs")
     print(
         f"(a) loss evaluator: batched {1e3 * t_ours:.1f} ms, per-GT sklearn loop {1e3 * t_base:.1f} ms, ratio {t_ours / t_base:.3f}, speed-up {t_base / t_ours:.1f}x "
         f"(losses equal: {same})"
@@ -190,6 +182,13 @@ def main(argv=None):
         f"(b) GMM stage ({num_gt} GTs, {int(mask.sum())} candidates): batched {1e3 * t_gmm:.1f} ms, sklearn loop {1e3 * t_gmm_base:.1f} ms, "
         f"speed-up {t_gmm_base / t_gmm:.1f}x (positive counts agree on {agree:.1%} of GTs)"
     )
+    check(
+        same,
+        "loss evaluator",
+        f"losses of the batched and the per-GT sklearn evaluator equal: {same}",
+    )
+    check(agree == 1, "GMM stage", f"positives per GT equal scikit-learn's for {agree:.1%} of GTs")
+    finish("assign.py")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import time
 
 import torch
-from ops import median_seconds  # tools/benchmarks/ops.py, beside this script
+from common import median, setup, time_calls  # beside this script
 
 from paa_core.config import cfg
 from paa_core.modeling.detector import build_detection_model
@@ -94,8 +94,10 @@ def bench(name, args):
         if mode == "train":
             eager = run(model)
             assert all(abs(first[k] - eager[k]) <= 1e-4 for k in eager), (first, eager)
-        eager_s = median_seconds(lambda: run(model), args.repeats)
-        compiled_s = median_seconds(lambda: run(compiled), args.repeats)
+        times, _ = time_calls(
+            {"eager": lambda: run(model), "compiled": lambda: run(compiled)}, args.repeats, "cpu"
+        )
+        eager_s, compiled_s = median(times["eager"]), median(times["compiled"])
         print(
             f"{name} {mode}, 2 images {args.size}x{args.size}, {args.threads} threads: first compiled call "
             f"{compile_s:.0f} s, eager {eager_s * 1e3:.0f} ms, compiled {compiled_s * 1e3:.0f} ms, "
@@ -110,8 +112,9 @@ def main():
     parser.add_argument("--size", type=int, default=320, help="square input side in pixels")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.set_defaults(device="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    setup("compile.py", args)
     for name in ("quick", "dcn") if args.model == "both" else (args.model,):
         bench(name, args)
 

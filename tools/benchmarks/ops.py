@@ -1,67 +1,72 @@
-"""Timings of the compiled ops next to torchvision's equivalents, on the CPU or a GPU.
+"""The compiled ops against torchvision's equivalents, on the CPU or a GPU: NMS at several
+sizes, modulated deformable convolution and sigmoid focal loss (forward + backward).
 
-Run with paa_core importable (installed, or `PYTHONPATH=.` from the repository root):
-`python tools/benchmarks/ops.py [--device cuda] [--boxes 5000] [--dcn-size 100 152] ...`.
-Each benchmark prints the median over several runs of ours, of torchvision's (same
-inputs, same device, same run), and the ratio ours / torchvision (below 1: ours faster).
+Each row gives the median and range of ours and of torchvision's over `--repeats` alternating
+calls on the same inputs, a TARGET line for the ratio of the medians ours / torchvision (<= 1.0;
+below 1: ours faster) and a CHECK that the results agree: NMS keeps the same indices, DCN's
+output and its five gradients and the focal loss and its gradient are equal up to float32
+rounding.
+
+Run with paa_core importable (`PYTHONPATH=.` from the repository root):
+`python tools/benchmarks/ops.py [--device cuda] [--boxes 1000 5000 20000] [--dcn-size 100 152] ...`.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 import torchvision
+from common import check, finish, median, setup, spread, target, time_calls  # beside this script
 
 from paa_core.layers import nms, sigmoid_focal_loss
 from paa_core.layers.dcn import modulated_deform_conv
 
-
-def synchronize(device):
-    """Wait for the GPU's queued work, so wall-clock times cover it (no-op on the CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+# Largest difference allowed, relative to the largest magnitude of torchvision's result.
+TOLERANCE = 1e-4
 
 
-def median_seconds(fn, repeats, device="cpu"):
-    """Median wall time of `fn()` over `repeats` runs, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def report(name, ours, theirs, baseline="torchvision"):
-    """One result line; returns (name, ours s, baseline s, ratio) for reports."""
-    ratio = ours / theirs
-    print(
-        f"{name}: ours {ours * 1e3:.3f} ms, {baseline} {theirs * 1e3:.3f} ms, ratio {ratio:.3f}",
-        flush=True,
+def relative_error(ours, theirs):
+    """Largest |a - b| over the pairs of tensors, relative to the largest |b| of the pair."""
+    return max(
+        float((a - b).abs().max() / b.abs().max().clamp(min=1e-30)) for a, b in zip(ours, theirs)
     )
-    return name, ours, theirs, ratio
+
+
+def compare(what, calls, args):
+    """Times {"ours": fn, "torchvision": fn}; prints the row and the TARGET line, returns
+    both outputs."""
+    times, outputs = time_calls(calls, args.repeats, args.device)
+    ours, theirs = times["ours"], times["torchvision"]
+    ratio = median(ours) / median(theirs)
+    print(f"{what}: ours {spread(ours)}, torchvision {spread(theirs)}, ratio {ratio:.3f}")
+    target(f"{what}, ours/torchvision", ratio, "<=", 1.0)
+    return outputs["ours"], outputs["torchvision"]
 
 
 def random_boxes(num_boxes, generator):
-    """Detection-like boxes in an 800x800 image, 8 to 256 px on a side, xyxy."""
-    xy = torch.rand(num_boxes, 2, generator=generator) * 800
-    wh = 8 + torch.rand(num_boxes, 2, generator=generator) * 248
-    return torch.cat([xy, xy + wh], dim=1)
+    """Detection-like boxes in an 800x800 image, 8 to 256 px on a side, xyxy, on whole
+    pixels: their IoUs are ratios of integers below 2^18, which float rounding cannot move
+    across the threshold, so two correct NMS keep exactly the same boxes."""
+    xy = torch.randint(0, 800, (num_boxes, 2), generator=generator)
+    wh = torch.randint(8, 257, (num_boxes, 2), generator=generator)
+    return torch.cat([xy, xy + wh], dim=1).float()
 
 
 def bench_nms(args):
-    generator = torch.Generator().manual_seed(0)
-    boxes = random_boxes(args.boxes, generator).to(args.device)
-    scores = torch.rand(args.boxes, generator=generator).to(args.device)
-    ours = median_seconds(lambda: nms(boxes, scores, 0.5), args.repeats, args.device)
-    theirs = median_seconds(
-        lambda: torchvision.ops.nms(boxes, scores, 0.5), args.repeats, args.device
-    )
-    return report(f"nms {args.device}, {args.boxes} boxes, IoU 0.5", ours, theirs)
+    """Greedy NMS at IoU 0.5 (our op with torchvision's box convention, offset 0)."""
+    for n in args.boxes:
+        generator = torch.Generator().manual_seed(n)
+        boxes = random_boxes(n, generator).to(args.device)
+        scores = (torch.randperm(n, generator=generator).float() / n).to(args.device)  # no ties
+        calls = {
+            "ours": lambda b=boxes, s=scores: nms(b, s, 0.5, offset=0),
+            "torchvision": lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.5),
+        }
+        ours, theirs = compare(f"nms {n} boxes", calls, args)
+        check(
+            torch.equal(ours, theirs),
+            f"nms {n} boxes",
+            f"kept {len(ours)} (ours), {len(theirs)} (torchvision), same indices: {torch.equal(ours, theirs)}",
+        )
 
 
 def bench_dcn(args):
@@ -72,29 +77,29 @@ def bench_dcn(args):
     weight = 0.02 * torch.randn(c, c, 3, 3, generator=generator)
     offset = 2 * torch.randn(n, 18, h, w, generator=generator)
     mask = torch.rand(n, 9, h, w, generator=generator)
-    inputs = [t.to(args.device).requires_grad_() for t in (x, offset, mask, weight, torch.zeros(c))]
+    bias = torch.randn(c, generator=generator)
+    inputs = [t.to(args.device).requires_grad_() for t in (x, offset, mask, weight, bias)]
     x, offset, mask, weight, bias = inputs
+    grad_out = torch.randn(n, c, h, w, generator=generator).to(args.device)
 
     def step(conv):
         out = conv()
-        torch.autograd.grad(out, inputs, torch.ones_like(out))
+        return (out.detach(), *torch.autograd.grad(out, inputs, grad_out))
 
-    ours = median_seconds(
-        lambda: step(lambda: modulated_deform_conv(x, offset, mask, weight, bias, padding=1)),
-        args.repeats,
-        args.device,
-    )
-    theirs = median_seconds(
-        lambda: step(
+    calls = {
+        "ours": lambda: step(
+            lambda: modulated_deform_conv(x, offset, mask, weight, bias, padding=1)
+        ),
+        "torchvision": lambda: step(
             lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
         ),
-        args.repeats,
-        args.device,
-    )
-    return report(
-        f"modulated deform conv {args.device} fwd+bwd, batch {n}, {c}->{c} ch, {h}x{w}",
-        ours,
-        theirs,
+    }
+    what = f"modulated deform conv fwd+bwd, batch {n}, {c}->{c} ch, {h}x{w}"
+    error = relative_error(*compare(what, calls, args))
+    check(
+        error <= TOLERANCE,
+        "modulated deform conv",
+        f"output and 5 gradients, largest relative difference {error:.1e} (allowed {TOLERANCE:g})",
     )
 
 
@@ -107,33 +112,30 @@ def bench_focal_loss(args, gamma=2.0, alpha=0.25):
     labels = torch.randint(1, num_classes + 1, (num_anchors,), generator=generator)
     labels[torch.rand(num_anchors, generator=generator) < 0.9] = 0  # mostly background
     logits, labels = logits.to(args.device).requires_grad_(), labels.to(args.device)
-    classes = torch.arange(1, num_classes + 1, device=args.device)
-
-    def formula():
-        one_hot = (labels[:, None] == classes).to(logits.dtype)
-        return torchvision.ops.sigmoid_focal_loss(logits, one_hot, alpha, gamma, reduction="none")
+    one_hot = (labels[:, None] == torch.arange(1, num_classes + 1, device=args.device)).float()
 
     def step(loss_fn):
-        torch.autograd.grad(loss_fn().sum(), logits)
+        loss = loss_fn()
+        return loss.detach(), torch.autograd.grad(loss.sum(), logits)[0]
 
-    ours = median_seconds(
-        lambda: step(lambda: sigmoid_focal_loss(logits, labels, gamma, alpha)),
-        args.repeats,
-        args.device,
+    calls = {
+        "ours": lambda: step(lambda: sigmoid_focal_loss(logits, labels, gamma, alpha)),
+        "torchvision": lambda: step(
+            lambda: torchvision.ops.sigmoid_focal_loss(
+                logits, one_hot, alpha, gamma, reduction="none"
+            )
+        ),
+    }
+    what = f"sigmoid focal loss fwd+bwd, {num_anchors}x{num_classes}"
+    error = relative_error(*compare(what, calls, args))
+    check(
+        error <= TOLERANCE,
+        "sigmoid focal loss",
+        f"loss and gradient, largest relative difference {error:.1e} (allowed {TOLERANCE:g})",
     )
-    theirs = median_seconds(lambda: step(formula), args.repeats, args.device)
-    return report(
-        f"sigmoid focal loss {args.device} fwd+bwd, {num_anchors}x{num_classes} float32",
-        ours,
-        theirs,
-    )
 
 
-# Benchmarks run by main(), in order; add new ones here.
-BENCHMARKS = (bench_nms, bench_dcn, bench_focal_loss)
-
-
-def make_parser():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -142,21 +144,21 @@ def make_parser():
         default=1,
         help="torch CPU threads (1: the same footing for both sides of every comparison)",
     )
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--boxes", type=int, default=5000, help="NMS input size")
+    parser.add_argument("--repeats", type=int, default=9, help="timed calls of each side")
+    parser.add_argument(
+        "--boxes", type=int, nargs="+", default=(1000, 5000, 20000), help="NMS input sizes"
+    )
     parser.add_argument("--dcn-channels", type=int, default=256)
     parser.add_argument("--dcn-size", type=int, nargs=2, default=(100, 152), metavar=("H", "W"))
     parser.add_argument("--dcn-batch", type=int, default=2)
     parser.add_argument(
         "--anchors", type=int, default=40000, help="focal loss rows (80 classes each)"
     )
-    return parser
-
-
-def main(argv=None):
-    args = make_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    return [bench(args) for bench in BENCHMARKS]
+    args = parser.parse_args(argv)
+    setup("ops.py", args)
+    for bench in (bench_nms, bench_dcn, bench_focal_loss):
+        bench(args)
+    finish("ops.py")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""What every benchmark script shares: the set-up and header, timing, the checks against the
+baseline and the TARGET lines.
+
+Float32 means true float32: `setup` switches TF32 off for matmuls and cuDNN convolutions (on
+Ampere and later GPUs cuDNN uses TF32 by default, which would make every float32 row, and the
+mixed-precision speed-up over it, something else), and the header says so.
+
+Output contract (tools/check_gpu.sh reads it): every target is one line
+`TARGET <what> | <target> | <measured> | <yes|no>`; every check of the results (ours against
+the baseline's, or both models' losses and inputs) is one line `CHECK <what> | <detail> |
+<ok|FAILED>`, and a script with a failed check exits non-zero after its last benchmark, with
+one line naming the failed checks.
+"""
+
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torchvision
+
+failed_checks = []
+
+
+def setup(script, args):
+    """Threads, seed and TF32 off; prints the header and returns the torch device."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device(args.device)
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(
+        f"# {script} on {device}{name}, {args.threads} CPU threads, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}",
+        flush=True,
+    )
+    print(f"# {tf32_state()}; arguments: {vars(args)}", flush=True)
+    return device
+
+
+def tf32_state():
+    on_off = {True: "on", False: "off"}
+    return (
+        f"TF32 matmul {on_off[torch.backends.cuda.matmul.allow_tf32]}, "
+        f"TF32 cuDNN {on_off[torch.backends.cudnn.allow_tf32]}"
+    )
+
+
+def synchronize(device):
+    """Wait for the GPU's queued work, so wall-clock times cover it (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(calls, repeats, device, warmup=1):
+    """Wall times of each of `calls` (name -> function), `warmup` untimed then `repeats` timed
+    rounds; the calls alternate within a round, so a change in load hits all alike.
+    Returns ({name: [seconds]}, {name: the last call's output})."""
+    times = {name: [] for name in calls}
+    outputs = {}
+    for round_ in range(warmup + repeats):
+        for name, fn in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            outputs[name] = fn()
+            synchronize(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times, outputs
+
+
+def median(times):
+    return statistics.median(times)
+
+
+def milliseconds(seconds):
+    """At least 3 significant digits, no exponent."""
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
+def spread(times):
+    """`median ms (min-max)` of a list of seconds."""
+    return (
+        f"{milliseconds(median(times))} ms ({milliseconds(min(times))}-{milliseconds(max(times))})"
+    )
+
+
+def check(ok, what, detail):
+    """One CHECK line; a failure is also remembered for `finish`."""
+    print(f"CHECK {what} | {detail} | {'ok' if ok else 'FAILED'}", flush=True)
+    if not ok:
+        failed_checks.append(what)
+
+
+def target_line(what, measured, relation, limit, unit=""):
+    """The TARGET line for `measured <relation> limit` (relation "<=" or ">=")."""
+    met = measured <= limit if relation == "<=" else measured >= limit
+    return f"TARGET {what} | {relation} {limit}{unit} | {measured:.2f}{unit} | {'yes' if met else 'no'}"
+
+
+def target(what, measured, relation, limit, unit=""):
+    print(target_line(what, measured, relation, limit, unit), flush=True)
+
+
+def finish(script):
+    """Exit non-zero with one line when a check failed."""
+    if failed_checks:
+        sys.exit(f"{script}: failed checks: {', '.join(failed_checks)}")
