@@ -184,3 +184,31 @@ def test_baseline_kernel_without_avx2_is_correctly_rounded(tmp_path):
         check=True,
     )
     assert_float32_correctly_rounded(case, *torch.load(tmp_path / "out.pt"))
+
+
+@pytest.mark.parametrize(
+    "dtype, tolerance", [(torch.bfloat16, 0.01), (torch.float16, 0.002)], ids=["bf16", "fp16"]
+)
+def test_autocast_matches_float32(dtype, tolerance, device):
+    """Logits from a linear layer under autocast arrive in `dtype`; the loss runs in float32
+    on them. Loss and the layer's gradient stay within `tolerance` (relative Frobenius
+    error, measured ~4x below) of the float32 run."""
+
+    def run(autocast):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(16, 81).to(device)
+        g = torch.Generator().manual_seed(1)
+        features = torch.randn(256, 16, generator=g).to(device)
+        targets = torch.randint(-1, 82, (256,), generator=g).to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            logits = head(features)
+            loss = sigmoid_focal_loss(logits, targets, 2.0, 0.25)
+        assert logits.dtype == (dtype if autocast else torch.float32)
+        assert loss.dtype == torch.float32
+        loss.sum().backward()
+        return loss.detach(), head.weight.grad
+
+    for name, low, ref in zip(["loss", "grad weight"], run(True), run(False)):
+        assert bool(torch.isfinite(low).all()), name
+        error = float((low - ref).norm() / ref.norm())
+        assert error < tolerance, f"{name}: relative error {error:.2e} >= {tolerance}"

@@ -212,3 +212,142 @@ def test_empty_input_and_half_precision(device):
 def test_bad_input_raises_clear_error(call, error):
     with pytest.raises(error, match="nms"):
         call()
+
+
+def bitmask_greedy_nms(boxes, scores, labels, threshold, offset):
+    """csrc/cuda/nms.cu's algorithm step for step, in NumPy and Python ints, so that its word
+    and bit indexing is checked here too (the kernel itself runs only on a GPU).
+
+    Mask: row i (score order) word c >= i // 64 holds bit k when box 64c + k > i overlaps
+    box i; the words left of the diagonal are garbage, as in the kernel's uninitialised
+    buffer. Greedy pass: word by word, the lowest remaining candidate is kept and clears
+    the boxes of its own word it overlaps; the kept rows are then ORed into later words."""
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    dtype = boxes.dtype.type
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    off, thr = dtype(offset), dtype(threshold)
+    w = np.maximum(
+        np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]) + off,
+        dtype(0),
+    )
+    h = np.maximum(
+        np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]) + off,
+        dtype(0),
+    )
+    inter = w * h
+    area = (b[:, 2] - b[:, 0] + off) * (b[:, 3] - b[:, 1] + off)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = inter / (area[:, None] + area[None, :] - inter) > thr
+    if labels is not None:
+        hit &= labels[order][:, None] == labels[order][None, :]
+    hit &= np.arange(n)[None, :] > np.arange(n)[:, None]  # only later boxes
+
+    words = (n + 63) // 64
+    padded = np.zeros((n, words * 64), dtype=bool)
+    padded[:, :n] = hit
+    packed = np.packbits(padded, axis=1, bitorder="little").view("<u8")  # [n, words]
+    garbage = np.random.default_rng(n).integers(0, 2**63, size=(n, words), dtype=np.uint64)
+    mask = [
+        [int(packed[i, c]) if c >= i // 64 else int(garbage[i, c]) for c in range(words)]
+        for i in range(n)
+    ]
+
+    removed = [0] * words
+    diagonal = [0] * 64
+    for t in range(min(n, 64)):
+        diagonal[t] = mask[t][0]
+    keep = np.full(n, -1, dtype=np.int64)
+    count = 0
+    for word in range(words):
+        first = word * 64
+        size = min(n - first, 64)
+        candidates = ~removed[word] & ((1 << size) - 1)
+        kept = 0
+        while candidates:
+            k = (candidates & -candidates).bit_length() - 1  # lowest set bit
+            kept |= 1 << k
+            candidates &= ~(diagonal[k] | (1 << k))
+        for t in range(size):
+            if kept >> t & 1:
+                keep[count + (kept & ((1 << t) - 1)).bit_count()] = order[first + t]
+        count += kept.bit_count()
+        for later in range(word + 1, words):
+            for k in range(64):
+                if kept >> k & 1:
+                    removed[later] |= mask[first + k][later]
+        for t in range(min(n - first - 64, 64)):
+            diagonal[t] = mask[first + 64 + t][word + 1]
+    assert (keep[count:] == -1).all() and (keep[:count] >= 0).all()
+    return keep[:count]
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 129, 1000])
+def test_bitmask_greedy_pass_matches_cpu_kernel(n):
+    rng = np.random.default_rng(n)
+    for threshold, offset in ((0.3, 1), (0.5, 0), (0.7, 1)):
+        boxes, scores = random_case(rng, n)
+        # Spread 1000 boxes wider, so that many survive across words.
+        boxes = boxes * np.float32(max(1.0, n / 200))
+        labels = rng.integers(0, 3, size=n)
+        expected = nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold, offset)
+        keep = bitmask_greedy_nms(boxes, scores, None, threshold, offset)
+        np.testing.assert_array_equal(keep, expected.numpy())
+        if n == 1000:
+            assert 64 < len(keep) < 900  # kept boxes in many words, many suppressed
+        expected = ml_nms(
+            torch.from_numpy(boxes),
+            torch.from_numpy(scores),
+            torch.from_numpy(labels),
+            threshold,
+            offset,
+        )
+        keep = bitmask_greedy_nms(boxes, scores, labels, threshold, offset)
+        np.testing.assert_array_equal(keep, expected.numpy())
+
+
+def clustered_boxes(n, clusters, seed):
+    """n boxes of 40-60 px around `clusters` centres: most of a cluster is suppressed."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(clusters, 2, generator=g) * 1500
+    which = torch.randint(0, clusters, (n,), generator=g)
+    xy = centres[which] + torch.rand(n, 2, generator=g) * 16
+    wh = 40 + torch.rand(n, 2, generator=g) * 20
+    return torch.cat([xy, xy + wh], dim=1), torch.rand(n, generator=g)
+
+
+@pytest.mark.parametrize("device", ["cuda"], indirect=True)
+def test_many_mask_words_match_cpu_kernel(device):
+    """20,000 boxes (313 mask words, about half of them kept: set bits in every word) and
+    70,000 in clusters (1,094 words: more than the greedy pass's 1,024 threads)."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(20_000, 2, generator=g) * 560
+    spread = torch.cat([xy, xy + 5 + torch.rand(20_000, 2, generator=g) * 60], dim=1)
+    cases = [(spread, torch.rand(20_000, generator=g)), clustered_boxes(70_000, 1000, 1)]
+    for boxes, scores in cases:
+        for offset in (1, 0):
+            expected = nms(boxes, scores, 0.5, offset)
+            keep = nms(boxes.to(device), scores.to(device), 0.5, offset)
+            assert keep.device.type == "cuda" and 1000 < len(expected) < len(boxes) * 0.6
+            assert torch.equal(keep.cpu(), expected)
+    boxes, scores = spread[:5000], cases[0][1][:5000]
+    labels = torch.randint(0, 3, (5000,), generator=g)
+    expected = ml_nms(boxes, scores, labels, 0.5)
+    keep = ml_nms(boxes.to(device), scores.to(device), labels.to(device), 0.5)
+    assert torch.equal(keep.cpu(), expected)
+
+
+@pytest.mark.parametrize("device", ["cuda"], indirect=True)
+def test_greedy_pass_beyond_default_shared_memory(device):
+    """400,000 boxes: the greedy pass's shared memory ((64 + 1 + 6,250 words) x 8 = 50,520
+    bytes) passes the 48 KiB a kernel gets without opting in. The mask takes 20 GB."""
+    free, _ = torch.cuda.mem_get_info(device)
+    if free < 24e9:
+        pytest.skip(f"needs 24 GB of free GPU memory for the mask, {free / 1e9:.0f} GB free")
+    boxes, scores = clustered_boxes(400_000, 200, 2)
+    expected = nms(boxes, scores, 0.5)
+    keep = nms(boxes.to(device), scores.to(device), 0.5)
+    assert 200 < len(expected) < 2000
+    assert torch.equal(keep.cpu(), expected)

@@ -203,7 +203,7 @@ at::Tensor deform_conv_forward_cuda(const at::Tensor& input_, const at::Tensor& 
       }
     }
   });
-  if (bias.has_value()) output.add_(bias->view({1, out_channels, 1, 1}));
+  if (bias.has_value()) output.add_(bias->reshape({1, out_channels, 1, 1}));
   return output;
 }
 
