@@ -163,11 +163,11 @@ finish() {
 # ---------------------------------------------------------------- 1. preflight
 printf '# paa_core GPU check: %s\n\n' "$mode" > "$report"
 run_step preflight 30 5 "$PYTHON" tools/gpu_preflight.py --mode "$mode"
-if [ "$step_status" -ne 0 ]; then
-  section "Preflight failed" "\`$PYTHON tools/gpu_preflight.py\` failed: can $PYTHON import torch and torchvision?" preflight
-  finish
+if [ "$step_status" -eq 0 ]; then
+  "$PYTHON" tools/gpu_check_targets.py "$log" --section preflight | grep '^|' >> "$report"
+else  # the steps after it say more about what is wrong
+  section "Preflight" "\`tools/gpu_preflight.py\` did not finish: can $PYTHON import torch and torchvision?" preflight
 fi
-"$PYTHON" tools/gpu_check_targets.py "$log" --section preflight | grep '^|' >> "$report"
 
 # ---------------------------------------------------------------- 2. packages
 # import name=distribution (a wheel's file name starts with it); pytest_timeout may be absent.
