@@ -8,10 +8,29 @@ is no GPU to query). torch must already be installed: use
 
 import glob
 import os
+import warnings
 
 import torch
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+# The torch minor versions paa_core is tested with: the GPU machine's stack
+# (tools/gpu_stack.txt, 2.11) up to requirements.txt's pin (2.14). INSTALL.md says the same.
+TESTED_TORCH = ((2, 11), (2, 14))
+
+
+def warn_untested_torch(version):
+    """Outside the tested range the ops may still compile, against an ATen API that has
+    moved: say so before the compiler does, without refusing."""
+    minor = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    low, high = TESTED_TORCH
+    if not low <= minor <= high:
+        warnings.warn(
+            f"setup.py: torch {version} is outside the tested range {low[0]}.{low[1]}-"
+            f"{high[0]}.{high[1]} (INSTALL.md); if the build or the tests fail, install a torch "
+            "in that range",
+            stacklevel=1,
+        )
 
 
 def with_cuda():
@@ -44,6 +63,7 @@ def get_extensions():
     ]
 
 
+warn_untested_torch(torch.__version__)
 setup(
     name="paa_core",
     version="0.1.0",

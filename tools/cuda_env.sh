@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tools/check_cuda_build.sh and tools/check_gpu.sh before compiling paa_core._C
 # with CUDA: picks CUDA_HOME (torch's own choice, else /usr/local/cuda), checks that it
 # holds a toolkit, and where it lacks the cuSPARSE/cuBLAS headers that ATen's CUDA headers

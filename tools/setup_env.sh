@@ -59,7 +59,8 @@ build() {
   echo "== building paa_core and its ops (pip install -e . --no-build-isolation)"
   "$py" -m pip install --quiet --no-deps --no-build-isolation -e .
 }
-sources=(setup.py $(find csrc -type f | sort))
+mapfile -t sources < <(find csrc -type f | sort)
+sources=(setup.py "${sources[@]}")
 build_hash="$(hash_of "${sources[@]}")-cuda${FORCE_CUDA:-0}"
 # The stamp alone is not enough: a fresh checkout of the same sources has no paa_core/_C*.so.
 if ! (cd / && "$py" -c "import paa_core._C" 2>/dev/null); then
