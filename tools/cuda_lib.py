@@ -136,7 +136,9 @@ def write_manifest(args):
     with open(args.out, "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
-    print(f"wrote {args.out}: {manifest['library']} for sm_{args.arch}, torch {torch.__version__}")
+    print(
+        f"wrote {args.out}: {manifest['library']} for sm_{args.arch.replace('.', '')}, torch {torch.__version__}"
+    )
 
 
 def verify(folder):

@@ -190,10 +190,6 @@ if [ "$("$py" tools/cuda_lib.py sources)" != "$sources" ]; then
   echo "prepare_gpu_run.sh: setup.py or csrc/ changed while the library was built: run it again" >&2
   exit 1
 fi
-if [ "${status:-0}" -ne 0 ]; then
-  echo "prepare_gpu_run.sh: the CPU suite failed under the device stack: $suite (log: $venv/cpu_suite.log)" >&2
-  exit 1
-fi
 size_kib="$(du -sk "$carry" | cut -f1)"
 if [ "$size_kib" -gt $((max_carry_mib * 1024)) ]; then
   echo "prepare_gpu_run.sh: $carry is $((size_kib / 1024)) MiB, over its ${max_carry_mib} MiB" >&2
@@ -204,6 +200,10 @@ echo
 echo "== timings: $(IFS=';'; echo "${timings[*]:-nothing to do}")"
 echo "== CPU suite: $suite"
 echo "== gpu_carry/: $((size_kib / 1024)).$(((size_kib % 1024) * 10 / 1024)) MiB ($(cd "$carry" && echo *))"
+if [ "${status:-0}" -ne 0 ]; then
+  echo "prepare_gpu_run.sh: the CPU suite failed under the device stack (log: $venv/cpu_suite.log)" >&2
+  exit 1
+fi
 if [ "${#dirty[@]}" -gt 0 ]; then
   echo "== WARNING: the tree has uncommitted changes: commit them, then rerun with --no-tests," \
     "so that PAA_COMMIT names what runs"
