@@ -17,6 +17,10 @@ from paa_core.utils.collect_env import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A library defined for the whole session: on torch 2.11 a library freed after its test
+# leaves an op with no overloads behind, which breaks every later listing of the
+# decompositions (torch.compile, ONNX export).
+ENVTEST_LIB = torch.library.Library("paa_core_envtest", "DEF")
 
 
 def test_command_prints_versions_and_ops():
@@ -42,10 +46,11 @@ def test_command_prints_versions_and_ops():
 
 
 def test_dispatcher_ops_report_the_keys_registered():
-    lib = torch.library.Library("paa_core_envtest", "DEF")
-    lib.define("twice(Tensor x) -> Tensor")
-    lib.impl("twice", lambda x: x * 2, "CPU")
-    torch.library.register_fake("paa_core_envtest::twice", lambda x: torch.empty_like(x), lib=lib)
+    ENVTEST_LIB.define("twice(Tensor x) -> Tensor")
+    ENVTEST_LIB.impl("twice", lambda x: x * 2, "CPU")
+    torch.library.register_fake(
+        "paa_core_envtest::twice", lambda x: torch.empty_like(x), lib=ENVTEST_LIB
+    )
     assert dispatcher_ops("paa_core_envtest") == {"twice": ["CPU", "Meta"]}
     assert torch.ops.paa_core_envtest.twice(torch.ones(2)).tolist() == [2.0, 2.0]
     vision = dispatcher_ops("torchvision")
