@@ -23,6 +23,15 @@ import torchvision
 failed_checks = []
 
 
+def add_model_arguments(parser, images, per):
+    """The whole-model benchmarks' shared options: device, input size, images per `per`
+    (an iteration, a forward call) with default `images`, and CPU threads."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
+    parser.add_argument("--images", type=int, default=images, help=f"images per {per}")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
 def setup(script, args):
     """Threads, seed and TF32 off; prints the header and returns the torch device."""
     torch.set_num_threads(args.threads)

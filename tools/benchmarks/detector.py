@@ -15,7 +15,15 @@ Run with paa_core importable (`PYTHONPATH=.` from the repository root):
 import argparse
 
 import torch
-from common import check, finish, median, setup, spread, time_calls  # beside this script
+from common import (  # beside this script
+    add_model_arguments,
+    check,
+    finish,
+    median,
+    setup,
+    spread,
+    time_calls,
+)
 from models import build_paa, build_retinanet, check_input_shapes, make_inputs, watch_input_shapes
 
 
@@ -65,12 +73,9 @@ def retinanet_counts(model, images):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
-    parser.add_argument("--images", type=int, default=1, help="images per forward call")
+    add_model_arguments(parser, images=1, per="forward call")
     parser.add_argument("--score-thresh", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each model")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     device = setup("detector.py", args)
     (h, w), n = args.size, args.images

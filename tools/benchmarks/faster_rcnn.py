@@ -14,7 +14,15 @@ Run with paa_core importable (`PYTHONPATH=.` from the repository root):
 
 import argparse
 
-from common import finish, median, setup, spread, target, time_calls  # beside this script
+from common import (  # beside this script
+    add_model_arguments,
+    finish,
+    median,
+    setup,
+    spread,
+    target,
+    time_calls,
+)
 from models import (
     build_ours,
     build_torchvision_faster_rcnn,
@@ -28,12 +36,9 @@ from models import (
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
-    parser.add_argument("--images", type=int, default=2, help="images per iteration")
+    add_model_arguments(parser, images=2, per="iteration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per model")
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     device = setup("faster_rcnn.py", args)
     (h, w), n = args.size, args.images

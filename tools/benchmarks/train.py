@@ -16,7 +16,16 @@ those that don't, and on a CPU bf16 where native, else no mixed-precision run.
 import argparse
 import time
 
-from common import finish, median, setup, spread, synchronize, target, time_calls
+from common import (
+    add_model_arguments,
+    finish,
+    median,
+    setup,
+    spread,
+    synchronize,
+    target,
+    time_calls,
+)
 from models import (
     build_paa,
     build_retinanet,
@@ -55,9 +64,7 @@ def assignment_share(paa, step, args, device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
-    parser.add_argument("--images", type=int, default=4, help="images per iteration")
+    add_model_arguments(parser, images=4, per="iteration")
     parser.add_argument(
         "--amp",
         default="auto",
@@ -66,7 +73,6 @@ def main(argv=None):
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per model")
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     device = setup("train.py", args)
     (h, w), n = args.size, args.images
