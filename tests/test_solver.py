@@ -28,7 +28,7 @@ def expected_lr(it, milestones, gamma, factor, warmup_iters, method):
 
 
 def lrs_over(scheduler, optimizer, n):
-    """lr at last_epoch 0..n-1 (the lr iteration i trains with, stepping before each iteration)."""
+    """lr at last_epoch 0..n-1 (entry e is the lr that training iteration e + 1 uses)."""
     out = [optimizer.param_groups[0]["lr"]]
     for _ in range(n - 1):
         optimizer.step()

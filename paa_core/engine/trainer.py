@@ -223,11 +223,14 @@ def _restore_scaler(scaler: torch.amp.GradScaler | None, arguments: dict) -> Non
 
 
 def _step_scheduler(scheduler: LRScheduler) -> None:
-    """Step the lr schedule before the optimizer, so iteration i trains with the schedule's lr
-    at i, as in the reference's training."""
+    """Step the lr schedule after the optimizer, as the reference does on PyTorch >= 1.1:
+    iteration i (counting from 1) trains with the schedule's lr at i - 1, so the first
+    iteration uses exactly the warm-up factor and a milestone m takes effect at iteration
+    m + 1 (docs/DESIGN.md §8)."""
     with warnings.catch_warnings():
-        # PyTorch warns when the scheduler steps before the first optimizer step; that order
-        # is deliberate here.
+        # A float16 loss scaler skips the optimizer steps whose gradients overflowed, and
+        # PyTorch then warns that the schedule stepped without an optimizer step; the
+        # schedule counts iterations, not updates, so that is intended.
         warnings.filterwarnings(
             "ignore", message=re.escape("Detected call of `lr_scheduler.step()`")
         )
@@ -305,7 +308,7 @@ def do_train(
     Args:
         model: the detector; returns its loss dict in training mode.
         data_loader: yields `(images, targets, image ids)` for the remaining iterations.
-        optimizer, scheduler: the solver; the scheduler steps at the start of each iteration.
+        optimizer, scheduler: the solver; the scheduler steps after each optimizer step.
         checkpointer: saves every `options.checkpoint_period` iterations and at the end.
         arguments: `{"iteration": ...}` and whatever else travels with the checkpoints.
         options: device, checkpoint period, mixed precision.
@@ -330,16 +333,17 @@ def do_train(
             logger.debug(
                 "iteration %d rank %d/%d images %s", iteration, rank, world_size, list(idxs)
             )
-            _step_scheduler(scheduler)
             loss_dict, published = _forward(model, images, targets, options)
             check_losses_finite(loss_dict, iteration, checkpointer.last_checkpoint())
             losses = sum(loss_dict.values())
             reduced = reduce_dict(loss_dict)
             optimizer.zero_grad()
             backward_and_step(losses, optimizer, options.scaler)
+            lr = optimizer.param_groups[0]["lr"]  # the lr this iteration trained with
+            _step_scheduler(scheduler)
             log.update(reduced, published, time.time() - end, data_time)
             end = time.time()
-            log.write(iteration, optimizer.param_groups[0]["lr"])
+            log.write(iteration, lr)
             _save_on_schedule(checkpointer, arguments, options, max_iter)
             if iteration < max_iter and stop.requested():
                 break
