@@ -15,7 +15,7 @@ from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 # The torch minor versions paa_core is tested with: the GPU machine's stack
-# (tools/gpu_stack.txt, 2.11) up to requirements.txt's pin (2.14). INSTALL.md says the same.
+# (dev/gpu_stack.txt, 2.11) up to requirements.txt's pin (2.14). INSTALL.md says the same.
 TESTED_TORCH = ((2, 11), (2, 14))
 
 

@@ -1,5 +1,5 @@
 """The benchmark scripts' helpers (tools/benchmarks): the TARGET and CHECK lines that
-tools/check_gpu.sh reads, the alternating timer, and the premise of the NMS check (whole-pixel
+dev/check_gpu.sh reads, the alternating timer, and the premise of the NMS check (whole-pixel
 boxes and distinct scores: two correct NMS keep the same indices)."""
 
 import os

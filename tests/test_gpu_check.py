@@ -1,5 +1,5 @@
-"""tools/check_gpu.sh's parts that run without a GPU: its list of test files, the targets
-table read back from its log, its budget, and tools/cuda_lib.py's checks of a prebuilt
+"""dev/check_gpu.sh's parts that run without a GPU: its list of test files, the targets
+table read back from its log, its budget, and dev/cuda_lib.py's checks of a prebuilt
 library (a GPU run is rare and short, so these must be right before it)."""
 
 import ast
@@ -15,12 +15,12 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.join(REPO, "dev"))
 
 import cuda_lib  # noqa: E402
 import gpu_check_targets  # noqa: E402
 
-CHECK_GPU = os.path.join(REPO, "tools", "check_gpu.sh")
+CHECK_GPU = os.path.join(REPO, "dev", "check_gpu.sh")
 
 
 def listed_test_files():
@@ -109,7 +109,7 @@ def test_targets_table_from_a_log():
 def test_a_steps_output_from_the_log(tmp_path):
     log = tmp_path / "gpu_check.log"
     log.write_text(SAMPLE_LOG)
-    script = os.path.join(REPO, "tools", "gpu_check_targets.py")
+    script = os.path.join(REPO, "dev", "gpu_check_targets.py")
     tail = subprocess.run(
         [sys.executable, script, str(log), "--section", "benchmark ops.py", "--tail", "2"],
         capture_output=True,
@@ -209,7 +209,7 @@ def test_verify_refuses_a_library_that_does_not_fit(tmp_path, capsys):
         )
     assert verify(tmp_path / "absent") == (
         False,
-        [f"{tmp_path / 'absent' / 'manifest.json'} not found (tools/prepare_gpu_run.sh makes it)"],
+        [f"{tmp_path / 'absent' / 'manifest.json'} not found (dev/prepare_gpu_run.sh makes it)"],
     )
 
 

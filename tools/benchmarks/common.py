@@ -5,7 +5,7 @@ Float32 means true float32: `setup` switches TF32 off for matmuls and cuDNN conv
 Ampere and later GPUs cuDNN uses TF32 by default, which would make every float32 row, and the
 mixed-precision speed-up over it, something else), and the header says so.
 
-Output contract (tools/check_gpu.sh reads it): every target is one line
+Output contract (dev/check_gpu.sh reads it): every target is one line
 `TARGET <what> | <target> | <measured> | <yes|no>`; every check of the results (ours against
 the baseline's, or both models' losses and inputs) is one line `CHECK <what> | <detail> |
 <ok|FAILED>`, and a script with a failed check exits non-zero after its last benchmark, with

@@ -2,26 +2,26 @@
 # The device check: proves paa_core's GPU path on a machine with one NVIDIA GPU and measures
 # it, inside a fixed time budget, for a machine that is lent for minutes and has no network.
 #
-#   PAA_COMMIT=<sha> PYTHON=python3 bash tools/check_gpu.sh  # on the GPU machine, with gpu_carry/
-#   bash tools/check_gpu.sh --smoke        # on any CPU machine: the same steps at tiny sizes (CI)
-#   bash tools/check_gpu.sh --list-tests   # the test files it runs
+#   PAA_COMMIT=<sha> PYTHON=python3 bash dev/check_gpu.sh  # on the GPU machine, with gpu_carry/
+#   bash dev/check_gpu.sh --smoke        # on any CPU machine: the same steps at tiny sizes (CI)
+#   bash dev/check_gpu.sh --list-tests   # the test files it runs
 #
-# tools/prepare_gpu_run.sh makes gpu_carry/ beforehand and prints the call. The budget is
+# dev/prepare_gpu_run.sh makes gpu_carry/ beforehand and prints the call. The budget is
 # BUDGET_S seconds (default 420) for the whole script: each step has its own limit, cut to
 # what is left, and a step that no longer has its minimum is skipped with a line in the
 # report. The steps:
-#   1. preflight (tools/gpu_preflight.py): GPU, driver, torch/CUDA, nvcc, ninja, compiler,
+#   1. preflight (dev/gpu_preflight.py): GPU, driver, torch/CUDA, nvcc, ninja, compiler,
 #      Python headers, the carried library, the commit (git's, else PAA_COMMIT);
 #   2. packages the interpreter lacks, installed without network from gpu_carry/wheels into
 #      build/gpu_check/site, which goes first on PYTHONPATH;
 #   3. the library: gpu_carry's prebuilt paa_core._C, copied in place when
-#      `tools/cuda_lib.py verify` accepts it (same sources, Python and torch, machine code for
+#      `dev/cuda_lib.py verify` accepts it (same sources, Python and torch, machine code for
 #      this GPU, a CUDA NMS that runs); else built for the GPU's compute capability
 #      (build.log), and a failed build ends the check. --smoke keeps the CPU build;
 #   4. the tests: the device-parametrised test files below, by name, `-k cuda` (PYTEST_ARGS
 #      replaces that selection), with a per-test limit when pytest-timeout is there;
 #   5. the benchmarks (argument lists below); each prints its targets as lines
-#      `TARGET <what> | <target> | <measured> | <yes|no>`, which tools/gpu_check_targets.py
+#      `TARGET <what> | <target> | <measured> | <yes|no>`, which dev/gpu_check_targets.py
 #      gathers into the report's table.
 # Every step's output streams into gpu_check.log as it runs, so a step killed at its limit
 # leaves what it printed. What comes back lies in $OUT (else output/): gpu_check.md (the
@@ -96,7 +96,7 @@ say() { echo "$*" | tee -a "$log"; }
 
 # run_step NAME LIMIT LEAST COMMAND...: runs COMMAND for at most LIMIT seconds, or what is
 # left of the budget when that is less, its output streaming to the console and the log
-# between marker lines (tools/gpu_check_targets.py reads them); skipped when fewer than LEAST
+# between marker lines (dev/gpu_check_targets.py reads them); skipped when fewer than LEAST
 # seconds are left. Sets step_status (0 passed, 124 stopped at its limit, -1 skipped).
 run_step() {
   local name="$1" cap="$2" need="$3" left=$((deadline - SECONDS)) result
@@ -135,7 +135,7 @@ section() {
     return
   fi
   local output
-  output="$("$PYTHON" tools/gpu_check_targets.py "$log" --section "$3" --tail "${4:-0}" 2>/dev/null)"
+  output="$("$PYTHON" dev/gpu_check_targets.py "$log" --section "$3" --tail "${4:-0}" 2>/dev/null)"
   printf '\n## %s\n\n%s (%s in %s s)\n\n```\n%s\n```\n' "$1" "$2" "$step_result" "$step_seconds" \
     "${output:-(no output)}" >> "$report"
 }
@@ -147,7 +147,7 @@ finish() {
       "$budget" "$SECONDS"
     printf '%s\n' "${step_rows[@]}"
     echo
-    "$PYTHON" tools/gpu_check_targets.py "$log" --expect "${benchmarks[@]/#/benchmark }"
+    "$PYTHON" dev/gpu_check_targets.py "$log" --expect "${benchmarks[@]/#/benchmark }"
     if [ "${#not_passed[@]}" -gt 0 ]; then
       printf '\n**Not passed:** %s (output in gpu_check.log)\n' "$(IFS=,; echo "${not_passed[*]}")"
     else
@@ -164,11 +164,11 @@ finish() {
 
 # ---------------------------------------------------------------- 1. preflight
 printf '# paa_core GPU check: %s\n\n' "$mode" > "$report"
-run_step preflight 30 5 "$PYTHON" tools/gpu_preflight.py --mode "$mode"
+run_step preflight 30 5 "$PYTHON" dev/gpu_preflight.py --mode "$mode"
 if [ "$step_status" -eq 0 ]; then
-  "$PYTHON" tools/gpu_check_targets.py "$log" --section preflight | grep '^|' >> "$report"
+  "$PYTHON" dev/gpu_check_targets.py "$log" --section preflight | grep '^|' >> "$report"
 else  # the steps after it say more about what is wrong
-  section "Preflight" "\`tools/gpu_preflight.py\` did not finish: can $PYTHON import torch and torchvision?" preflight
+  section "Preflight" "\`dev/gpu_preflight.py\` did not finish: can $PYTHON import torch and torchvision?" preflight
 fi
 
 # ---------------------------------------------------------------- 2. packages
@@ -185,7 +185,7 @@ install_missing() {
     found=(gpu_carry/wheels/"${pair#*=}"-*.whl)
     if [ "${#found[@]}" -eq 0 ]; then
       [ "$module" = pytest_timeout ] && { echo "pytest_timeout absent: tests run without a per-test limit"; continue; }
-      echo "'$module' is missing and gpu_carry/wheels has no ${pair#*=} wheel (tools/fetch_gpu_wheels.sh adds one)"
+      echo "'$module' is missing and gpu_carry/wheels has no ${pair#*=} wheel (dev/fetch_gpu_wheels.sh adds one)"
       return 1
     fi
     wheels+=("${found[@]}")
@@ -229,13 +229,13 @@ else
   fi
   # shellcheck disable=SC2317  # runs through bash -c, under the step's time limit
   library() {
-    if "$PYTHON" tools/cuda_lib.py verify gpu_carry; then
+    if "$PYTHON" dev/cuda_lib.py verify gpu_carry; then
       echo "copying the carried library in place: paa_core/_C$ext"
       cp "gpu_carry/_C$ext" "paa_core/_C$ext"
     else
       echo "building paa_core._C for sm_${arch/./} instead (log: build.log)"
       export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-      source tools/cuda_env.sh
+      source dev/cuda_env.sh
       if ! "$PYTHON" setup.py build_ext --inplace > "$out_dir/build.log" 2>&1; then
         echo "BUILD FAILED; its last lines:"
         tail -n 40 "$out_dir/build.log"
@@ -243,7 +243,7 @@ else
       fi
       echo "built with CUDA_HOME=$CUDA_HOME, $MAX_JOBS jobs"
     fi
-    "$PYTHON" tools/cuda_lib.py ops "paa_core/_C$ext" --run
+    "$PYTHON" dev/cuda_lib.py ops "paa_core/_C$ext" --run
   }
   export -f library
   export arch ext out_dir
@@ -263,7 +263,7 @@ if "$PYTHON" -c "import pytest_timeout" 2>/dev/null; then
 fi
 run_step tests 150 30 "$PYTHON" -m pytest "${gpu_test_files[@]}" -q -rs -p no:cacheprovider \
   --continue-on-collection-errors --junitxml "$out_dir/tests.xml" "${per_test[@]}" "${pytest_args[@]}"
-summary="$("$PYTHON" tools/gpu_check_targets.py "$log" --section tests 2>/dev/null \
+summary="$("$PYTHON" dev/gpu_check_targets.py "$log" --section tests 2>/dev/null \
   | grep -E '(passed|failed|skipped|error|deselected)' | tail -n 1)"
 shown=("${gpu_test_files[@]##*/}" "${per_test[@]}" "${pytest_args[@]}")
 section "Tests on $device" "\`pytest ${shown[*]}\`: **${summary:-no summary}**. Without a usable GPU every CUDA case is reported skipped." tests 60

@@ -1,13 +1,13 @@
 """paa_core._C built with CUDA, handled as a file: the hash of the sources it comes from,
 the check that every op has a CUDA kernel, and the manifest of a prebuilt copy (gpu_carry/,
-made by tools/prepare_gpu_run.sh) with the check, on the GPU machine, that the copy fits it.
+made by dev/prepare_gpu_run.sh) with the check, on the GPU machine, that the copy fits it.
 A prebuilt library saves the GPU machine its minutes of compiling, but only a library built
 from the same sources, for the same Python and torch, with kernels for that GPU.
 
-    python tools/cuda_lib.py sources               # sha256 of setup.py and csrc/
-    python tools/cuda_lib.py ops LIB [--run]       # every op has a CUDA kernel (--run: runs one)
-    python tools/cuda_lib.py manifest LIB --arch 9.0 --out DIR/manifest.json [...]
-    python tools/cuda_lib.py verify DIR            # on the GPU machine: can DIR's library be used?
+    python dev/cuda_lib.py sources               # sha256 of setup.py and csrc/
+    python dev/cuda_lib.py ops LIB [--run]       # every op has a CUDA kernel (--run: runs one)
+    python dev/cuda_lib.py manifest LIB --arch 9.0 --out DIR/manifest.json [...]
+    python dev/cuda_lib.py verify DIR            # on the GPU machine: can DIR's library be used?
 
 Exit status 0 when the check passes; each failed check prints one line saying why.
 """
@@ -147,7 +147,7 @@ def verify(folder):
 
     path = os.path.join(folder, "manifest.json")
     if not os.path.exists(path):
-        print(f"{path} not found (tools/prepare_gpu_run.sh makes it)")
+        print(f"{path} not found (dev/prepare_gpu_run.sh makes it)")
         return False
     with open(path) as f:
         manifest = json.load(f)

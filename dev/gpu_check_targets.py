@@ -1,4 +1,4 @@
-"""Reads tools/check_gpu.sh's log back: the targets table of its report, and one step's output.
+"""Reads dev/check_gpu.sh's log back: the targets table of its report, and one step's output.
 
 The log holds every step between two marker lines that check_gpu.sh writes,
 `== step <name>: started, ...` and `== step <name>: <result> in <n> s` (or one line
@@ -9,8 +9,8 @@ The log holds every step between two marker lines that check_gpu.sh writes,
 e.g. `TARGET nms 5000 boxes ours/torchvision | <= 1.0 | 0.83 | yes`; the benchmark judges,
 this file only gathers, so a target's wording and threshold live in one place.
 
-    python tools/gpu_check_targets.py LOG --expect "benchmark ops.py" ...   # targets table
-    python tools/gpu_check_targets.py LOG --section NAME [--tail 40]       # a step's output
+    python dev/gpu_check_targets.py LOG --expect "benchmark ops.py" ...   # targets table
+    python dev/gpu_check_targets.py LOG --section NAME [--tail 40]       # a step's output
 
 With --expect, a named step that printed no target (skipped, stopped at its limit, failed,
 or never reached) is listed under the table with what happened to it.

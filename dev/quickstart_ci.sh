@@ -3,7 +3,7 @@
 # shortened schedule, about 4 minutes on a 2-core CPU after set-up, failing when the
 # bbox AP on shapes_val is below a floor set from measured runs (docs/BENCHMARKS.md).
 #
-#   bash tools/quickstart_ci.sh          AP_FLOOR=<0..1> overrides the floor.
+#   bash dev/quickstart_ci.sh          AP_FLOOR=<0..1> overrides the floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

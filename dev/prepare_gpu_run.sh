@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Prepares a run of tools/check_gpu.sh on the lent GPU machine, here, where time is cheap:
+# Prepares a run of dev/check_gpu.sh on the lent GPU machine, here, where time is cheap:
 #   1. a side virtual environment (.venv-device, git-ignored; VENV_DEVICE moves it) with that
-#      machine's stack exactly (tools/gpu_stack.txt: Python 3.12 from pyenv, torch 2.11.0,
+#      machine's stack exactly (dev/gpu_stack.txt: Python 3.12 from pyenv, torch 2.11.0,
 #      torchvision 0.26.0) plus requirements.txt and requirements-test.txt without their
 #      torch pins; installed once, again only when those files change;
 #   2. paa_core._C compiled with CUDA for sm_90 (H100/H200) against that torch, in a scratch
-#      folder (tools/check_cuda_build.sh: the in-place CPU build stays), checked to load with
+#      folder (dev/check_cuda_build.sh: the in-place CPU build stays), checked to load with
 #      a CUDA kernel for every op; compiled again only when setup.py, csrc/ or torch changed;
-#   3. the wheels that machine lacks (yacs, pycocotools, pytest-timeout: tools/fetch_gpu_wheels.sh);
+#   3. the wheels that machine lacks (yacs, pycocotools, pytest-timeout: dev/fetch_gpu_wheels.sh);
 #   4. the CPU test suite under that stack, run in a copy of the tree as it travels, with the
 #      library of step 2 in place (PYTEST_ARGS: a selection, e.g. -m "not slow"; --no-tests
 #      skips it, for a quick re-pack);
@@ -15,7 +15,7 @@
 #      (commit, sha256 of the sources built, torch, arch, the suite's result); then prints
 #      the device call that carries it.
 #
-#   bash tools/prepare_gpu_run.sh [--no-tests]
+#   bash dev/prepare_gpu_run.sh [--no-tests]
 #
 # PYTHON312 names the interpreter (default: pyenv's 3.12); MAX_JOBS the compile jobs (2).
 # Heavy steps run at nice 5: this machine's other jobs keep their share.
@@ -31,7 +31,7 @@ for arg in "$@"; do
   esac
 done
 
-stack_file=tools/gpu_stack.txt
+stack_file=dev/gpu_stack.txt
 py_version="$(sed -n 's/^python==//p' "$stack_file")"
 if [ -z "$py_version" ]; then
   echo "prepare_gpu_run.sh: $stack_file has no 'python==X.Y' line" >&2
@@ -108,7 +108,7 @@ print("== stack:", ", ".join(f"{n} {w}" for n, w in pins))
 PY
 
 # ---------------------------------------------------------------- 2. the CUDA library
-sources="$("$py" tools/cuda_lib.py sources)"
+sources="$("$py" dev/cuda_lib.py sources)"
 torch_version="$("$py" -c 'import torch; print(torch.__version__)')"
 lib=""
 earlier_suite=""  # kept in the manifest of a re-pack with --no-tests
@@ -138,7 +138,7 @@ else
   echo "== compiling paa_core._C with CUDA for sm_${arch/./} (MAX_JOBS=${MAX_JOBS:-2}; minutes)"
   start=$SECONDS
   nice -n 5 env PYTHON="$py" TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-2}" LIB_DEST="$staging" \
-    bash tools/check_cuda_build.sh
+    bash dev/check_cuda_build.sh
   took "$start" "CUDA build (sm_${arch/./})"
   rm -rf "$carry"
   mkdir -p "$carry"
@@ -149,7 +149,7 @@ fi
 # ---------------------------------------------------------------- 3. wheels
 start=$SECONDS
 rm -rf "$carry/wheels"
-PYTHON="$py" DEST="$carry/wheels" bash tools/fetch_gpu_wheels.sh > /dev/null
+PYTHON="$py" DEST="$carry/wheels" bash dev/fetch_gpu_wheels.sh > /dev/null
 took "$start" "wheels fetched"
 echo "== wheels for the GPU machine: $(cd "$carry/wheels" && echo *.whl)"
 
@@ -183,9 +183,9 @@ dirty=()
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   dirty=(--dirty)
 fi
-"$py" tools/cuda_lib.py manifest "$lib" --arch "$arch" --out "$carry/manifest.json" \
+"$py" dev/cuda_lib.py manifest "$lib" --arch "$arch" --out "$carry/manifest.json" \
   --commit "$commit" "${dirty[@]}" --wheels "$carry/wheels" --cpu-suite "$suite"
-if [ "$("$py" tools/cuda_lib.py sources)" != "$sources" ]; then
+if [ "$("$py" dev/cuda_lib.py sources)" != "$sources" ]; then
   rm "$carry/manifest.json"
   echo "prepare_gpu_run.sh: setup.py or csrc/ changed while the library was built: run it again" >&2
   exit 1
@@ -209,6 +209,6 @@ if [ "${#dirty[@]}" -gt 0 ]; then
     "so that PAA_COMMIT names what runs"
 fi
 echo "== the device call (carry the folder; the script keeps inside its 420 s budget):"
-echo "   command:   PAA_COMMIT=$commit PYTHON=python3 bash tools/check_gpu.sh"
+echo "   command:   PAA_COMMIT=$commit PYTHON=python3 bash dev/check_gpu.sh"
 echo '   carry:     ["gpu_carry"]'
 echo "   timeout_s: 540"

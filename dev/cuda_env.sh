@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by tools/check_cuda_build.sh and tools/check_gpu.sh before compiling paa_core._C
+# Sourced by dev/check_cuda_build.sh and dev/check_gpu.sh before compiling paa_core._C
 # with CUDA: picks CUDA_HOME (torch's own choice, else /usr/local/cuda), checks that it
 # holds a toolkit, and where it lacks the cuSPARSE/cuBLAS headers that ATen's CUDA headers
 # include (a minimal toolkit: nvcc + cudart) adds those of torch's NVIDIA wheels, which are

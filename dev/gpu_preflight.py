@@ -1,9 +1,9 @@
 """The GPU check's first table, in a few seconds: the machine, its Python stack against the
-one paa_core was prepared for (tools/gpu_stack.txt), the build tools a compile would need,
+one paa_core was prepared for (dev/gpu_stack.txt), the build tools a compile would need,
 the prebuilt library carried along, and the commit. Written first, so that a report whose
 later steps fail or run out of time still says where they ran.
 
-    python tools/gpu_preflight.py [--mode "full"]     # prints a markdown table
+    python dev/gpu_preflight.py [--mode "full"]     # prints a markdown table
 
 Every probe has a 5 s limit and answers 'n/a' (or 'missing') instead of failing.
 """
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import sysconfig
 
-import cuda_lib  # tools/, beside this file
+import cuda_lib  # dev/, beside this file
 import torch
 import torchvision
 
@@ -138,7 +138,7 @@ def main():
             ),
         ),
         ("torchvision", lambda: torchvision.__version__),
-        ("stack", lambda: stack_against(os.path.join(REPO, "tools", "gpu_stack.txt"))),
+        ("stack", lambda: stack_against(os.path.join(REPO, "dev", "gpu_stack.txt"))),
         ("nvcc", nvcc),
         ("ninja", lambda: first_line(["ninja", "--version"])),
         ("compiler", compiler),
