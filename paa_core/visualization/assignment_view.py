@@ -58,25 +58,12 @@ def assignment_records(model, images, targets, categories=None, amp_dtype=None):
 
 
 def _records(cand, gmm_part, targets, image_sizes, categories):
-    per_image = cand["anchors_per_image"]
-    num_levels = cand["num_levels"]
+    """One record per image from what the loss evaluator published for the whole batch
+    (candidates flat over the batch's anchors, `gt` indexing the batch's GTs)."""
+    per_image, num_levels = cand["anchors_per_image"], cand["num_levels"]
     score_name = cand["score_name"]
     cand = {k: v.cpu() for k, v in cand.items() if torch.is_tensor(v)}
-    num_gt = sum(len(t) for t in targets)
-    selected = torch.zeros(0, dtype=torch.long)
-    num_pos = torch.zeros(num_gt, dtype=torch.long)
-    gmm_of_gt = {}
-    if gmm_part is not None:
-        selected, num_pos = gmm_part["selected"].cpu(), gmm_part["num_pos"].cpu()
-        if gmm_part["gmm"] is not None:
-            g = gmm_part["gmm"]
-            for row, gt in enumerate(gmm_part["fit_rows"].tolist()):
-                gmm_of_gt[gt] = {
-                    "means": g.means[row].tolist(),
-                    "variances": g.variances[row].tolist(),
-                    "weights": g.weights[row].tolist(),
-                    "iterations": int(g.n_iter[row]),
-                }
+    selected, num_pos, gmm_of_gt = _mixture_stage(gmm_part, sum(len(t) for t in targets))
     records, first_gt = [], 0
     for image, target in enumerate(targets):
         target = target.convert("xyxy")
@@ -84,34 +71,16 @@ def _records(cand, gmm_part, targets, image_sizes, categories):
         gts = []
         for j, (box, label) in enumerate(zip(boxes, labels)):
             gt = first_gt + j
-            in_set = selected[cand["gt"][selected] == gt]  # ascending score
             npos = int(num_pos[gt])
-            candidates = [
-                {
-                    "anchor_index": int(cand["anchor_index"][c]) - image * per_image,
-                    "level": int(cand["level"][c]),
-                    "box": cand["box"][c].tolist(),
-                    "score": float(cand["score"][c]),
-                    "positive": rank < npos,
-                }
-                for rank, c in enumerate(in_set.tolist())
-            ]
+            in_set = selected[cand["gt"][selected] == gt]  # ascending score
+            candidates = _candidates(cand, in_set, npos, image * per_image)
             gts.append(
                 {
                     "gt": j,
                     "box": box,
                     "label": label,
                     "category": categories.get(label),
-                    "iou_candidates_per_level": np.bincount(
-                        cand["level"][cand["gt"] == gt].numpy(), minlength=num_levels
-                    ).tolist(),
-                    "candidates_per_level": _per_level(candidates, num_levels),
-                    "positives_per_level": _per_level(
-                        [c for c in candidates if c["positive"]], num_levels
-                    ),
-                    "num_candidates": len(candidates),
-                    "num_positives": npos,
-                    "cut": candidates[npos - 1]["score"] if npos else None,
+                    **_counts(cand["level"][cand["gt"] == gt], candidates, npos, num_levels),
                     "gmm": gmm_of_gt.get(gt),
                     "candidates": candidates,
                 }
@@ -122,6 +91,52 @@ def _records(cand, gmm_part, targets, image_sizes, categories):
         )
         first_gt += len(target)
     return records
+
+
+def _mixture_stage(gmm_part, num_gt):
+    """What the assigner published (None when no GT had a candidate): the selected
+    candidates by GT in ascending score, positives per GT, and {GT: its fitted mixture}."""
+    if gmm_part is None:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(num_gt, dtype=torch.long), {}
+    gmm_of_gt = {}
+    g = gmm_part["gmm"]
+    if g is not None:  # None: no GT had the 2 candidates a mixture needs
+        for row, gt in enumerate(gmm_part["fit_rows"].tolist()):
+            gmm_of_gt[gt] = {
+                "means": g.means[row].tolist(),
+                "variances": g.variances[row].tolist(),
+                "weights": g.weights[row].tolist(),
+                "iterations": int(g.n_iter[row]),
+            }
+    return gmm_part["selected"].cpu(), gmm_part["num_pos"].cpu(), gmm_of_gt
+
+
+def _candidates(cand, in_set, npos, first_anchor):
+    """One GT's candidate set (`in_set`: indices into `cand`, ascending score) as dicts; the
+    first `npos` are its positives. Anchor indices count from the image's `first_anchor`."""
+    return [
+        {
+            "anchor_index": int(cand["anchor_index"][c]) - first_anchor,
+            "level": int(cand["level"][c]),
+            "box": cand["box"][c].tolist(),
+            "score": float(cand["score"][c]),
+            "positive": rank < npos,
+        }
+        for rank, c in enumerate(in_set.tolist())
+    ]
+
+
+def _counts(iou_levels, candidates, npos, num_levels):
+    """One GT's record fields that count: per level its IoU candidates (`iou_levels`: their
+    levels), candidate set and positives; the set's size, the positives and the cut."""
+    return {
+        "iou_candidates_per_level": np.bincount(iou_levels.numpy(), minlength=num_levels).tolist(),
+        "candidates_per_level": _per_level(candidates, num_levels),
+        "positives_per_level": _per_level([c for c in candidates if c["positive"]], num_levels),
+        "num_candidates": len(candidates),
+        "num_positives": npos,
+        "cut": candidates[npos - 1]["score"] if npos else None,
+    }
 
 
 def _per_level(candidates, num_levels):
@@ -139,17 +154,30 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     """Draw `record` (one image of `assignment_records`) over `image` (H x W x 3 uint8 RGB,
     the network input) and a histogram per GT (the first `max_histograms`) into PNG `path`."""
     plt = pyplot()
-    from matplotlib import cm, colors, patches, patheffects
+    shown = record["gts"][:max_histograms]
+    fig, grid, cols = _figure(plt, len(shown))
+    _draw_image(plt, fig, fig.add_subplot(grid[:, 0]), image, record, title)
+    _draw_histograms(fig, grid, cols, shown, len(record["gts"]))
+    save_figure(fig, path)
 
-    gts = record["gts"]
-    shown = gts[:max_histograms]
-    cols = 2 if len(shown) > 1 else 1
-    rows = max(1, math.ceil(len(shown) / cols))
+
+def _figure(plt, num_histograms):
+    """The figure: the image in its first column, the histograms in up to two columns
+    beside it. Returns the figure, its grid and the number of histogram columns."""
+    cols = 2 if num_histograms > 1 else 1
+    rows = max(1, math.ceil(num_histograms / cols))
     fig = plt.figure(figsize=(9 + 4.2 * cols, max(7.5, 2.9 * rows)), dpi=90)
     grid = fig.add_gridspec(
         rows, 1 + cols, width_ratios=[9] + [4.2] * cols, wspace=0.35, hspace=0.75
     )
-    ax = fig.add_subplot(grid[:, 0])
+    return fig, grid, cols
+
+
+def _draw_image(plt, fig, ax, image, record, title):
+    """The image with every GT's candidates coloured on one score scale (its colour bar
+    beside) and the GT boxes on top of their candidates."""
+    from matplotlib import cm, colors
+
     ax.imshow(image)
     ax.set_title(
         f"{title}\ncandidate anchors coloured by score, positives outlined red, GTs dashed white",
@@ -157,60 +185,76 @@ def plot_assignment(image, record, path, title, max_histograms=6):
     )
     ax.set_xlabel("x (px, network input)")
     ax.set_ylabel("y (px)")
-
-    scores = [c["score"] for g in gts for c in g["candidates"]]
+    scores = [c["score"] for g in record["gts"] for c in g["candidates"]]
     norm = colors.Normalize(min(scores, default=0.0), max(scores, default=1.0))
     cmap = plt.get_cmap("viridis_r")
-    for g in gts:
-        # Negatives first, high scores first, so the best candidates are drawn on top;
-        # a positive gets a red outline around its score colour.
-        for c in sorted(g["candidates"], key=lambda c: (c["positive"], -c["score"])):
-            x1, y1, x2, y2 = c["box"]
-            if c["positive"]:
-                ax.add_patch(
-                    patches.Rectangle(
-                        (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=3.4
-                    )
-                )
-            ax.add_patch(
-                patches.Rectangle(
-                    (x1, y1),
-                    x2 - x1,
-                    y2 - y1,
-                    fill=False,
-                    linewidth=1.3,
-                    edgecolor=cmap(norm(c["score"])),
-                    alpha=1.0 if c["positive"] else 0.7,
-                )
-            )
-        x1, y1, x2, y2 = g["box"]
-        outline = [patheffects.withStroke(linewidth=3.5, foreground="black")]
-        ax.add_patch(
-            patches.Rectangle(
-                (x1, y1),
-                x2 - x1,
-                y2 - y1,
-                fill=False,
-                edgecolor="white",
-                linewidth=1.6,
-                linestyle="--",
-                path_effects=outline,
-            )
-        )
-        ax.text(
-            x1,
-            y1 - 2,
-            f"#{g['gt']} {g['category'] or g['label']}",
-            color="black",
-            fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "edgecolor": "none"},
-        )
+    for g in record["gts"]:
+        _draw_candidates(ax, g["candidates"], lambda score: cmap(norm(score)))
+        _draw_gt(ax, g)
     w, h = record["image_size"]
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.02)
     bar.set_label(f"anchor score ({record['score_name']}, lower = better)")
 
+
+def _draw_candidates(ax, candidates, colour_of):
+    """One GT's candidate boxes in `colour_of(score)`. Negatives first, high scores first,
+    so the best candidates are drawn on top; a positive gets a red outline around its colour."""
+    from matplotlib import patches
+
+    for c in sorted(candidates, key=lambda c: (c["positive"], -c["score"])):
+        x1, y1, x2, y2 = c["box"]
+        if c["positive"]:
+            ax.add_patch(
+                patches.Rectangle(
+                    (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=3.4
+                )
+            )
+        ax.add_patch(
+            patches.Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                linewidth=1.3,
+                edgecolor=colour_of(c["score"]),
+                alpha=1.0 if c["positive"] else 0.7,
+            )
+        )
+
+
+def _draw_gt(ax, g):
+    """A GT box, dashed white with a black outline to show on any image, and its name."""
+    from matplotlib import patches, patheffects
+
+    x1, y1, x2, y2 = g["box"]
+    outline = [patheffects.withStroke(linewidth=3.5, foreground="black")]
+    ax.add_patch(
+        patches.Rectangle(
+            (x1, y1),
+            x2 - x1,
+            y2 - y1,
+            fill=False,
+            edgecolor="white",
+            linewidth=1.6,
+            linestyle="--",
+            path_effects=outline,
+        )
+    )
+    ax.text(
+        x1,
+        y1 - 2,
+        f"#{g['gt']} {g['category'] or g['label']}",
+        color="black",
+        fontsize=8,
+        bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "edgecolor": "none"},
+    )
+
+
+def _draw_histograms(fig, grid, cols, shown, num_gts):
+    """A histogram per shown GT, one legend for them all, and a note when the record has
+    more GTs than are shown."""
     for k, g in enumerate(shown):
         hax = fig.add_subplot(grid[k // cols, 1 + k % cols])
         _histogram(hax, g)
@@ -222,16 +266,15 @@ def plot_assignment(image, record, path, title, max_histograms=6):
                 ncol=3,
                 bbox_to_anchor=(0.98, 0.0),
             )
-    if len(gts) > len(shown):
+    if num_gts > len(shown):
         fig.text(
             0.4,
             0.0,
-            f"histograms of {len(shown)} of {len(gts)} GTs; the JSON has all",
+            f"histograms of {len(shown)} of {num_gts} GTs; the JSON has all",
             ha="left",
             va="bottom",
             fontsize=8,
         )
-    save_figure(fig, path)
 
 
 def _histogram(ax, g):
