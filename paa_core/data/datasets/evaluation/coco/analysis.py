@@ -105,9 +105,7 @@ def false_positive_summary(coco_eval, score_threshold=0.3):
     with confusion rows = detected category, columns = GT category.
     """
     params = coco_eval.params
-    gt_api, dt_api = coco_eval.cocoGt, coco_eval.cocoDt
     names = _category_names(coco_eval)
-    column = {c: k for k, c in enumerate(params.catIds)}
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
     t50 = int(np.flatnonzero(np.isclose(params.iouThrs, 0.5))[0])
     summary = {
@@ -115,58 +113,74 @@ def false_positive_summary(coco_eval, score_threshold=0.3):
         for n in names
     }
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-
-    gts_of_image = {}
-    for img_id in params.imgIds:
-        anns = [a for a in gt_api.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
-        gts_of_image[img_id] = (
-            np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
-            np.array([column.get(a["category_id"], -1) for a in anns], dtype=np.int64),
-        )
+    gts_of_image = _non_crowd_gts(coco_eval)
     for k, name in enumerate(names):
         counts = summary[name]
         for i, img_id in enumerate(params.imgIds):
             e = coco_eval.evalImgs[k * num_areas * num_images + i]  # area "all" comes first
             if e is None:
                 continue
-            scores = np.asarray(e["dtScores"])
-            keep = scores >= score_threshold
-            matched = np.asarray(e["dtMatches"][t50]) > 0
-            ignored = np.asarray(e["dtIgnore"][t50]).astype(bool)
-            counts["true_positives"] += int((keep & matched & ~ignored).sum())
-            gt_ignored = np.asarray(e["gtIgnore"]).astype(bool)
-            kept_ids = {d for d, s in zip(e["dtIds"], scores) if s >= score_threshold}
-            gt_hit = np.array([m in kept_ids for m in e["gtMatches"][t50]], dtype=bool)
-            counts["missed"] += int((~gt_ignored & ~gt_hit).sum())
-            fp = keep & ~matched & ~ignored
-            if not fp.any():
+            fp_ids = _count_matches(e, t50, score_threshold, counts)
+            if len(fp_ids) == 0:
                 continue
-            boxes = np.array(
-                [dt_api.anns[d]["bbox"] for d in np.asarray(e["dtIds"])[fp]], dtype=np.float64
-            )
-            gt_boxes, gt_cols = gts_of_image[img_id]
-            iou = (
-                mask_utils.iou(boxes.tolist(), gt_boxes.tolist(), [0] * len(gt_boxes))
-                if len(gt_boxes)
-                else np.zeros((len(boxes), 0))
-            )
-            iou = np.asarray(iou).reshape(len(boxes), len(gt_boxes))
-            same = np.where(gt_cols == k, iou, 0.0).max(axis=1, initial=0.0)
-            other = np.where(gt_cols != k, iou, 0.0)
-            other_best = other.max(axis=1, initial=0.0)
-            kind = np.select(
-                [same >= 0.5, same >= LOC_IOU, other_best >= LOC_IOU], [0, 1, 2], default=3
-            )
+            boxes = np.array([coco_eval.cocoDt.anns[d]["bbox"] for d in fp_ids], dtype=np.float64)
+            kind, confused_with = _false_positive_kinds(boxes, *gts_of_image[img_id], k)
             for j, n in enumerate(np.bincount(kind, minlength=len(FP_KINDS))):
                 counts["false_positives"][FP_KINDS[j]] += int(n)
-            wrong = kind == 2
-            if wrong.any():
-                np.add.at(confusion[k], gt_cols[other[wrong].argmax(axis=1)], 1)
+            np.add.at(confusion[k], confused_with, 1)
     return {
         "score_threshold": score_threshold,
         "categories": summary,
         "confusion": {"labels": names, "counts": confusion.tolist()},
     }
+
+
+def _non_crowd_gts(coco_eval):
+    """{image id: (boxes [G, 4] as COCO's x, y, w, h; their category columns [G], -1 for a
+    category outside the evaluation)}: what a false positive can overlap."""
+    column = {c: k for k, c in enumerate(coco_eval.params.catIds)}
+    gts_of_image = {}
+    for img_id in coco_eval.params.imgIds:
+        anns = [a for a in coco_eval.cocoGt.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
+        gts_of_image[img_id] = (
+            np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+            np.array([column.get(a["category_id"], -1) for a in anns], dtype=np.int64),
+        )
+    return gts_of_image
+
+
+def _count_matches(e, t50, score_threshold, counts):
+    """Adds one image's true positives and missed GTs of one category (COCOeval's matches
+    `e` at IoU .50) to `counts`; returns the ids of its false positives above the threshold."""
+    scores = np.asarray(e["dtScores"])
+    keep = scores >= score_threshold
+    matched = np.asarray(e["dtMatches"][t50]) > 0
+    ignored = np.asarray(e["dtIgnore"][t50]).astype(bool)
+    counts["true_positives"] += int((keep & matched & ~ignored).sum())
+    gt_ignored = np.asarray(e["gtIgnore"]).astype(bool)
+    kept_ids = {d for d, s in zip(e["dtIds"], scores) if s >= score_threshold}
+    gt_hit = np.array([m in kept_ids for m in e["gtMatches"][t50]], dtype=bool)
+    counts["missed"] += int((~gt_ignored & ~gt_hit).sum())
+    return np.asarray(e["dtIds"])[keep & ~matched & ~ignored]
+
+
+def _false_positive_kinds(boxes, gt_boxes, gt_cols, k):
+    """Each false positive of category column `k` (`boxes` [D, 4], x, y, w, h) as an index
+    into FP_KINDS, by its IoUs with the image's non-crowd GTs; and for the wrong-class ones
+    the column of the other-category GT each overlaps most."""
+    iou = (
+        mask_utils.iou(boxes.tolist(), gt_boxes.tolist(), [0] * len(gt_boxes))
+        if len(gt_boxes)
+        else np.zeros((len(boxes), 0))
+    )
+    iou = np.asarray(iou).reshape(len(boxes), len(gt_boxes))
+    same = np.where(gt_cols == k, iou, 0.0).max(axis=1, initial=0.0)
+    other = np.where(gt_cols != k, iou, 0.0)
+    other_best = other.max(axis=1, initial=0.0)
+    kind = np.select([same >= 0.5, same >= LOC_IOU, other_best >= LOC_IOU], [0, 1, 2], default=3)
+    wrong = kind == 2
+    confused_with = gt_cols[other[wrong].argmax(axis=1)] if wrong.any() else gt_cols[:0]
+    return kind, confused_with
 
 
 def report_analysis(coco_eval, output_folder, score_threshold=0.3):
@@ -241,11 +255,10 @@ def plot_pr_curves(curves, rows, path, max_cols=4):
 
 
 def plot_false_positives(summary, path):
+    """`false_positive_summary` as a picture: each category's true positives and kinds of
+    false positive as stacked bars, and the wrong-class confusion matrix beside them."""
     plt = pyplot()
-    from matplotlib import ticker
-
     names = list(summary["categories"])
-    cats = summary["categories"]
     fig, (left, right) = plt.subplots(
         1,
         2,
@@ -257,6 +270,16 @@ def plot_false_positives(summary, path):
         f"detections with score >= {summary['score_threshold']}: what each category's "
         "false positives are (IoU .50 matching)"
     )
+    _draw_fp_bars(left, summary["categories"])
+    _draw_confusion(fig, right, np.array(summary["confusion"]["counts"]), names)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _draw_fp_bars(ax, cats):
+    """Per category (`cats`: the summary's), its true positives and each kind of false
+    positive stacked in one bar, its missed GTs as a cross."""
+    names = list(cats)
     y = np.arange(len(names))
     start = np.zeros(len(names))
     colours = {
@@ -269,9 +292,9 @@ def plot_false_positives(summary, path):
     parts = [("true positives", [cats[n]["true_positives"] for n in names])]
     parts += [(kind, [cats[n]["false_positives"][kind] for n in names]) for kind in FP_KINDS]
     for label, values in parts:
-        left.barh(y, values, left=start, color=colours[label], label=label.replace("_", " "))
+        ax.barh(y, values, left=start, color=colours[label], label=label.replace("_", " "))
         start += values
-    left.scatter(
+    ax.scatter(
         [cats[n]["missed"] for n in names],
         y,
         marker="x",
@@ -279,23 +302,29 @@ def plot_false_positives(summary, path):
         zorder=3,
         label="missed GTs (count)",
     )
-    left.set_yticks(y, names)
-    left.invert_yaxis()
-    left.set_xlabel("detections (count)")
-    left.set_title("true and false positives per detected category", fontsize=10)
-    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=3)
-    left.grid(axis="x", alpha=0.3)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("detections (count)")
+    ax.set_title("true and false positives per detected category", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=3)
+    ax.grid(axis="x", alpha=0.3)
 
-    counts = np.array(summary["confusion"]["counts"])
-    image = right.imshow(counts, cmap="Purples")
-    right.set_xticks(y, names, rotation=45, ha="right")
-    right.set_yticks(y, names)
-    right.set_xlabel("category of the overlapped GT")
-    right.set_ylabel("detected category")
-    right.set_title("wrong-class false positives", fontsize=10)
+
+def _draw_confusion(fig, ax, counts, names):
+    """The wrong-class false positives, detected category against the overlapped GT's
+    category (`counts` [C, C]), each non-zero cell written out."""
+    from matplotlib import ticker
+
+    image = ax.imshow(counts, cmap="Purples")
+    y = np.arange(len(names))
+    ax.set_xticks(y, names, rotation=45, ha="right")
+    ax.set_yticks(y, names)
+    ax.set_xlabel("category of the overlapped GT")
+    ax.set_ylabel("detected category")
+    ax.set_title("wrong-class false positives", fontsize=10)
     for (r, c), n in np.ndenumerate(counts):
         if n:
-            right.text(
+            ax.text(
                 c,
                 r,
                 str(n),
@@ -304,8 +333,6 @@ def plot_false_positives(summary, path):
                 fontsize=8,
                 color="white" if n > counts.max() / 2 else "black",
             )
-    bar = fig.colorbar(image, ax=right, fraction=0.046, pad=0.04, label="detections (count)")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="detections (count)")
     bar.locator = ticker.MaxNLocator(integer=True)
     bar.update_ticks()
-    fig.tight_layout()
-    save_figure(fig, path)
