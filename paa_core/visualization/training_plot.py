@@ -26,10 +26,22 @@ def plot_training(output_dir, path=None):
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=90)
     fig.suptitle(f"training of {os.path.basename(os.path.abspath(output_dir))} ({METRICS_FILE})")
+    _plot_losses(axes[0, 0], train)
+    _plot_lr(axes[0, 1], train)
+    _plot_positives(axes[1, 0], train)
+    _plot_evaluations(axes[1, 1], evals)
     it = [r["iteration"] for r in train]
+    if it:
+        for ax in axes.flat:
+            ax.set_xlim(0, max(it + [r["iteration"] for r in evals]) * 1.02)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
 
-    ax = axes[0, 0]
-    # Every loss logged: PAA's loss_cls, loss_reg, ... or Faster R-CNN's RPN and box-head ones.
+
+def _plot_losses(ax, train):
+    """Every loss logged, the total first: PAA's loss_cls, loss_reg, ... or Faster R-CNN's
+    RPN and box-head ones."""
     losses = sorted(
         {k for r in train for k in r if k.startswith("loss")}, key=lambda k: (k != "loss", k)
     )
@@ -43,13 +55,23 @@ def plot_training(output_dir, path=None):
     _labels(ax, "losses (median over the logging window)", "loss")
     ax.legend(fontsize=8)
 
-    ax = axes[0, 1]
-    ax.plot(it, [r.get("lr") for r in train], color="tab:purple", label="lr")
+
+def _plot_lr(ax, train):
+    """The lr each logged iteration trained with: warm-up and steps show here."""
+    ax.plot(
+        [r["iteration"] for r in train],
+        [r.get("lr") for r in train],
+        color="tab:purple",
+        label="lr",
+    )
     _labels(ax, "learning rate", "lr")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.legend(fontsize=8)
 
-    ax = axes[1, 0]
+
+def _plot_positives(ax, train):
+    """PAA's positives per GT, when the run logged them (a Faster R-CNN without PAA labels
+    has none: the panel stays empty)."""
     if any("pos_per_gt" in r for r in train):
         ax.plot(
             [r["iteration"] for r in train if "pos_per_gt" in r],
@@ -60,7 +82,10 @@ def plot_training(output_dir, path=None):
         ax.legend(fontsize=8)
     _labels(ax, "PAA positive anchors per GT box", "anchors")
 
-    ax = axes[1, 1]
+
+def _plot_evaluations(ax, evals):
+    """AP per evaluated dataset over iterations, or AR for a proposal-only model (titled as
+    such when every evaluation is one); a note while there is none."""
     kinds = set()
     for dataset in sorted({r["dataset"] for r in evals}):
         for kind, curves in EVAL_CURVES.items():
@@ -90,12 +115,6 @@ def plot_training(output_dir, path=None):
         _labels(ax, "proposal recall of evaluated checkpoints", "AR (%)")
     else:
         _labels(ax, "COCO box AP of evaluated checkpoints", "AP (%)")
-    if it:
-        for ax in axes.flat:
-            ax.set_xlim(0, max(it + [r["iteration"] for r in evals]) * 1.02)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
 
 
 def _labels(ax, title, ylabel):
