@@ -67,14 +67,46 @@ def align_and_update_state_dicts(
     whole-detector checkpoints) when a model key is missing from the file.
     Returns the list of model keys that were filled.
     """
+    _check_same_detector(model_state_dict, loaded_state_dict, source)
+    matches = match_keys_by_suffix(list(model_state_dict.keys()), list(loaded_state_dict.keys()))
+    missing = _check_matches(model_state_dict, loaded_state_dict, matches, source, strict)
     logger = logging.getLogger(__name__)
+    for model_key, loaded_key in matches.items():
+        model_state_dict[model_key] = loaded_state_dict[loaded_key]
+        logger.debug(
+            "%s loaded from %s of shape %s",
+            model_key,
+            loaded_key,
+            tuple(loaded_state_dict[loaded_key].shape),
+        )
+    logger.info(
+        "Loaded %d of %d model tensors from %s", len(matches), len(model_state_dict), source
+    )
+    if missing:
+        logger.info(
+            "%d model tensors keep their initialisation (not in %s): %s",
+            len(missing),
+            source,
+            _listing(missing),
+        )
+    return list(matches)
+
+
+def _check_same_detector(model_state_dict, loaded_state_dict, source):
+    """A file of the other detector (one-stage PAA vs Faster R-CNN) is refused by name,
+    before the key mismatches that would follow say less."""
     file_kind, model_kind = detector_kind(loaded_state_dict), detector_kind(model_state_dict)
     if file_kind and model_kind and file_kind != model_kind:
         raise WeightMismatchError(
             f"{source}: holds the weights of a {file_kind} but the config builds a {model_kind} "
             "(MODEL.PAA_ON): give the config the checkpoint was trained with"
         )
-    matches = match_keys_by_suffix(list(model_state_dict.keys()), list(loaded_state_dict.keys()))
+
+
+def _check_matches(model_state_dict, loaded_state_dict, matches, source, strict):
+    """Raises WeightMismatchError when `matches` ({model key: loaded key}) cannot be loaded:
+    a shape differs, nothing matched, a loaded key is left over, or (`strict`) a model key
+    is missing. Returns the missing model keys, which keep their initialisation."""
     bad_shapes = [
         f"{k} {list(loaded_state_dict[k].shape)} vs model {m} {list(model_state_dict[m].shape)}"
         for m, k in matches.items()
@@ -100,26 +132,7 @@ def align_and_update_state_dicts(
         raise WeightMismatchError(
             f"{source}: {len(missing)} model keys are missing from the file: {_listing(missing)}"
         )
-
-    for model_key, loaded_key in matches.items():
-        model_state_dict[model_key] = loaded_state_dict[loaded_key]
-        logger.debug(
-            "%s loaded from %s of shape %s",
-            model_key,
-            loaded_key,
-            tuple(loaded_state_dict[loaded_key].shape),
-        )
-    logger.info(
-        "Loaded %d of %d model tensors from %s", len(matches), len(model_state_dict), source
-    )
-    if missing:
-        logger.info(
-            "%d model tensors keep their initialisation (not in %s): %s",
-            len(missing),
-            source,
-            _listing(missing),
-        )
-    return list(matches)
+    return missing
 
 
 def drop_parts(loaded_state_dict, parts, source="weights"):
