@@ -1,0 +1,121 @@
+"""The one-stage PAA and both Faster R-CNNs trained on shapes with the same training
+wall-time budget on this machine, each for as many iterations as fit, then evaluated on
+shapes_val: AP per detector.
+
+    python tools/benchmarks/equal_time.py [--minutes 10] [--out output/equal_time] [KEY VALUE ...]
+
+For each detector (configs/paa/paa_quick_shapes.yaml, configs/faster_rcnn/
+faster_rcnn_paa_quick_shapes.yaml, configs/faster_rcnn/faster_rcnn_quick_shapes.yaml) a
+probe of `--probe` iterations measures its seconds per iteration (the median of the last 20),
+then the run gets `minutes * 60 / (s/it)` iterations with its quick schedule scaled to them
+(warm-up and lr steps at the same fractions of the run: 100, 1400 and 1650 of 1800). The
+probe's time is not part of the budget; the measured training wall time is printed beside
+the AP. A detector whose `model_final.pth` exists in the output folder is not trained again,
+so a stopped comparison resumes. Needs datasets/shapes (tools/make_shapes_dataset.py) and
+runs from the repository root. Extra KEY VALUE pairs go to every training and evaluation.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DETECTORS = {
+    "PAA (one-stage)": "configs/paa/paa_quick_shapes.yaml",
+    "Faster R-CNN, PAA RPN": "configs/faster_rcnn/faster_rcnn_paa_quick_shapes.yaml",
+    "Faster R-CNN, standard RPN": "configs/faster_rcnn/faster_rcnn_quick_shapes.yaml",
+}
+# The quick configs' schedule, as fractions of their 1800 iterations.
+WARMUP, STEPS, QUICK_ITERS = 100, (1400, 1650), 1800
+COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def run(args, log):
+    """Run a tool with the venv's Python; its output goes to `log`; stop on failure."""
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit(f"error: {' '.join(args[:3])} failed (exit {done.returncode}); see {log}")
+
+
+def last_records(folder):
+    """(last training line, last evaluation line) of folder/metrics.jsonl."""
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    train = [r for r in records if "dataset" not in r]
+    evals = [r for r in records if "dataset" in r]
+    return (train[-1] if train else None), (evals[-1] if evals else None)
+
+
+def probe_seconds_per_iteration(config, folder, iterations, opts):
+    """Median seconds per iteration over the probe's last logged window (20 iterations)."""
+    if not os.path.isfile(os.path.join(folder, "metrics.jsonl")):
+        os.makedirs(folder, exist_ok=True)
+        schedule = ["SOLVER.MAX_ITER", str(iterations), "SOLVER.STEPS", f"({iterations},)"]
+        schedule += ["SOLVER.CHECKPOINT_PERIOD", str(iterations), "SOLVER.WARMUP_ITERS", "1"]
+        args = ["tools/train_net.py", "--config-file", config, "--skip-test"]
+        run([*args, "OUTPUT_DIR", folder, *schedule, *opts], os.path.join(folder, "train.log"))
+    return last_records(folder)[0]["time"]
+
+
+def scaled_schedule(iterations):
+    """The quick schedule's KEY VALUE overrides for a run of `iterations`."""
+    steps = tuple(max(1, round(s * iterations / QUICK_ITERS)) for s in STEPS)
+    return [
+        "SOLVER.MAX_ITER",
+        str(iterations),
+        "SOLVER.STEPS",
+        str(steps),
+        "SOLVER.WARMUP_ITERS",
+        str(max(1, round(WARMUP * iterations / QUICK_ITERS))),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(iterations),
+    ]
+
+
+def train_and_test(config, folder, iterations, opts):
+    """Train `iterations` (unless done before) and evaluate; returns (seconds, evaluation)."""
+    seconds_file = os.path.join(folder, "train_seconds")
+    if not os.path.isfile(os.path.join(folder, "model_final.pth")):
+        os.makedirs(folder, exist_ok=True)
+        start = time.time()
+        args = ["tools/train_net.py", "--config-file", config, "--skip-test", "OUTPUT_DIR"]
+        run([*args, folder, *scaled_schedule(iterations), *opts], os.path.join(folder, "train.log"))
+        with open(seconds_file, "w") as f:
+            f.write(f"{time.time() - start:.0f}")
+    weights = os.path.join(folder, "model_final.pth")
+    args = ["tools/test_net.py", "--config-file", config, "MODEL.WEIGHT", weights]
+    run([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "test.log"))
+    with open(seconds_file) as f:
+        return float(f.read()), last_records(folder)[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per detector")
+    parser.add_argument("--probe", type=int, default=30, help="iterations of the speed probe")
+    parser.add_argument("--out", default="output/equal_time")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
+    args = parser.parse_args()
+    rows = []
+    for index, (name, config) in enumerate(DETECTORS.items()):
+        folder = os.path.join(args.out, f"detector{index}")
+        per_iteration = probe_seconds_per_iteration(
+            config, folder + "_probe", args.probe, args.opts
+        )
+        iterations = max(1, int(args.minutes * 60 / per_iteration))
+        print(f"== {name}: {per_iteration:.3f} s/it -> {iterations} iterations", flush=True)
+        seconds, evaluation = train_and_test(config, folder, iterations, args.opts)
+        rows.append((name, per_iteration, iterations, seconds, evaluation))
+    print(f"\n| detector | s/it | iterations | training wall time | {' | '.join(COLUMNS)} |")
+    print("|---" * (len(COLUMNS) + 4) + "|")
+    for name, per_iteration, iterations, seconds, evaluation in rows:
+        cells = " | ".join(f"{100 * evaluation[c]:.1f}" for c in COLUMNS)
+        wall = f"{int(seconds) // 60} min {int(seconds) % 60} s"
+        print(f"| {name} | {per_iteration:.2f} | {iterations} | {wall} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
