@@ -49,16 +49,16 @@ def d2_decode(anchor, deltas, weights=(1.0, 1.0, 1.0, 1.0), clip=math.log(1000.0
     return [cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h]
 
 
-def sklearn_gmm(scores, dtype=np.float64):
+def sklearn_gmm(scores, dtype=np.float64, precision=1.0):
     """scikit-learn's fit of the reference's mixture to one set of candidate scores: two
     components, weights 1/2, means at the lowest and highest score, precisions 1
-    (docs/DESIGN.md §4.4). `dtype` is what scikit-learn computes in."""
+    (docs/DESIGN.md §4.4), or `precision`. `dtype` is what scikit-learn computes in."""
     x = np.asarray(scores, dtype=dtype).reshape(-1, 1)
     gmm = GaussianMixture(
         2,
         weights_init=[0.5, 0.5],
         means_init=[[x.min()], [x.max()]],
-        precisions_init=[[[1.0]], [[1.0]]],
+        precisions_init=[[[precision]], [[precision]]],
         tol=1e-3,
         reg_covar=1e-6,
         max_iter=100,

@@ -8,7 +8,9 @@ import torch
 from oracles import sklearn_gmm, sklearn_num_pos
 
 from paa_core._ops import ops
-from paa_core.modeling.paa_assigner import fit_gmm_2, select_positives_by_gmm
+from paa_core.config import get_cfg
+from paa_core.modeling.paa_assigner import fit_gmm_2, make_paa_assigner, select_positives_by_gmm
+from paa_core.utils.errors import InputError
 
 NUM_SETS = 1050
 
@@ -142,6 +144,23 @@ def test_positive_selection_matches_sklearn_loop(fitted, device):
     assert any(0 < a < len(s) for a, s in zip(ours, sets))
 
 
+def test_spread_variances_match_sklearn_started_from_the_scores_variance(sklearn_fits):
+    """MODEL.PAA.GMM_INIT_VARIANCE "spread" (an ablation's departure): the cut equals
+    scikit-learn's, started from each set's variance instead of 1, and the mixtures come
+    back in the scores' units."""
+    sets = [s for s in sklearn_fits[0] if s.var() > 1e-6]
+    x, mask = _pad(sets)
+    selection = select_positives_by_gmm(x, mask, spread_variances=True)
+    reference = [sklearn_num_pos(s, sklearn_gmm(s, precision=1 / s.var())) for s in sets]
+    agree = np.mean([a == b for a, b in zip(selection.num_pos.tolist(), reference)])
+    assert agree >= 0.99, f"only {agree:.4f} of sets agree"
+    unit = [sklearn_num_pos(s) for s in sets]
+    assert np.mean([a == b for a, b in zip(unit, reference)]) < 0.9  # the start matters
+    means = selection.fit.means.numpy()
+    theirs = np.array([sklearn_gmm(s, precision=1 / s.var()).means_.ravel() for s in sets[:50]])
+    np.testing.assert_allclose(means[:50], theirs, rtol=1e-3, atol=1e-6)
+
+
 def test_known_answers():
     # Two modes; the positive mode has mean 0.5, so its most likely sample is the
     # first 0.5 (position 2): 3 positives, although 0.8 and 0.9 are component 0 too.
@@ -229,3 +248,13 @@ def test_op_rejects_bad_input_in_one_line(x, mask, max_iter, message):
     with pytest.raises(RuntimeError, match="^gmm2_fit: " + message) as info:
         ops.gmm2_fit(x, mask, 1e-3, 1e-6, max_iter)
     assert "\n" not in str(info.value)
+
+
+def test_gmm_init_variance_key():
+    cfg = get_cfg()
+    assert make_paa_assigner(cfg).spread_variances is False  # the paper's unit variances
+    cfg.merge_from_list(["MODEL.PAA.GMM_INIT_VARIANCE", "spread"])
+    assert make_paa_assigner(cfg).spread_variances is True
+    cfg.merge_from_list(["MODEL.PAA.GMM_INIT_VARIANCE", "sample"])
+    with pytest.raises(InputError, match=r"MODEL.PAA.GMM_INIT_VARIANCE: unknown value 'sample'"):
+        make_paa_assigner(cfg)

@@ -138,6 +138,9 @@ _C.MODEL.PAA.USE_IOU_PRED = True
 # Assignment: IoU pre-assignment threshold and candidates per GT per level.
 _C.MODEL.PAA.IOU_THRESHOLD = 0.1
 _C.MODEL.PAA.TOPK = 9
+# Initial variances of each GT's two-component mixture: "unit" (the paper's), or "spread":
+# the variance of that GT's candidate scores (a departure, for ablations; docs/DESIGN.md §9).
+_C.MODEL.PAA.GMM_INIT_VARIANCE = "unit"
 # Losses.
 _C.MODEL.PAA.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 _C.MODEL.PAA.LOSS_ALPHA = 0.25

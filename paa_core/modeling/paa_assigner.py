@@ -20,7 +20,12 @@ from torch import Tensor
 
 from paa_core._ops import ops
 from paa_core.config.detector import PAA, detector_kind
+from paa_core.utils.errors import InputError
 from paa_core.utils.events import listening, publish
+
+# MODEL.PAA.GMM_INIT_VARIANCE: "unit" is the paper's initialisation, "spread" a departure
+# (each GT's candidate-score variance) kept for ablations (docs/DESIGN.md §9).
+GMM_INIT_VARIANCES = ("unit", "spread")
 
 
 class GMMResult(NamedTuple):
@@ -57,7 +62,12 @@ class GMMSelection(NamedTuple):
 
 
 def select_positives_by_gmm(
-    scores: Tensor, mask: Tensor, tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100
+    scores: Tensor,
+    mask: Tensor,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    spread_variances: bool = False,
 ) -> GMMSelection:
     """Number of positives per row under PAA's cut (docs/DESIGN.md §4.4).
 
@@ -66,6 +76,8 @@ def select_positives_by_gmm(
     candidate keeps it; otherwise, with j the sorted position of the component-0
     sample of highest log-likelihood (first such position on ties), the first j + 1
     candidates are positive, or all of them when no sample falls in component 0.
+    `spread_variances` starts each row's variances at its scores' variance instead of 1
+    (a departure from the paper, for ablations: §9).
     Returns the counts with the fitted rows and their mixtures (for the assignment view).
     """
     mask = mask.bool()
@@ -75,7 +87,12 @@ def select_positives_by_gmm(
     if fit_rows.numel() == 0:
         return GMMSelection(num_pos, fit_rows, None)
     sub_mask = mask[fit_rows]
-    gmm = fit_gmm_2(scores[fit_rows], sub_mask, tol, reg_covar, max_iter)
+    sub_scores = scores[fit_rows]
+    if spread_variances:
+        std = standardise_rows(sub_scores, sub_mask)
+        gmm = unscale_fit(fit_gmm_2(sub_scores / std, sub_mask, tol, reg_covar, max_iter), std)
+    else:
+        gmm = fit_gmm_2(sub_scores, sub_mask, tol, reg_covar, max_iter)
 
     fg = (gmm.components == 0) & sub_mask
     fg_ll = torch.where(fg, gmm.log_likelihood, torch.full_like(gmm.log_likelihood, float("-inf")))
@@ -86,6 +103,30 @@ def select_positives_by_gmm(
     has_fg = fg.any(dim=1)
     num_pos[fit_rows] = torch.where(has_fg, j + 1, counts[fit_rows])
     return GMMSelection(num_pos, fit_rows, gmm)
+
+
+def standardise_rows(scores: Tensor, mask: Tensor) -> Tensor:
+    """Each row's standard deviation over its valid entries [B, 1] (1 where it is 0).
+
+    Fitting `scores / std` from unit variances is fitting `scores` from variances std^2:
+    EM, the components, the posteriors and the ordering of the log-likelihoods within a
+    row do not change under that scaling (only `reg_covar` scales with it)."""
+    valid = mask.to(scores.dtype)
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (scores * valid).sum(dim=1, keepdim=True) / count
+    variance = (((scores - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
+    std = variance.sqrt()
+    return torch.where(std > 0, std, torch.ones_like(std))
+
+
+def unscale_fit(fit: GMMResult, std: Tensor) -> GMMResult:
+    """The mixture fitted to `scores / std` [F, 1] in the scores' own units."""
+    std = std.double()
+    return fit._replace(
+        means=fit.means * std,
+        variances=fit.variances * std**2,
+        log_likelihood=fit.log_likelihood - std.log(),
+    )
 
 
 class CandidateSets(NamedTuple):
@@ -143,8 +184,9 @@ class ProbabilisticAnchorAssigner:
     `tools/benchmarks/assign.py` hands in its per-GT scikit-learn loop instead.
     """
 
-    def __init__(self, topk: int):
+    def __init__(self, topk: int, spread_variances: bool = False):
         self.topk = topk
+        self.spread_variances = spread_variances
 
     def __call__(
         self, cand_gt: Tensor, cand_level: Tensor, cand_score: Tensor, num_gt: int, num_levels: int
@@ -158,7 +200,9 @@ class ProbabilisticAnchorAssigner:
         scores, mask, order, gt_of, column = candidate_sets(
             cand_gt, cand_level, cand_score, num_gt, num_levels, self.topk
         )
-        num_pos, fit_rows, gmm = select_positives_by_gmm(scores, mask)
+        num_pos, fit_rows, gmm = select_positives_by_gmm(
+            scores, mask, spread_variances=self.spread_variances
+        )
         if listening():
             # The selected candidates (indices into the candidate arrays, by GT then
             # ascending score) and each GT's mixture, for tools/visualize_assignment.py.
@@ -170,8 +214,15 @@ class ProbabilisticAnchorAssigner:
 
 
 def make_paa_assigner(cfg) -> ProbabilisticAnchorAssigner:
-    """The assigner of the model `cfg` builds: MODEL.PAA.TOPK for the one-stage detector,
-    MODEL.RPN.PAA_TOPK for an RPN with PAA labels."""
-    return ProbabilisticAnchorAssigner(
-        cfg.MODEL.PAA.TOPK if detector_kind(cfg) == PAA else cfg.MODEL.RPN.PAA_TOPK
-    )
+    """The assigner of the model `cfg` builds: MODEL.PAA.TOPK and MODEL.PAA.GMM_INIT_VARIANCE
+    for the one-stage detector, MODEL.RPN.PAA_TOPK (and the paper's unit variances) for an
+    RPN with PAA labels."""
+    if detector_kind(cfg) != PAA:
+        return ProbabilisticAnchorAssigner(cfg.MODEL.RPN.PAA_TOPK)
+    init = cfg.MODEL.PAA.GMM_INIT_VARIANCE
+    if init not in GMM_INIT_VARIANCES:
+        raise InputError(
+            f"MODEL.PAA.GMM_INIT_VARIANCE: unknown value {init!r}, expected "
+            + " or ".join(GMM_INIT_VARIANCES)
+        )
+    return ProbabilisticAnchorAssigner(cfg.MODEL.PAA.TOPK, spread_variances=init == "spread")
