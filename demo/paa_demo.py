@@ -29,10 +29,12 @@ from paa_core.checkpoint.checkpoint import DetectronCheckpointer  # noqa: E402
 from paa_core.config import get_cfg  # noqa: E402
 from paa_core.config.detector import class_count  # noqa: E402
 from paa_core.config.loading import load_catalog, load_config  # noqa: E402
+from paa_core.data.build import dataset_args  # noqa: E402
 from paa_core.data.datasets.coco import read_rgb_image  # noqa: E402
 from paa_core.data.transforms import build_transforms  # noqa: E402
 from paa_core.engine.cli import InputError, resolve_device, run_cli  # noqa: E402
 from paa_core.modeling.detector import build_detection_model  # noqa: E402
+from paa_core.modeling.detector.detectors import check_buildable  # noqa: E402
 from paa_core.structures.image_list import to_image_list  # noqa: E402
 from paa_core.utils.miscellaneous import refuse_overwriting_inputs  # noqa: E402
 
@@ -59,7 +61,8 @@ def default_categories_file(cfg):
         raise InputError(
             "no --categories given and DATASETS.TEST is empty: cannot name the classes"
         )
-    return load_catalog(cfg).DatasetCatalog.get(cfg.DATASETS.TEST[0])["args"]["ann_file"]
+    catalog = load_catalog(cfg).DatasetCatalog
+    return dataset_args(catalog, "TEST", cfg.DATASETS.TEST[:1])[0]["ann_file"]
 
 
 def list_images(inputs):
@@ -172,6 +175,7 @@ def main():
     if device_warning:
         print(f"warning: {device_warning}", file=sys.stderr)
     cfg.freeze()
+    check_buildable(cfg)
     classes = class_count(cfg)
     if classes is None:
         raise InputError(

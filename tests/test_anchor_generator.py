@@ -83,7 +83,7 @@ def test_forward_is_one_grid_per_level():
 
 
 def test_mismatched_levels_fail_clearly():
-    with pytest.raises(ValueError, match="ANCHOR_STRIDES"):
+    with pytest.raises(ValueError, match="^sizes has 2 levels but anchor_strides has 1$"):
         AnchorGenerator(((32,), (64,)), (1.0,), (8,))
 
 

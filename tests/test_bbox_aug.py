@@ -15,6 +15,7 @@ from paa_core.engine.bbox_aug import (
     merge_boxes_by_vote,
 )
 from paa_core.structures.bounding_box import BoxList
+from paa_core.utils.errors import InputError
 
 
 def loop_vote(boxes, scores, labels, th, soft, soft_th=0.05):
@@ -207,7 +208,7 @@ def test_tta_options_keep_the_merge_numbers_and_cap_large_scales_from_the_config
     )
     assert [r.transform.transforms[0].max_size for r in options.runs] == [1000, 1000, 3000, 3000]
     assert (options.soft_vote_th, options.max_vote_detections) == (0.2, 7)
-    with pytest.raises(ValueError, match="SCALE_RANGES needs one"):
+    with pytest.raises(InputError, match="^TEST.BBOX_AUG.SCALE_RANGES needs one"):
         tta_options(SCALES=(400, 800), SCALE_RANGES=((0, 1),))
 
 
@@ -220,5 +221,5 @@ def test_tta_of_faster_rcnn_uses_the_box_heads_nms_and_cap():
     paa = make_bbox_aug_options(get_cfg())
     assert (paa.nms_th, paa.detections_per_img) == (0.6, 100)
     cfg.MODEL.RPN_ONLY = True
-    with pytest.raises(ValueError, match="^TEST.BBOX_AUG.ENABLED: a proposal-only model"):
+    with pytest.raises(InputError, match="^TEST.BBOX_AUG.ENABLED: a proposal-only model"):
         make_bbox_aug_options(cfg)

@@ -189,7 +189,7 @@ def test_min_size_range_draws_every_integer():
     shorts = {min(resize.get_size((100, 50))) for _ in range(200)}
     assert shorts == {20, 21, 22, 23}
     cfg.merge_from_list(["INPUT.MIN_SIZE_RANGE_TRAIN", (30, 20)])
-    with pytest.raises(ValueError, match="MIN_SIZE_RANGE_TRAIN"):
+    with pytest.raises(InputError, match=r"^INPUT.MIN_SIZE_RANGE_TRAIN .* got \(30, 20\)"):
         build_transforms(cfg, is_train=True)
     test_resize = build_transforms(get_cfg(), is_train=False).transforms[0]
     assert test_resize.min_size == (800,) and test_resize.max_size == 1333
@@ -336,7 +336,9 @@ def test_catalog_written_for_the_reference_may_name_only_coco():
         def get(name):
             return {"factory": "PascalVOCDataset", "args": {"data_dir": "/voc", "split": "val"}}
 
-    with pytest.raises(ValueError, match="'voc_2007_val'.*'PascalVOCDataset'.*COCODataset"):
+    with pytest.raises(
+        InputError, match="^DATASETS.TEST: 'voc_2007_val'.*'PascalVOCDataset'.*COCODataset"
+    ):
         build_dataset(["voc_2007_val"], None, ReferenceStyleCatalog, is_train=False)
 
 
@@ -434,10 +436,10 @@ def test_loader_config_errors(coco):
     with pytest.raises(InputError, match="SOLVER.IMS_PER_BATCH"):
         make_data_loader(cfg, is_train=True)
     cfg = _loader_cfg(img_dir, ann_file, **{"DATASETS.TRAIN": ()})
-    with pytest.raises(ValueError, match="DATASETS.TRAIN"):
+    with pytest.raises(InputError, match="^DATASETS.TRAIN is empty"):
         make_data_loader(cfg, is_train=True)
     cfg = _loader_cfg(img_dir, ann_file, **{"DATASETS.TEST": ("no_such_set",)})
-    with pytest.raises(RuntimeError, match="no_such_set"):
+    with pytest.raises(InputError, match="^DATASETS.TEST: unknown dataset 'no_such_set'"):
         make_data_loader(cfg, is_train=False)
 
 

@@ -157,7 +157,8 @@ def run_in_namespace(script, args, cwd):
 
 
 def snapshot(*paths):
-    """{file: sha1} of every file under `paths` (files or folders)."""
+    """{file: sha1, folder: "folder"} of every file and folder under `paths` (files or
+    folders; a path that does not exist has none)."""
     digests = {}
     for path in paths:
         files = (
@@ -166,6 +167,8 @@ def snapshot(*paths):
         for f in files:
             if os.path.isfile(f):
                 digests[f] = hashlib.sha1(open(f, "rb").read()).hexdigest()
+            elif os.path.isdir(f):
+                digests[f] = "folder"
     return digests
 
 
@@ -642,6 +645,127 @@ def case_demo_rpn_only(data, ref, tmp):
         r"error: MODEL\.RPN_ONLY True: a proposal-only Faster R-CNN finds boxes without classes, "
         r"there are no detections to draw \(its proposal recall: tools/test_net\.py\)",
         [],
+    )
+
+
+# Values the config alone shows to be unusable: refused before any weights are read (the
+# MODEL.WEIGHT given does not exist, so reading it would be the error) and before OUTPUT_DIR
+# or any other output is written.
+def _refused_early(tool, config, opts, pattern):
+    def case(data, ref, tmp):
+        out = os.path.join(tmp, "out")
+        absent = os.path.join(tmp, "absent.pth")
+        argv = [tool, "--config-file", data[config], "MODEL.WEIGHT", absent, *opts]
+        return argv + ["OUTPUT_DIR", out], pattern, [out]
+
+    return case
+
+
+case_tta_on_proposal_only = _refused_early(
+    TEST_NET,
+    "rpn_only",
+    ["TEST.BBOX_AUG.ENABLED", "True"],
+    r"error: TEST\.BBOX_AUG\.ENABLED: a proposal-only model \(MODEL\.RPN_ONLY\) has no "
+    r"classes to merge detections by; evaluate it without test-time augmentation",
+)
+case_tta_keys = _refused_early(
+    TEST_NET,
+    "config",
+    ["TEST.BBOX_AUG.ENABLED", "True", "TEST.BBOX_AUG.SCALES", "(48,)"]
+    + ["TEST.BBOX_AUG.SCALE_RANGES", "((0, 64), (0, 96))", "TEST.BBOX_AUG.MERGE_TYPE", "max"],
+    r"error: TEST\.BBOX_AUG\.SCALE_RANGES needs one \(min, max\) per scale: 2 ranges for 1 "
+    r"SCALES; TEST\.BBOX_AUG\.MERGE_TYPE must be one of \('vote', 'soft-vote'\), got 'max'",
+)
+case_one_class = _refused_early(
+    TRAIN_NET,
+    "config",
+    ["MODEL.PAA.NUM_CLASSES", "1"],
+    r"error: MODEL\.PAA\.NUM_CLASSES=1: must count the background plus at least one class",
+)
+case_anchor_levels = _refused_early(
+    TEST_NET,
+    "config",
+    ["MODEL.PAA.ANCHOR_SIZES", "(16, 32, 64, 128)", "MODEL.PAA.ANCHOR_STRIDES", "(8, 16, 32, 64)"],
+    r"error: MODEL\.PAA\.ANCHOR_SIZES has 4 entries but the FPN has 5 levels, one entry each; "
+    r"MODEL\.PAA\.ANCHOR_STRIDES has 4 entries but the FPN has 5 levels, one entry each",
+)
+case_box_head_thresholds = _refused_early(
+    TRAIN_NET,
+    "faster_rcnn",
+    ["MODEL.ROI_HEADS.BG_IOU_THRESHOLD", "0.6"],
+    r"error: MODEL\.ROI_HEADS\.BG_IOU_THRESHOLD=0\.6 exceeds "
+    r"MODEL\.ROI_HEADS\.FG_IOU_THRESHOLD=0\.5",
+)
+case_solver_keys = _refused_early(
+    TRAIN_NET,
+    "config",
+    ["--skip-test", "SOLVER.OPTIMIZER", "Adam", "SOLVER.STEPS", "(3, 1)"],
+    r"error: SOLVER\.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD; "
+    r"SOLVER\.STEPS=\(3, 1\): must be in increasing order",
+)
+case_train_size_range = _refused_early(
+    TRAIN_NET,
+    "config",
+    ["INPUT.MIN_SIZE_RANGE_TRAIN", "(64, 32)"],
+    r"error: INPUT\.MIN_SIZE_RANGE_TRAIN must be \(lo, hi\) with lo <= hi, got \(64, 32\)",
+)
+case_catalog_weight = _refused_early(
+    TRAIN_NET,
+    "config",
+    ["MODEL.WEIGHT", "catalog://ImageNetPretrained/MSRA/R-77"],
+    r"error: MODEL\.WEIGHT catalog://ImageNetPretrained/MSRA/R-77: model "
+    r"'ImageNetPretrained/MSRA/R-77' is not in the catalog; known: .*MSRA/R-50.*",
+)
+VOC_CATALOG = """class DatasetCatalog:
+    @staticmethod
+    def get(name):
+        return {"factory": "PascalVOCDataset", "args": {"data_dir": "voc", "split": name}}
+"""
+
+
+def case_catalog_names_another_format(data, ref, tmp):
+    catalog = os.path.join(tmp, "voc_catalog.py")
+    _write(catalog, VOC_CATALOG)
+    argv, _, protected = _refused_early(TRAIN_NET, "config", [], "")(data, ref, tmp)
+    return (
+        argv + ["PATHS_CATALOG", catalog, "DATASETS.TRAIN", "('voc_2007_train',)"],
+        r"error: DATASETS\.TRAIN: 'voc_2007_train': the catalog names 'PascalVOCDataset', but "
+        r"paa_core reads COCO-format json only \(COCODataset\)",
+        protected + [catalog],
+    )
+
+
+def case_visualize_amp(data, ref, tmp):
+    pictures = os.path.join(tmp, "pictures")
+    argv = [VISUALIZE, "--config-file", data["config"], "--output", pictures, "SOLVER.AMP", "fp8"]
+    return (
+        argv + ["MODEL.WEIGHT", os.path.join(tmp, "absent.pth")],
+        r"error: SOLVER\.AMP: unknown value 'fp8', expected off, bf16, fp16 or auto",
+        [pictures],
+    )
+
+
+def case_demo_model_keys(data, ref, tmp):
+    pictures = os.path.join(tmp, "pictures")
+    argv = [DEMO, "--config-file", data["config"], "--weights", os.path.join(tmp, "absent.pth")]
+    return (
+        argv
+        + ["--input", os.path.join(data["root"], "val"), "--output", pictures]
+        + ["MODEL.PAA.SCALES_PER_OCTAVE", "0"],
+        r"error: MODEL\.PAA\.SCALES_PER_OCTAVE=0: must be >= 1",
+        [pictures],
+    )
+
+
+def case_export_group_norm(data, ref, tmp):
+    onnx = os.path.join(tmp, "paa.onnx")
+    argv = [EXPORT, "--config-file", data["config"], "--output", onnx, "MODEL.FPN.USE_GN", "True"]
+    return (
+        argv
+        + ["MODEL.GROUP_NORM.NUM_GROUPS", "24", "MODEL.WEIGHT", os.path.join(tmp, "absent.pth")],
+        r"error: MODEL\.GROUP_NORM \(DIM_PER_GP -1, NUM_GROUPS 24\) for the FPN's "
+        r"MODEL\.RESNETS\.BACKBONE_OUT_CHANNELS=64: 64 channels do not split into equal groups",
+        [onnx],
     )
 
 

@@ -105,7 +105,7 @@ def test_other_stem_or_block_is_refused_naming_the_key(key):
     cfg = get_cfg()
     cfg.MODEL.RESNETS[key] = "BottleneckWithGN"
     with pytest.raises(
-        ValueError, match=f"MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"
+        InputError, match=f"^MODEL.RESNETS.{key} 'BottleneckWithGN' is not supported"
     ):
         build_detection_model(cfg)
 
@@ -114,6 +114,7 @@ def test_unknown_meta_architecture_is_refused_naming_the_key():
     cfg = get_cfg()
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
     with pytest.raises(
-        KeyError, match="MODEL.META_ARCHITECTURE 'RetinaNet' is unknown; known: GeneralizedRCNN"
+        InputError,
+        match="^MODEL.META_ARCHITECTURE 'RetinaNet' is unknown \\(paa_core has GeneralizedRCNN\\)$",
     ):
         build_detection_model(cfg)

@@ -436,6 +436,8 @@ def test_fpn_group_norm_and_relu_keys_take_effect():
 
     cfg.MODEL.GROUP_NORM.NUM_GROUPS = 32
     with pytest.raises(
-        ValueError, match=r"^MODEL.GROUP_NORM: set one of DIM_PER_GP \(16\) and NUM_GROUPS"
+        InputError,
+        match=r"^MODEL.GROUP_NORM \(DIM_PER_GP 16, NUM_GROUPS 32\) for the FPN's "
+        r"MODEL.RESNETS.BACKBONE_OUT_CHANNELS=64: set one of the group size and the number",
     ):
-        build_backbone(cfg)
+        check_buildable(cfg)

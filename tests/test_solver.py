@@ -1,5 +1,7 @@
 """WarmupMultiStepLR values against the closed-form schedule; optimizer parameter groups; AMP."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -8,11 +10,13 @@ from paa_core.config import get_cfg
 from paa_core.layers import DFConv2d
 from paa_core.solver import (
     WarmupMultiStepLR,
+    check_solver,
     make_amp_dtype,
     make_grad_scaler,
     make_lr_scheduler,
     make_optimizer,
 )
+from paa_core.utils.errors import InputError
 
 BASE_LR = 0.01
 
@@ -164,9 +168,29 @@ def test_unknown_optimizer_is_named():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER = "Adam"
     with pytest.raises(
-        ValueError, match=r"SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD"
+        InputError,
+        match=r"^SOLVER.OPTIMIZER: unknown optimizer 'Adam', expected one of AdamW, SGD$",
     ):
         make_optimizer(cfg, Toy())
+
+
+def test_schedule_keys_are_named_together_before_any_optimizer_exists():
+    """What WarmupMultiStepLR would refuse as arguments, the config edge refuses by key,
+    every bad key in one line."""
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.WARMUP_METHOD", "cosine", "SOLVER.STEPS", (20, 10)])
+    message = (
+        "SOLVER.WARMUP_METHOD: unknown method 'cosine', expected constant or linear; "
+        "SOLVER.STEPS=(20, 10): must be in increasing order"
+    )
+    with pytest.raises(InputError, match="^" + re.escape(message) + "$"):
+        check_solver(cfg)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE_LR)
+    with pytest.raises(InputError, match="^" + re.escape(message) + "$"):
+        make_lr_scheduler(cfg, opt)
+    cfg.merge_from_list(["SOLVER.WARMUP_METHOD", "constant", "SOLVER.STEPS", (10, 10, 20)])
+    check_solver(cfg)  # repeated milestones are accepted, as by WarmupMultiStepLR
+    assert make_lr_scheduler(cfg, opt).milestones == [10, 10, 20]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +210,7 @@ def test_amp_setting_to_autocast_dtype(monkeypatch, avx512_bf16, amx, auto):
     assert make_amp_dtype(cfg, cpu) is torch.float16
     cfg.SOLVER.AMP = "fp32"
     with pytest.raises(
-        ValueError, match=r"^SOLVER.AMP: unknown value 'fp32', expected off, bf16, fp16 or auto$"
+        InputError, match=r"^SOLVER.AMP: unknown value 'fp32', expected off, bf16, fp16 or auto$"
     ):
         make_amp_dtype(cfg, cpu)
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 from helpers import REPO, TEST_NET, TRAIN_NET, run_tool
 
+from paa_core.utils.errors import InputError
 from paa_core.utils.metrics_file import (
     METRICS_FILE,
     append_evaluation,
@@ -44,7 +45,7 @@ def test_round_trip_into_the_plot(tmp_path):
 
     with open(os.path.join(out, METRICS_FILE), "a") as f:
         f.write("{not json\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl, line 6: not a metrics record"):
+    with pytest.raises(InputError, match=r"metrics.jsonl, line 6: not a metrics record"):
         read_metrics(os.path.join(out, METRICS_FILE))
     result = subprocess.run(
         [sys.executable, PLOT, str(tmp_path / "nothing")],

@@ -19,7 +19,7 @@ import pickle
 import torch
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
-from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
+from paa_core.engine.cli import InputError, run_cli, run_test, setup
 from paa_core.modeling.detector import build_detection_model
 from paa_core.utils.comm import is_main_process
 from paa_core.utils.metrics_file import append_evaluation
@@ -70,7 +70,6 @@ def main():
         )
 
     args, cfg, distributed, logger = setup("PAA evaluation", add_arguments)
-    check_dataset_names(cfg, ("TEST",))
     model = build_detection_model(cfg)
     model.to(torch.device(cfg.MODEL.DEVICE))
 

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.data import make_data_loader
-from paa_core.engine.cli import InputError, check_dataset_names, run_cli, run_test, setup
+from paa_core.engine.cli import InputError, run_cli, run_test, setup
 from paa_core.engine.trainer import TrainOptions, do_train
 from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_grad_scaler, make_lr_scheduler, make_optimizer
@@ -73,16 +73,7 @@ def train(cfg, distributed, logger):
 
 
 def main():
-    def add_arguments(parser):
-        parser.add_argument(
-            "--skip-test",
-            dest="skip_test",
-            action="store_true",
-            help="do not evaluate the final model",
-        )
-
-    args, cfg, distributed, logger = setup("PAA training", add_arguments, training=True)
-    check_dataset_names(cfg, ("TRAIN",) if args.skip_test else ("TRAIN", "TEST"))
+    args, cfg, distributed, logger = setup("PAA training", training=True)
     model, iteration = train(cfg, distributed, logger)
     if not args.skip_test:
         results = run_test(

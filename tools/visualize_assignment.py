@@ -31,7 +31,7 @@ from paa_core.data.build import build_dataset
 from paa_core.data.transforms import build_transforms
 from paa_core.engine.cli import (
     InputError,
-    check_dataset_names,
+    check_config,
     make_parser,
     resolve_device,
     run_cli,
@@ -134,6 +134,9 @@ def main():
             f"{args.config_file}: MODEL.RPN.USE_PAA is False: this Faster R-CNN's RPN assigns "
             "anchors by IoU thresholds, there is no PAA assignment to draw"
         )
+    if args.dataset:
+        cfg.merge_from_list(["DATASETS.TRAIN", (args.dataset,)])
+    check_config(cfg, ("TRAIN",))
     sizes = (
         cfg.INPUT.MIN_SIZE_RANGE_TRAIN
         if cfg.INPUT.MIN_SIZE_RANGE_TRAIN[0] > 0
@@ -149,10 +152,7 @@ def main():
             0.0,
         ]
     )
-    if args.dataset:
-        cfg.merge_from_list(["DATASETS.TRAIN", (args.dataset,)])
     cfg.freeze()
-    check_dataset_names(cfg, ("TRAIN",))
 
     catalog = load_catalog(cfg).DatasetCatalog
     dataset = build_dataset(cfg.DATASETS.TRAIN[:1], build_transforms(cfg, True), catalog, True)[0]

@@ -17,6 +17,17 @@ from .model_zoo import cache_url
 
 LAST_CHECKPOINT = "last_checkpoint"
 URL_SCHEMES = ("http://", "https://", "file://")
+CATALOG_PREFIX = "catalog://"
+
+
+def catalog_url(cfg, name, key=None):
+    """The URL that the ModelCatalog of cfg.PATHS_CATALOG gives the `catalog://` weight
+    `name`; a one-line InputError (naming `key`, where it was set) if the catalog does
+    not know it."""
+    try:
+        return load_catalog(cfg).ModelCatalog.get(name[len(CATALOG_PREFIX) :])
+    except (KeyError, RuntimeError, ValueError) as e:  # a catalog's own lookup error
+        raise InputError(f"{key + ' ' if key else ''}{name}: {e}") from None
 
 
 def _is_torchvision_resnet(state_dict):
@@ -190,9 +201,8 @@ class DetectronCheckpointer(Checkpointer):
         self.cfg = cfg
 
     def _load_file(self, f):
-        if f.startswith("catalog://"):
-            catalog = load_catalog(self.cfg)
-            url = catalog.ModelCatalog.get(f[len("catalog://") :])
+        if f.startswith(CATALOG_PREFIX):
+            url = catalog_url(self.cfg, f)
             self.logger.info("%s points to %s", f, url)
             f = url
         if f.startswith(URL_SCHEMES):

@@ -19,26 +19,36 @@ from .collate_batch import BatchCollator, BBoxAugCollator
 from .transforms import build_transforms
 
 
-def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
-    """One dataset per name for testing; for training, all names concatenated into one."""
-    if not isinstance(dataset_list, (list, tuple)) or len(dataset_list) == 0:
-        raise ValueError(
-            "DATASETS.{} must be a non-empty list of dataset names, got {!r}".format(
-                "TRAIN" if is_train else "TEST", dataset_list
-            )
-        )
-    datasets = []
-    for name in dataset_list:
-        data = dataset_catalog.get(name)
+def dataset_args(dataset_catalog, key, names):
+    """The COCODataset arguments of each dataset that DATASETS.`key` `names`, from the
+    catalog; a one-line InputError naming the key for an empty list, a name the catalog
+    does not know or an entry that is not COCO json."""
+    if not isinstance(names, (list, tuple)) or len(names) == 0:
+        raise InputError(f"DATASETS.{key} is empty: name at least one dataset")
+    found = []
+    for name in names:
+        try:
+            data = dataset_catalog.get(name)
+        except (KeyError, RuntimeError, ValueError) as e:  # a catalog's own lookup error
+            raise InputError(f"DATASETS.{key}: {e}") from None
         # A catalog written for the reference may still name a dataset class.
         if data.get("factory", "COCODataset") != "COCODataset":
-            raise ValueError(
-                f"dataset {name!r}: the catalog names {data['factory']!r}, but "
+            raise InputError(
+                f"DATASETS.{key}: {name!r}: the catalog names {data['factory']!r}, but "
                 f"paa_core reads COCO-format json only (COCODataset)"
             )
+        found.append(data["args"])
+    return found
+
+
+def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
+    """One dataset per name for testing; for training, all names concatenated into one."""
+    key = "TRAIN" if is_train else "TEST"
+    datasets = []
+    for name, args in zip(dataset_list, dataset_args(dataset_catalog, key, dataset_list)):
         # training skips images without a usable box; testing keeps every image
         dataset = D.COCODataset(
-            **data["args"], remove_images_without_annotations=is_train, transforms=transforms
+            **args, remove_images_without_annotations=is_train, transforms=transforms
         )
         if is_train and len(dataset) == 0:
             raise InputError(

@@ -22,6 +22,7 @@ from paa_core.structures.bounding_box import FLIP_LEFT_RIGHT, BoxList
 from paa_core.structures.box_ops import PLUS_ONE_OFFSET, box_area, box_iou
 from paa_core.structures.boxlist_ops import boxlist_ml_nms, cat_boxlist
 from paa_core.structures.image_list import to_image_list
+from paa_core.utils.errors import InputError
 
 MERGE_TYPES = ("vote", "soft-vote")
 
@@ -254,6 +255,29 @@ def im_detect_bbox_aug(
     return results
 
 
+def check_bbox_aug(cfg: CfgNode) -> None:
+    """Raise a one-line InputError naming every `TEST.BBOX_AUG` key that the model of
+    `cfg` cannot be evaluated with (the tools run it before loading weights)."""
+    aug = cfg.TEST.BBOX_AUG
+    problems = []
+    if detector_kind(cfg) == PROPOSALS_ONLY:
+        problems.append(
+            "TEST.BBOX_AUG.ENABLED: a proposal-only model (MODEL.RPN_ONLY) has no classes to "
+            "merge detections by; evaluate it without test-time augmentation"
+        )
+    if aug.SCALE_RANGES and len(aug.SCALE_RANGES) != len(aug.SCALES):
+        problems.append(
+            f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
+            f"{len(aug.SCALE_RANGES)} ranges for {len(aug.SCALES)} SCALES"
+        )
+    if aug.MERGE_TYPE not in MERGE_TYPES:
+        problems.append(
+            f"TEST.BBOX_AUG.MERGE_TYPE must be one of {MERGE_TYPES}, got {aug.MERGE_TYPE!r}"
+        )
+    if problems:
+        raise InputError("; ".join(problems))
+
+
 def make_bbox_aug_options(cfg: CfgNode) -> BBoxAugOptions:
     """`TEST.BBOX_AUG` (with the test sizes, NMS and detection cap) as `BBoxAugOptions`.
 
@@ -262,22 +286,9 @@ def make_bbox_aug_options(cfg: CfgNode) -> BBoxAugOptions:
     the longer-side cap, the others take MAX_SIZE. The merged detections get the
     detector's own class-wise NMS and cap: MODEL.PAA's, or the ROI box head's.
     """
+    check_bbox_aug(cfg)
     aug = cfg.TEST.BBOX_AUG
     kind = detector_kind(cfg)
-    if kind == PROPOSALS_ONLY:
-        raise ValueError(
-            "TEST.BBOX_AUG.ENABLED: a proposal-only model (MODEL.RPN_ONLY) has no classes to "
-            "merge detections by; evaluate it without test-time augmentation"
-        )
-    if aug.SCALE_RANGES and len(aug.SCALE_RANGES) != len(aug.SCALES):
-        raise ValueError(
-            f"TEST.BBOX_AUG.SCALE_RANGES needs one (min, max) per scale: "
-            f"{len(aug.SCALE_RANGES)} ranges for {len(aug.SCALES)} SCALES"
-        )
-    if aug.MERGE_TYPE not in MERGE_TYPES:
-        raise ValueError(
-            f"TEST.BBOX_AUG.MERGE_TYPE must be one of {MERGE_TYPES}, got {aug.MERGE_TYPE!r}"
-        )
     sizes = [(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, aug.H_FLIP, None)]
     for i, scale in enumerate(aug.SCALES):
         max_size = cfg.INPUT.MAX_SIZE_TEST if scale < aug.MAX_SIZE_FROM_SCALE else aug.MAX_SIZE

@@ -16,18 +16,22 @@ import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from paa_core.checkpoint.checkpoint import CATALOG_PREFIX, catalog_url
 from paa_core.checkpoint.model_serialization import WeightMismatchError
 from paa_core.config import get_cfg
 from paa_core.config.detector import PROPOSALS_ONLY, detector_kind
 from paa_core.config.loading import load_catalog, load_config
 from paa_core.data import make_data_loader
+from paa_core.data.build import dataset_args
+from paa_core.data.transforms import check_train_sizes
 from paa_core.modeling.detector.detectors import check_buildable
+from paa_core.solver import check_solver
 from paa_core.utils.comm import get_rank, get_world_size, synchronize
 from paa_core.utils.errors import InputError
 from paa_core.utils.logger import setup_logger
 from paa_core.utils.miscellaneous import mkdir, save_config
 
-from .bbox_aug import make_bbox_aug
+from .bbox_aug import check_bbox_aug, make_bbox_aug
 from .inference import inference
 from .trainer import TrainingStopped
 
@@ -194,18 +198,23 @@ def init_distributed(cfg: CN, local_rank: int | None) -> bool:
     return distributed
 
 
-def check_dataset_names(cfg: CN, keys: Sequence[str]) -> None:
-    """Fail early, in one line, on a dataset name the catalog does not know."""
+def check_config(cfg: CN, dataset_keys: Sequence[str]) -> None:
+    """Refuse, in one line naming the key, every value of `cfg` that the config alone shows
+    to be unusable, before a tool loads weights or writes a file: the model's keys, the
+    datasets of DATASETS.<key> for `dataset_keys`, what training reads ("TRAIN") and
+    test-time augmentation ("TEST"), a catalog:// MODEL.WEIGHT."""
+    check_buildable(cfg)
     catalog = load_catalog(cfg).DatasetCatalog
-    for key in keys:
-        names = getattr(cfg.DATASETS, key)
-        if not names:
-            raise InputError(f"DATASETS.{key} is empty: name at least one dataset")
-        for name in names:
-            try:
-                catalog.get(name)
-            except (KeyError, RuntimeError, ValueError) as e:
-                raise InputError(f"DATASETS.{key}: {e}") from None
+    for key in dataset_keys:
+        dataset_args(catalog, key, cfg.DATASETS[key])
+    if cfg.MODEL.WEIGHT.startswith(CATALOG_PREFIX):
+        catalog_url(cfg, cfg.MODEL.WEIGHT, "MODEL.WEIGHT")
+    if "TRAIN" in dataset_keys:
+        check_schedule(cfg)
+        check_solver(cfg)
+        check_train_sizes(cfg)
+    if "TEST" in dataset_keys and cfg.TEST.BBOX_AUG.ENABLED:
+        check_bbox_aug(cfg)
 
 
 def seed_everything(seed: int) -> None:
@@ -225,24 +234,20 @@ class ToolSetup(NamedTuple):
     logger: logging.Logger
 
 
-def setup(
+def parse_arguments(
     description: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-    training: bool = False,
-) -> ToolSetup:
-    """Parse arguments, build the config, start the process group, logging and seeds.
-
-    For `training`, the config must match the run already in OUTPUT_DIR (if any), unless
-    `--resume-changed` is given, and is saved as OUTPUT_DIR/config.yml, the run's definition.
-
-    Args:
-        description: the tool's --help text.
-        add_arguments: adds the tool's own arguments to the parser.
-        training: train_net.py's checks and config.yml.
-    """
-    cfg = get_cfg()
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None,
+    training: bool,
+) -> argparse.Namespace:
+    """The arguments of every tool (`make_parser`), of training and of the tool itself."""
     parser = make_parser(description)
     if training:
+        parser.add_argument(
+            "--skip-test",
+            dest="skip_test",
+            action="store_true",
+            help="do not evaluate the final model",
+        )
         parser.add_argument(
             "--resume-changed",
             dest="resume_changed",
@@ -251,30 +256,42 @@ def setup(
         )
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_intermixed_args()
-    load_config(cfg, args.config_file, args.opts)
-    check_buildable(cfg)  # before anything is written to OUTPUT_DIR
-    device_warning = resolve_device(cfg)
-    accepted_changes = []
-    if training:
-        check_schedule(cfg)
-        accepted_changes = check_run_definition(cfg, args.resume_changed)
-    distributed = init_distributed(cfg, args.local_rank)
-    cfg.freeze()
+    return parser.parse_intermixed_args()
 
-    output_dir = cfg.OUTPUT_DIR
-    if output_dir:
-        mkdir(output_dir)
-    rank = get_rank()
-    logger = setup_logger("paa_core", output_dir, rank)
-    if device_warning:
-        logger.warning(device_warning)
-    if accepted_changes:
-        logger.warning(
-            "Continuing the run in %s with changed settings (--resume-changed): %s",
-            output_dir,
-            ", ".join(accepted_changes),
-        )
+
+def load_checked_config(args: argparse.Namespace, training: bool) -> tuple[CN, list[str]]:
+    """The config `args` give, refused in one line, before anything is written, if the run
+    cannot use it (`check_config`, and for `training` `check_run_definition`).
+
+    Returns:
+        The config (not frozen) and the warnings to log.
+    """
+    cfg = get_cfg()
+    load_config(cfg, args.config_file, args.opts)
+    if training:
+        check_config(cfg, ("TRAIN",) if args.skip_test else ("TRAIN", "TEST"))
+    else:
+        check_config(cfg, ("TEST",))
+    device_warning = resolve_device(cfg)
+    warnings = [device_warning] if device_warning else []
+    if training:
+        changes = check_run_definition(cfg, args.resume_changed)
+        if changes:
+            warnings.append(
+                f"Continuing the run in {cfg.OUTPUT_DIR} with changed settings "
+                f"(--resume-changed): {', '.join(changes)}"
+            )
+    return cfg, warnings
+
+
+def start_logging(cfg: CN, args: argparse.Namespace, warnings: Sequence[str]) -> logging.Logger:
+    """The "paa_core" logger, to OUTPUT_DIR/log.txt too (the folder is created), opened
+    with `warnings` and the run's arguments, versions and config."""
+    if cfg.OUTPUT_DIR:
+        mkdir(cfg.OUTPUT_DIR)
+    logger = setup_logger("paa_core", cfg.OUTPUT_DIR, get_rank())
+    for warning in warnings:
+        logger.warning("%s", warning)
     logger.info(
         "Using %d process(es), device %s", int(os.environ.get("WORLD_SIZE", 1)), cfg.MODEL.DEVICE
     )
@@ -282,12 +299,43 @@ def setup(
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     logger.info("Loaded configuration file %s", args.config_file)
     logger.debug("Running with config:\n%s", cfg)
-    if training and output_dir and rank == 0:
-        path = os.path.join(output_dir, "config.yml")
+    return logger
+
+
+def save_run_definition(cfg: CN, logger: logging.Logger) -> None:
+    """OUTPUT_DIR/config.yml, the merged config that defines a training run (main process)."""
+    if cfg.OUTPUT_DIR and get_rank() == 0:
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yml")
         save_config(cfg, path)
         logger.info("Saved the merged config to %s", path)
+
+
+def setup(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    training: bool = False,
+) -> ToolSetup:
+    """Parse arguments, build and check the config, start the process group, logging and
+    seeds.
+
+    For `training` (--skip-test: no evaluation), the config must match the run already in
+    OUTPUT_DIR (if any), unless `--resume-changed` is given, and is saved as
+    OUTPUT_DIR/config.yml, the run's definition.
+
+    Args:
+        description: the tool's --help text.
+        add_arguments: adds the tool's own arguments to the parser.
+        training: train_net.py's arguments, checks and config.yml.
+    """
+    args = parse_arguments(description, add_arguments, training)
+    cfg, warnings = load_checked_config(args, training)
+    distributed = init_distributed(cfg, args.local_rank)
+    cfg.freeze()
+    logger = start_logging(cfg, args, warnings)
+    if training:
+        save_run_definition(cfg, logger)
     # Different ranks draw different augmentations; DDP makes the initial weights equal.
-    seed_everything(cfg.SEED + rank)
+    seed_everything(cfg.SEED + get_rank())
     return ToolSetup(args, cfg, distributed, logger)
 
 

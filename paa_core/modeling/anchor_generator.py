@@ -77,7 +77,7 @@ class AnchorGenerator(nn.Module):
         super().__init__()
         if len(sizes) != len(anchor_strides):
             raise ValueError(
-                f"ANCHOR_SIZES has {len(sizes)} levels but ANCHOR_STRIDES has {len(anchor_strides)}"
+                f"sizes has {len(sizes)} levels but anchor_strides has {len(anchor_strides)}"
             )
         self.strides = tuple(anchor_strides)
         self.cell_anchors = BufferList(

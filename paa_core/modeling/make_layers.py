@@ -7,16 +7,10 @@ def group_norm(channels, dim_per_group=-1, num_groups=32, eps=1e-5):
     """GroupNorm with `num_groups` groups, or groups of `dim_per_group` channels when
     that is set instead (the MODEL.GROUP_NORM keys; exactly one of the two is -1)."""
     if (dim_per_group == -1) == (num_groups == -1):
-        raise ValueError(
-            f"MODEL.GROUP_NORM: set one of DIM_PER_GP ({dim_per_group}) and "
-            f"NUM_GROUPS ({num_groups}), the other to -1"
-        )
+        raise ValueError("set one of the group size and the number of groups, the other to -1")
     groups = channels // dim_per_group if dim_per_group > 0 else num_groups
     if groups <= 0 or channels % groups:
-        raise ValueError(
-            f"MODEL.GROUP_NORM: {channels} channels do not split into groups "
-            f"(DIM_PER_GP {dim_per_group}, NUM_GROUPS {num_groups})"
-        )
+        raise ValueError(f"{channels} channels do not split into equal groups")
     return nn.GroupNorm(groups, channels, eps=eps)
 
 

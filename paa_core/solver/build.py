@@ -2,7 +2,9 @@
 
 import torch
 
-from .lr_scheduler import WarmupMultiStepLR
+from paa_core.utils.errors import InputError
+
+from .lr_scheduler import WARMUP_METHODS, WarmupMultiStepLR
 
 # SOLVER.OPTIMIZER -> how to build it from the parameter groups and the config.
 OPTIMIZERS = {
@@ -14,6 +16,30 @@ OPTIMIZERS = {
         params, lr=solver.BASE_LR, betas=solver.BETAS
     ),
 }
+AMP_MODES = ("off", "bf16", "fp16", "auto")
+
+
+def check_solver(cfg):
+    """Raise a one-line InputError naming every SOLVER key that no optimizer, autocast
+    mode or schedule here takes; the make_* functions below run it first."""
+    s = cfg.SOLVER
+    problems = []
+    if s.OPTIMIZER not in OPTIMIZERS:
+        problems.append(
+            f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}, expected one of "
+            + ", ".join(sorted(OPTIMIZERS))
+        )
+    if s.AMP not in AMP_MODES:
+        problems.append(f"SOLVER.AMP: unknown value {s.AMP!r}, expected off, bf16, fp16 or auto")
+    if s.WARMUP_METHOD not in WARMUP_METHODS:
+        problems.append(
+            f"SOLVER.WARMUP_METHOD: unknown method {s.WARMUP_METHOD!r}, expected "
+            + " or ".join(WARMUP_METHODS)
+        )
+    if list(s.STEPS) != sorted(s.STEPS):
+        problems.append(f"SOLVER.STEPS={tuple(s.STEPS)}: must be in increasing order")
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def make_optimizer(cfg, model):
@@ -24,12 +50,7 @@ def make_optimizer(cfg, model):
     Detectron recipe); the offset convs of deformable convs `DCONV_OFFSETS_LR_FACTOR`
     times that; frozen parameters are left out.
     """
-    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-        raise ValueError(
-            "SOLVER.OPTIMIZER: unknown optimizer {!r}, expected one of {}".format(
-                cfg.SOLVER.OPTIMIZER, ", ".join(sorted(OPTIMIZERS))
-            )
-        )
+    check_solver(cfg)
     params = []
     for key, value in model.named_parameters():
         if not value.requires_grad:
@@ -60,9 +81,8 @@ def make_amp_dtype(cfg, device):
     "auto": bfloat16 where the device computes it natively; on a GPU without it float16
     (with a gradient scaler, see `make_grad_scaler`); float32 on other CPUs.
     """
+    check_solver(cfg)
     amp = cfg.SOLVER.AMP
-    if amp not in ("off", "bf16", "fp16", "auto"):
-        raise ValueError(f"SOLVER.AMP: unknown value {amp!r}, expected off, bf16, fp16 or auto")
     if amp == "bf16" or (amp == "auto" and native_bf16(device)):
         return torch.bfloat16
     if amp == "fp16" or (amp == "auto" and device.type == "cuda"):
@@ -79,6 +99,7 @@ def make_grad_scaler(amp_dtype, device):
 
 
 def make_lr_scheduler(cfg, optimizer):
+    check_solver(cfg)
     return WarmupMultiStepLR(
         optimizer,
         cfg.SOLVER.STEPS,

@@ -11,6 +11,8 @@ An evaluation of a checkpoint appends {"iteration", "dataset", "AP", "AP50", ...
 import json
 import os
 
+from paa_core.utils.errors import InputError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -42,7 +44,7 @@ def read_metrics(path):
                 record = json.loads(line)
                 iteration = int(record["iteration"])
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}, line {number}: not a metrics record ({e})") from None
+                raise InputError(f"{path}, line {number}: not a metrics record ({e})") from None
             if "dataset" in record:
                 evals[(iteration, record["dataset"])] = record
             else:

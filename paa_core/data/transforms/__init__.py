@@ -1,4 +1,4 @@
-from .build import build_test_transforms, build_transforms
+from .build import build_test_transforms, build_transforms, check_train_sizes
 from .transforms import Compose, Normalize, RandomHorizontalFlip, Resize, ToTensor
 
 __all__ = [
@@ -9,4 +9,5 @@ __all__ = [
     "ToTensor",
     "build_test_transforms",
     "build_transforms",
+    "check_train_sizes",
 ]

@@ -1,17 +1,28 @@
 """cfg -> the train or test transform pipeline."""
 
+from paa_core.utils.errors import InputError
+
 from . import transforms as T
+
+
+def check_train_sizes(cfg):
+    """One-line InputError for training sizes `Resize` cannot draw from."""
+    lo, hi = cfg.INPUT.MIN_SIZE_RANGE_TRAIN
+    if lo > 0 and hi > 0:
+        if lo > hi:
+            raise InputError(
+                f"INPUT.MIN_SIZE_RANGE_TRAIN must be (lo, hi) with lo <= hi, got {(lo, hi)}"
+            )
+    elif not cfg.INPUT.MIN_SIZE_TRAIN:
+        raise InputError("INPUT.MIN_SIZE_TRAIN is empty: give at least one size")
 
 
 def build_transforms(cfg, is_train=True):
     if not is_train:
         return build_test_transforms(cfg)
+    check_train_sizes(cfg)
     lo, hi = cfg.INPUT.MIN_SIZE_RANGE_TRAIN
     if lo > 0 and hi > 0:
-        if lo > hi:
-            raise ValueError(
-                f"INPUT.MIN_SIZE_RANGE_TRAIN must be (lo, hi) with lo <= hi, got {(lo, hi)}"
-            )
         # every integer in [lo, hi] equally likely
         min_size = tuple(range(lo, hi + 1))
     else:

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from torch import nn
 
 from paa_core.modeling import registry
-from paa_core.modeling.make_layers import conv_with_kaiming_uniform
+from paa_core.modeling.make_layers import conv_with_kaiming_uniform, group_norm
 
 from . import fpn as fpn_module
 from . import resnet, resnet_light
@@ -79,6 +79,23 @@ def build_resnet_fpn_p2p6_backbone(cfg) -> nn.Sequential:
 def build_resnet18_gn_fpn_p2p6_backbone(cfg) -> nn.Sequential:
     """GroupNorm ResNet-18 body + the Faster R-CNN FPN (the CPU quick start's two-stage model)."""
     return with_fpn_p2p6(cfg, resnet_light.build_resnet18_gn(cfg, return_c2=True))
+
+
+def backbone_problems(cfg) -> list[str]:
+    """The keys of a registered body's backbone that its builder cannot use, one line each."""
+    problems = resnet.resnet_problems(cfg)
+    # MODEL.FPN.USE_GN applies to the P3-P7 FPN, whose bodies are the *-RETINANET ones.
+    if cfg.MODEL.FPN.USE_GN and cfg.MODEL.BACKBONE.CONV_BODY.endswith("-RETINANET"):
+        gn = cfg.MODEL.GROUP_NORM
+        channels = cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
+        try:
+            group_norm(channels, gn.DIM_PER_GP, gn.NUM_GROUPS, gn.EPSILON)
+        except ValueError as e:
+            problems.append(
+                f"MODEL.GROUP_NORM (DIM_PER_GP {gn.DIM_PER_GP}, NUM_GROUPS {gn.NUM_GROUPS}) "
+                f"for the FPN's MODEL.RESNETS.BACKBONE_OUT_CHANNELS={channels}: {e}"
+            )
+    return problems
 
 
 def build_backbone(cfg) -> nn.Sequential:

@@ -181,7 +181,7 @@ class ResNet(nn.Module):
         super().__init__()
         if len(stage_with_dcn) != len(stage_specs):
             raise ValueError(
-                f"STAGE_WITH_DCN has {len(stage_with_dcn)} flags for {len(stage_specs)} stages"
+                f"stage_with_dcn has {len(stage_with_dcn)} flags for {len(stage_specs)} stages"
             )
         self.stem = stem_module(stem_out_channels)
         in_channels = stem_out_channels
@@ -265,18 +265,47 @@ def _make_stage(
     return nn.Sequential(*blocks)
 
 
-def build_resnet(cfg) -> ResNet:
-    """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings."""
+def resnet_problems(cfg) -> list[str]:
+    """The `MODEL.RESNETS` keys that `build_resnet` cannot build for a bottleneck body
+    (`MODEL.BACKBONE.CONV_BODY`), one line each; none for another body."""
+    if cfg.MODEL.BACKBONE.CONV_BODY not in _STAGE_SPECS:
+        return []
     r = cfg.MODEL.RESNETS
-    # The reference's keys name the one stem and block it has (frozen BatchNorm).
-    for key, value, supported in (
-        ("STEM_FUNC", r.STEM_FUNC, StemWithFixedBatchNorm),
-        ("TRANS_FUNC", r.TRANS_FUNC, BottleneckWithFixedBatchNorm),
-    ):
-        if value != supported.__name__:
-            raise ValueError(
-                f"MODEL.RESNETS.{key} '{value}' is not supported: only '{supported.__name__}'"
+    problems = [
+        # The reference's keys name the one stem and block it has (frozen BatchNorm).
+        f"MODEL.RESNETS.{key} '{value}' is not supported: only '{supported.__name__}'"
+        for key, value, supported in (
+            ("STEM_FUNC", r.STEM_FUNC, StemWithFixedBatchNorm),
+            ("TRANS_FUNC", r.TRANS_FUNC, BottleneckWithFixedBatchNorm),
+        )
+        if value != supported.__name__
+    ]
+    num_stages = len(_STAGE_SPECS[cfg.MODEL.BACKBONE.CONV_BODY])
+    if len(r.STAGE_WITH_DCN) != num_stages:
+        problems.append(
+            f"MODEL.RESNETS.STAGE_WITH_DCN has {len(r.STAGE_WITH_DCN)} flags for the "
+            f"{num_stages} stages res2..res5"
+        )
+    elif r.DEFORMABLE_GROUPS < 1:
+        problems.append(f"MODEL.RESNETS.DEFORMABLE_GROUPS={r.DEFORMABLE_GROUPS}: must be >= 1")
+    else:
+        # A stage's 3x3 convs have NUM_GROUPS * WIDTH_PER_GROUP * 2**(stage - 1) channels.
+        widths = [
+            r.NUM_GROUPS * r.WIDTH_PER_GROUP * 2**i for i, dcn in enumerate(r.STAGE_WITH_DCN) if dcn
+        ]
+        if widths and min(widths) % r.DEFORMABLE_GROUPS:
+            problems.append(
+                f"MODEL.RESNETS.DEFORMABLE_GROUPS={r.DEFORMABLE_GROUPS} does not divide the "
+                f"{min(widths)} channels of the first deformable stage "
+                "(MODEL.RESNETS.STAGE_WITH_DCN)"
             )
+    return problems
+
+
+def build_resnet(cfg) -> ResNet:
+    """ResNet body for `MODEL.BACKBONE.CONV_BODY` with the `MODEL.RESNETS` settings
+    (`resnet_problems` has checked them)."""
+    r = cfg.MODEL.RESNETS
     return ResNet(
         stem_module=StemWithFixedBatchNorm,
         block_module=BottleneckWithFixedBatchNorm,

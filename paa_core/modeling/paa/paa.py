@@ -145,12 +145,8 @@ class PAAModule(nn.Module):
 
 
 def build_paa(cfg, in_channels: int) -> PAAModule:
+    """The PAA stage from `MODEL.PAA` (checked by `check_buildable`)."""
     p = cfg.MODEL.PAA
-    if p.NUM_CLASSES < 2:
-        raise ValueError(
-            f"MODEL.PAA.NUM_CLASSES={p.NUM_CLASSES}: must count the "
-            "background plus at least one class"
-        )
     anchor_generator = make_anchor_generator_paa(cfg)
     head = PAAHead(
         in_channels,
