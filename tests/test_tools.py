@@ -162,8 +162,8 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     when asked to with --resume-changed."""
     out = str(tmp_path / "out")
     shutil.copytree(torchrun_output[0], out)
-    # lr at iteration 2: linear warm-up 1/3 + 2/3 * 2/10 of 0.01.
-    assert re.search(r"iter: 2 .*lr: 0\.004667", torchrun_output[1].stdout)
+    # Iteration 2 trains with the schedule at 1: linear warm-up 1/3 + 2/3 * 1/10 of 0.01.
+    assert re.search(r"iter: 2 .*lr: 0\.004000", torchrun_output[1].stdout)
     second = run_tool(
         [
             sys.executable,
@@ -182,8 +182,9 @@ def test_stopped_run_resumes(tiny, torchrun_output, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "with changed settings (--resume-changed): SOLVER.MAX_ITER 2 (now 4)" in second.stdout
     assert "Resuming from " + os.path.join(out, "model_final.pth") in second.stdout
-    # Iterations 3 and 4 follow the schedule: at 4, warm-up 1/3 + 2/3 * 4/10, times 0.1 (step at 3).
-    assert re.search(r"iter: 4 .*lr: 0\.000600", second.stdout)
+    # Iterations 3 and 4 follow the schedule: 4 trains with it at 3, warm-up 1/3 + 2/3 * 3/10,
+    # times 0.1 (the step at 3 has passed).
+    assert re.search(r"iter: 4 .*lr: 0\.000533", second.stdout)
     assert re.findall(
         r"iteration (\d+) rank 0/1 images", open(os.path.join(out, "log.txt")).read()
     ) == ["3", "4"]

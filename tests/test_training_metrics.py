@@ -21,7 +21,7 @@ PLOT = os.path.join(REPO, "tools", "plot_training.py")
 
 
 @pytest.mark.slow
-def test_round_trip_into_the_plot(tmp_path):
+def test_round_trip_into_the_plot(tmp_path, caplog):
     out = str(tmp_path)
     for it, loss in ((20, 2.0), (40, 1.5), (40, 1.4), (60, 1.1)):  # 40 twice: a resumed run
         append_metrics(
@@ -43,10 +43,19 @@ def test_round_trip_into_the_plot(tmp_path):
     path = plot_training(out)
     assert path == os.path.join(out, "training_curves.png") and os.path.getsize(path) > 10000
 
+    # A run killed while writing leaves a partial line: the next record starts its own line,
+    # the partial one is skipped with a warning naming it.
     with open(os.path.join(out, METRICS_FILE), "a") as f:
-        f.write("{not json\n")
-    with pytest.raises(InputError, match=r"metrics.jsonl, line 6: not a metrics record"):
-        read_metrics(os.path.join(out, METRICS_FILE))
+        f.write('{"iteration": 80, "lo')
+    append_metrics(out, {"iteration": 80, "lr": 0.01, "loss": 0.9})
+    with caplog.at_level("WARNING"):
+        train, _ = read_metrics(os.path.join(out, METRICS_FILE))
+    assert [(r["iteration"], r["loss"]) for r in train][-2:] == [(60, 1.1), (80, 0.9)]
+    assert "metrics.jsonl: skipped what is not a metrics record: line 6 (" in caplog.text
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("{not json\n")
+    with pytest.raises(InputError, match=r"garbage.jsonl: not a metrics file: no record, line 1"):
+        read_metrics(str(garbage))
     result = subprocess.run(
         [sys.executable, PLOT, str(tmp_path / "nothing")],
         capture_output=True,
