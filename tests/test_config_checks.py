@@ -67,6 +67,11 @@ MODEL_CASES = [
     ),
     (
         "paa",
+        ["MODEL.PAA.GMM_INIT_VARIANCE", "sample"],
+        "MODEL.PAA.GMM_INIT_VARIANCE: unknown value 'sample', expected unit or spread",
+    ),
+    (
+        "paa",
         ["MODEL.PAA.BBOX_REG_WEIGHTS", (10.0, 10.0, 5.0)],
         "MODEL.PAA.BBOX_REG_WEIGHTS=(10.0, 10.0, 5.0): must be 4 numbers",
     ),

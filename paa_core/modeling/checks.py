@@ -6,6 +6,7 @@ their own argument checks stay ValueErrors, for code that calls them wrongly."""
 from paa_core.config.detector import FASTER_RCNN, PAA, class_count, detector_kind
 
 from .backbone.backbone import backbone_problems
+from .paa_assigner import assigner_problems
 from .registry import ROI_BOX_FEATURE_EXTRACTORS, ROI_BOX_PREDICTOR, RPN_HEADS
 
 # Both FPNs give five levels, each with its own anchor size and stride: P3-P7 for PAA,
@@ -63,7 +64,7 @@ def _head_problems(cfg):
         problems = _anchor_problems("MODEL.PAA", m.PAA, "ANCHOR_STRIDES")
         if m.PAA.SCALES_PER_OCTAVE < 1:
             problems.append(f"MODEL.PAA.SCALES_PER_OCTAVE={m.PAA.SCALES_PER_OCTAVE}: must be >= 1")
-        return problems + _box_coder_problems("MODEL.PAA", m.PAA)
+        return problems + _box_coder_problems("MODEL.PAA", m.PAA) + assigner_problems(cfg)
     problems = _anchor_problems("MODEL.RPN", m.RPN, "ANCHOR_STRIDE")
     problems += _matcher_problems("MODEL.RPN", m.RPN)
     problems += _registered("MODEL.RPN.RPN_HEAD", m.RPN.RPN_HEAD, RPN_HEADS)

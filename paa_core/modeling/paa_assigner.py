@@ -219,10 +219,21 @@ def make_paa_assigner(cfg) -> ProbabilisticAnchorAssigner:
     RPN with PAA labels."""
     if detector_kind(cfg) != PAA:
         return ProbabilisticAnchorAssigner(cfg.MODEL.RPN.PAA_TOPK)
+    problems = assigner_problems(cfg)
+    if problems:
+        raise InputError("; ".join(problems))
+    return ProbabilisticAnchorAssigner(
+        cfg.MODEL.PAA.TOPK, spread_variances=cfg.MODEL.PAA.GMM_INIT_VARIANCE == "spread"
+    )
+
+
+def assigner_problems(cfg) -> list[str]:
+    """The one-stage assigner's keys that `make_paa_assigner` cannot use (modeling/checks.py
+    lists them before anything is built)."""
     init = cfg.MODEL.PAA.GMM_INIT_VARIANCE
-    if init not in GMM_INIT_VARIANCES:
-        raise InputError(
-            f"MODEL.PAA.GMM_INIT_VARIANCE: unknown value {init!r}, expected "
-            + " or ".join(GMM_INIT_VARIANCES)
-        )
-    return ProbabilisticAnchorAssigner(cfg.MODEL.PAA.TOPK, spread_variances=init == "spread")
+    if init in GMM_INIT_VARIANCES:
+        return []
+    return [
+        f"MODEL.PAA.GMM_INIT_VARIANCE: unknown value {init!r}, expected "
+        + " or ".join(GMM_INIT_VARIANCES)
+    ]
