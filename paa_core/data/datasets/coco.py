@@ -5,22 +5,12 @@ import io
 import os
 
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 
 from paa_core.structures.bounding_box import BoxList
 from paa_core.utils.errors import InputError
 
-
-def read_rgb_image(path):
-    """The image file at `path` as a PIL RGB image; an unreadable file is an InputError."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        # missing, empty, truncated, not an image, or too many pixels to decode safely
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"cannot read image {path}: {reason}") from None
+from .image_io import read_rgb_image
 
 
 def _is_usable(obj):
@@ -92,12 +82,14 @@ class COCODataset(torch.utils.data.Dataset):
         return self.coco.imgs[self.id_to_img_map[idx]]
 
     def _load_image(self, img_id):
-        """The image, which must have the size its json record gives: evaluation maps
-        detections back to that size."""
+        """The image, which must have the size its json record gives (upright, or as stored
+        when only that matches): the boxes are in that frame and evaluation maps detections
+        back to it."""
         info = self.coco.imgs[img_id]
         path = os.path.join(self.root, info["file_name"])
-        img = read_rgb_image(path)
-        if "width" in info and img.size != (info["width"], info["height"]):
+        size = (info["width"], info["height"]) if "width" in info else None
+        img = read_rgb_image(path, size)
+        if size is not None and img.size != size:
             raise InputError(
                 "{} is {}x{} but {} says {}x{} (width x height)".format(
                     path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]
