@@ -165,6 +165,13 @@ def test_exif_rotated_photo_annotated_as_stored(tmp_path):
     assert inside > 240 and outside < 15
 
 
+def test_exif_rotated_photo_without_size_is_measured_upright(tmp_path):
+    ds = camera_dataset(tmp_path, {}, [24, 0, 8, 16])
+    assert (ds.get_img_info(0)["width"], ds.get_img_info(0)["height"]) == (32, 64)
+    img, target, _ = ds[0]
+    assert img.size == (32, 64) and block_inside(img, target)[0] > 240
+
+
 def test_image_of_neither_size_is_an_error(tmp_path):
     """Neither upright nor stored: the boxes' frame is unknown, nothing is trained on."""
     ds = camera_dataset(tmp_path, {"width": 64, "height": 64}, [0, 0, 16, 8])
@@ -174,6 +181,23 @@ def test_image_of_neither_size_is_an_error(tmp_path):
         f"{tmp_path / 'img' / 'cam.jpg'} is 32x64 but {tmp_path / 'a.json'} says 64x64 "
         "(width x height)"
     )
+
+
+def test_sixteen_bit_image_through_the_dataset(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.repeat(SIXTEEN, 4, axis=0)).save(tmp_path / "img" / "scan.png")
+    ann = {"id": 1, "image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 3], "area": 12}
+    (tmp_path / "a.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 3, "file_name": "scan.png"}],
+                "annotations": [ann],
+                "categories": [{"id": 1, "name": "x"}],
+            }
+        )
+    )
+    img, _, _ = COCODataset(str(tmp_path / "a.json"), str(tmp_path / "img"), False)[0]
+    assert np.asarray(img)[:, :, 1].tolist() == [EIGHT] * 4
 
 
 def test_worker_error_reaches_the_user_as_one_line(tmp_path):

@@ -1,15 +1,13 @@
 """COCO-format detection dataset (boxes and labels only)."""
 
-import contextlib
-import io
 import os
 
 import torch
-from pycocotools.coco import COCO
 
 from paa_core.structures.bounding_box import BoxList
 from paa_core.utils.errors import InputError
 
+from .coco_json import load_coco
 from .image_io import read_rgb_image
 
 
@@ -20,7 +18,7 @@ def _is_usable(obj):
     by `clip_to_image`, so an image whose boxes are all like that has no target.
     """
     w, h = obj["bbox"][2:]
-    return obj.get("iscrowd", 0) == 0 and w > 1 and h > 1
+    return obj["iscrowd"] == 0 and w > 1 and h > 1
 
 
 class COCODataset(torch.utils.data.Dataset):
@@ -39,20 +37,7 @@ class COCODataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"COCODataset: annotation file not found: {ann_file}")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"COCODataset: image folder not found: {root}")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self.coco = COCO(ann_file)
-        except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
-            raise InputError(
-                f"COCODataset: cannot parse annotation file {ann_file}: {str(e).splitlines()[0]}"
-            ) from None
-        unknown = [a for a in self.coco.anns.values() if a.get("category_id") not in self.coco.cats]
-        if unknown:
-            raise InputError(
-                "{}: annotation {} has category_id {}, which is not in its categories".format(
-                    ann_file, unknown[0].get("id"), unknown[0].get("category_id")
-                )
-            )
+        self.coco = load_coco(ann_file, root)
         self.root = root
         self.ann_file = ann_file
 
@@ -87,9 +72,8 @@ class COCODataset(torch.utils.data.Dataset):
         back to it."""
         info = self.coco.imgs[img_id]
         path = os.path.join(self.root, info["file_name"])
-        size = (info["width"], info["height"]) if "width" in info else None
-        img = read_rgb_image(path, size)
-        if size is not None and img.size != size:
+        img = read_rgb_image(path, (info["width"], info["height"]))
+        if img.size != (info["width"], info["height"]):
             raise InputError(
                 "{} is {}x{} but {} says {}x{} (width x height)".format(
                     path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]
@@ -100,7 +84,7 @@ class COCODataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         img_id = self.id_to_img_map[idx]
         img = self._load_image(img_id)
-        anno = [obj for obj in self.coco.imgToAnns.get(img_id, []) if obj.get("iscrowd", 0) == 0]
+        anno = [obj for obj in self.coco.imgToAnns.get(img_id, []) if obj["iscrowd"] == 0]
 
         boxes = torch.as_tensor([obj["bbox"] for obj in anno], dtype=torch.float32).reshape(-1, 4)
         target = BoxList(boxes, img.size, mode="xywh").convert("xyxy")
