@@ -16,6 +16,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from paa_core.data.build import build_dataset
 from paa_core.data.datasets import COCODataset
 from paa_core.data.datasets.evaluation import evaluate
 from paa_core.structures.bounding_box import BoxList
@@ -381,3 +382,26 @@ def test_images_without_annotations_count_their_false_positives(tmp_path):
     assert stats["AP"] == pytest.approx(0.75, abs=0.01)
     assert stats == pytest.approx(pycocotools_stats(str(tmp_path / "a.json"), records))
     assert {r["image_id"] for r in json.loads((tmp_path / "bbox.json").read_text())} == {1, 2, 3}
+
+
+class Catalog:
+    """A dataset catalog that knows one name."""
+
+    def __init__(self, ann_file, img_dir):
+        self.args = {"ann_file": ann_file, "root": img_dir}
+
+    def get(self, name):
+        return {"args": self.args}
+
+
+def test_empty_test_set_is_refused_and_one_without_annotations_warned_of(tmp_path, caplog):
+    """Before: test_net printed a table of n/a and exited 0."""
+    catalog = Catalog(*write(tmp_path / "1", lambda d: d.update(images=[], annotations=[])))
+    with pytest.raises(InputError) as e:
+        build_dataset(["mine_val"], None, catalog, is_train=False)
+    assert str(e.value) == "DATASETS.TEST: mine_val: it lists no images: nothing to evaluate"
+    catalog = Catalog(*write(tmp_path / "2", lambda d: d.pop("annotations")))
+    with caplog.at_level(logging.WARNING, logger="paa_core.data"):
+        (ds,) = build_dataset(["mine_val"], None, catalog, is_train=False)
+    assert len(ds) == 3
+    assert "DATASETS.TEST: mine_val has no annotations: its detections are written" in caplog.text

@@ -1,6 +1,7 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
 
 import bisect
+import logging
 import os
 import signal
 
@@ -55,10 +56,24 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
                 f"DATASETS.TRAIN: {name}: no image has a usable box "
                 "(non-crowd, wider and taller than 1 pixel): nothing to train on"
             )
+        if not is_train:
+            _check_test_set(dataset, name)
         datasets.append(dataset)
     if not is_train:
         return datasets
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
+
+
+def _check_test_set(dataset, name):
+    """A test set needs images; without annotations it still gets its bbox.json (e.g. for a
+    benchmark server) but no AP."""
+    if len(dataset) == 0:
+        raise InputError(f"DATASETS.TEST: {name}: it lists no images: nothing to evaluate")
+    if not dataset.coco.anns:
+        logging.getLogger("paa_core.data").warning(
+            "DATASETS.TEST: %s has no annotations: its detections are written, its APs are n/a",
+            name,
+        )
 
 
 def check_num_classes(dataset, name, classes: ClassCount):
