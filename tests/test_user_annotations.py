@@ -1,6 +1,6 @@
 """COCO files as converters and labelling tools write them: fields left out, repeated or
 filled oddly are completed or refused in one line at load time, and evaluation reports
-what pycocotools computes on a valid file (docs/DATA.md)."""
+what pycocotools computes on a valid file (docs/DATA.md). The last tests run the tools."""
 
 import contextlib
 import copy
@@ -8,11 +8,17 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import TEST_NET, TOOL_ENV, TRAIN_NET, run_tool, write_split, write_tiny_config
+from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -405,3 +411,128 @@ def test_empty_test_set_is_refused_and_one_without_annotations_warned_of(tmp_pat
         (ds,) = build_dataset(["mine_val"], None, catalog, is_train=False)
     assert len(ds) == 3
     assert "DATASETS.TEST: mine_val has no annotations: its detections are written" in caplog.text
+
+
+# ------------------------------------------------------------------------------ tools
+def converter_export(root):
+    """The tiny training split as a converter might export it: 16-bit PNGs, a camera JPEG
+    rotated by its EXIF tag and annotated upright, 0-based gapped category ids, annotation
+    ids from 0, no area, iscrowd as booleans; returns its dataset name."""
+    name = write_split(str(root), "export", 8, 0)
+    image_dir, ann_file = name.split(":")[1:]
+    data = json.load(open(ann_file))
+    for img in data["images"][:4]:
+        path = os.path.join(image_dir, img["file_name"])
+        pixels = cv2.imread(path)[:, :, ::-1]
+        Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257).save(path)  # red, 16 bits
+    first = data["images"][4]
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned 90 degrees clockwise; upright = turned back
+    stored = np.ascontiguousarray(
+        np.rot90(cv2.imread(os.path.join(image_dir, first["file_name"]))[:, :, ::-1], -1)
+    )
+    first["file_name"] = "camera.jpg"
+    Image.fromarray(stored).save(os.path.join(image_dir, "camera.jpg"), exif=exif, quality=95)
+    data["categories"] = [{"id": 0, "name": "red"}, {"id": 7, "name": "blue"}]
+    for i, ann in enumerate(data["annotations"]):
+        ann.update(id=i, category_id={1: 0, 2: 7}[ann["category_id"]], iscrowd=False)
+        del ann["area"]
+    json.dump(data, open(ann_file, "w"))
+    return name
+
+
+def finish(proc):
+    """The stderr of `proc` once it ended; one still running after 120 s is killed (it hung)."""
+    try:
+        return proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two iterations of train_net (a DataLoader worker) and its evaluation on the export,
+    scoring low enough that the barely trained model returns boxes."""
+    root = tmp_path_factory.mktemp("export")
+    name = converter_export(root)
+    config = write_tiny_config(str(root / "tiny.yaml"), name, name)
+    out = root / "out"
+    opts = ["OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "1"]
+    opts += ["MODEL.PAA.INFERENCE_TH", "0.001"]
+    result = run_tool([sys.executable, TRAIN_NET, "--config-file", config] + opts, str(root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "config": config, "out": out, "log": result.stdout}
+
+
+@pytest.mark.slow
+def test_tools_train_and_evaluate_a_converter_export(trained):
+    assert "annotation ids are not unique positive integers" in trained["log"]
+    assert "annotation(s) have no area: their bbox width x height is used" in trained["log"]
+    written = json.loads((trained["out"] / "inference" / "tiny_export" / "bbox.json").read_text())
+    assert written and {r["category_id"] for r in written} <= {0, 7}
+    assert {r["image_id"] for r in written} <= set(range(1, 9))
+
+
+def _no_images(data, image_dir):
+    data.update(images=[], annotations=[])
+
+
+def _negative_height(data, image_dir):
+    data["annotations"][2]["bbox"][3] = -4.0
+
+
+def _float_image(data, image_dir):
+    pixels = np.zeros((64, 64), np.float32)
+    Image.fromarray(pixels).save(os.path.join(image_dir, "000.png"), format="TIFF")
+
+
+# name -> (change to the export's json and images, regex of the error line)
+BROKEN = {
+    "empty": (
+        _no_images,
+        r"error: DATASETS\.TEST: empty:.*: it lists no images: nothing to evaluate",
+    ),
+    "negative": (
+        _negative_height,
+        r"error: .*negative\.json: annotation 2: bbox \[.*, -4\.0\] has a negative width or "
+        r"height \(1 annotation\(s\) do\): COCO boxes are \[x, y, width, height\] .*",
+    ),
+    "float": (
+        _float_image,
+        r"error: cannot read image .*/float/000\.png: its pixels are 32-bit or floating-point "
+        r"\(F\), which have no fixed range: save it with 8 or 16 bits per channel",
+    ),
+}
+
+
+@pytest.mark.slow
+def test_tools_end_bad_user_data_in_one_line(trained, tmp_path):
+    """test_net on broken copies of the export: one `error:` line each, exit code 1; the
+    unreadable image is read in DataLoader workers (before, the tool then waited forever for
+    them at exit)."""
+    data = json.load(open(trained["root"] / "export.json"))
+    procs = {}
+    for name, (change, _) in BROKEN.items():
+        image_dir, ann_file = tmp_path / name, tmp_path / f"{name}.json"
+        shutil.copytree(trained["root"] / "export", image_dir)
+        broken = copy.deepcopy(data)
+        change(broken, image_dir)
+        ann_file.write_text(json.dumps(broken))
+        args = [TEST_NET, "--config-file", trained["config"], "--ckpt"]
+        args += [str(trained["out"] / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / name)]
+        args += ["DATASETS.TEST", f"('{name}:{image_dir}:{ann_file}',)"]
+        procs[name] = subprocess.Popen(
+            [sys.executable] + args + ["DATALOADER.NUM_WORKERS", "2"],
+            env=TOOL_ENV,
+            text=True,
+            cwd=str(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    for name, proc in procs.items():
+        stderr = finish(proc)
+        assert proc.returncode == 1 and "Traceback" not in stderr, (name, stderr[-3000:])
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
+        assert re.fullmatch(BROKEN[name][1], errors[0]), errors[0]

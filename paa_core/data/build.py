@@ -1,7 +1,9 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
 
+import atexit
 import bisect
 import logging
+import multiprocessing
 import os
 import signal
 
@@ -99,6 +101,22 @@ def _leave_stop_signals_to_main(worker_id):
     os.setpgrp()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _end_workers_at_exit():
+    """At interpreter exit multiprocessing stops its daemonic children, DataLoader workers
+    included, with SIGTERM and waits for them; workers ignore SIGTERM (above), so a tool
+    leaving on an error while a loader runs would wait forever. They are killed instead
+    (a loader that finished has shut its workers down already), without PyTorch's SIGCHLD
+    handler, which would report each killed worker as a crash."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+# Registered after multiprocessing's own exit handler (imported with torch), so it runs first.
+atexit.register(_end_workers_at_exit)
 
 
 def make_data_sampler(dataset, shuffle, distributed):
