@@ -1,6 +1,9 @@
 """cfg -> datasets, samplers and DataLoaders for training and testing."""
 
+import atexit
 import bisect
+import logging
+import multiprocessing
 import os
 import signal
 
@@ -55,10 +58,24 @@ def build_dataset(dataset_list, transforms, dataset_catalog, is_train=True):
                 f"DATASETS.TRAIN: {name}: no image has a usable box "
                 "(non-crowd, wider and taller than 1 pixel): nothing to train on"
             )
+        if not is_train:
+            _check_test_set(dataset, name)
         datasets.append(dataset)
     if not is_train:
         return datasets
     return [datasets[0] if len(datasets) == 1 else D.ConcatDataset(datasets)]
+
+
+def _check_test_set(dataset, name):
+    """A test set needs images; without annotations it still gets its bbox.json (e.g. for a
+    benchmark server) but no AP."""
+    if len(dataset) == 0:
+        raise InputError(f"DATASETS.TEST: {name}: it lists no images: nothing to evaluate")
+    if not dataset.coco.anns:
+        logging.getLogger("paa_core.data").warning(
+            "DATASETS.TEST: %s has no annotations: its detections are written, its APs are n/a",
+            name,
+        )
 
 
 def check_num_classes(dataset, name, classes: ClassCount):
@@ -84,6 +101,22 @@ def _leave_stop_signals_to_main(worker_id):
     os.setpgrp()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _end_workers_at_exit():
+    """At interpreter exit multiprocessing stops its daemonic children, DataLoader workers
+    included, with SIGTERM and waits for them; workers ignore SIGTERM (above), so a tool
+    leaving on an error while a loader runs would wait forever. They are killed instead
+    (a loader that finished has shut its workers down already), without PyTorch's SIGCHLD
+    handler, which would report each killed worker as a crash."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+# Registered after multiprocessing's own exit handler (imported with torch), so it runs first.
+atexit.register(_end_workers_at_exit)
 
 
 def make_data_sampler(dataset, shuffle, distributed):

@@ -1,26 +1,14 @@
 """COCO-format detection dataset (boxes and labels only)."""
 
-import contextlib
-import io
 import os
 
 import torch
-from PIL import Image
-from pycocotools.coco import COCO
 
 from paa_core.structures.bounding_box import BoxList
 from paa_core.utils.errors import InputError
 
-
-def read_rgb_image(path):
-    """The image file at `path` as a PIL RGB image; an unreadable file is an InputError."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        # missing, empty, truncated, not an image, or too many pixels to decode safely
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"cannot read image {path}: {reason}") from None
+from .coco_json import load_coco
+from .image_io import read_rgb_image
 
 
 def _is_usable(obj):
@@ -30,7 +18,7 @@ def _is_usable(obj):
     by `clip_to_image`, so an image whose boxes are all like that has no target.
     """
     w, h = obj["bbox"][2:]
-    return obj.get("iscrowd", 0) == 0 and w > 1 and h > 1
+    return obj["iscrowd"] == 0 and w > 1 and h > 1
 
 
 class COCODataset(torch.utils.data.Dataset):
@@ -49,20 +37,7 @@ class COCODataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"COCODataset: annotation file not found: {ann_file}")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"COCODataset: image folder not found: {root}")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self.coco = COCO(ann_file)
-        except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:
-            raise InputError(
-                f"COCODataset: cannot parse annotation file {ann_file}: {str(e).splitlines()[0]}"
-            ) from None
-        unknown = [a for a in self.coco.anns.values() if a.get("category_id") not in self.coco.cats]
-        if unknown:
-            raise InputError(
-                "{}: annotation {} has category_id {}, which is not in its categories".format(
-                    ann_file, unknown[0].get("id"), unknown[0].get("category_id")
-                )
-            )
+        self.coco = load_coco(ann_file, root)
         self.root = root
         self.ann_file = ann_file
 
@@ -92,12 +67,13 @@ class COCODataset(torch.utils.data.Dataset):
         return self.coco.imgs[self.id_to_img_map[idx]]
 
     def _load_image(self, img_id):
-        """The image, which must have the size its json record gives: evaluation maps
-        detections back to that size."""
+        """The image, which must have the size its json record gives (upright, or as stored
+        when only that matches): the boxes are in that frame and evaluation maps detections
+        back to it."""
         info = self.coco.imgs[img_id]
         path = os.path.join(self.root, info["file_name"])
-        img = read_rgb_image(path)
-        if "width" in info and img.size != (info["width"], info["height"]):
+        img = read_rgb_image(path, (info["width"], info["height"]))
+        if img.size != (info["width"], info["height"]):
             raise InputError(
                 "{} is {}x{} but {} says {}x{} (width x height)".format(
                     path, img.size[0], img.size[1], self.ann_file, info["width"], info["height"]
@@ -108,7 +84,7 @@ class COCODataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         img_id = self.id_to_img_map[idx]
         img = self._load_image(img_id)
-        anno = [obj for obj in self.coco.imgToAnns.get(img_id, []) if obj.get("iscrowd", 0) == 0]
+        anno = [obj for obj in self.coco.imgToAnns.get(img_id, []) if obj["iscrowd"] == 0]
 
         boxes = torch.as_tensor([obj["bbox"] for obj in anno], dtype=torch.float32).reshape(-1, 4)
         target = BoxList(boxes, img.size, mode="xywh").convert("xyxy")
