@@ -107,7 +107,7 @@ def main(argv=None):
     with torch.no_grad():
         calls = {"PAA": lambda: models["PAA"](paa_images)}
         calls.update({b: functools.partial(models[b], tv_images) for b in BASELINES})
-        times, outputs = time_calls(calls, args.repeats, device)
+        times, outputs = time_calls(calls, args.repeats, device, clock=args.clock)
         counts = {"PAA": paa_counts(models["PAA"], paa_images)}
         counts.update({b: torchvision_counts(models[b], tv_images) for b in BASELINES})
     ratios = {b: median(times["PAA"]) / median(times[b]) for b in BASELINES}

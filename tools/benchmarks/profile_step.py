@@ -22,18 +22,15 @@ loader with its workers, so "data" is the time the step waited for one. `--synth
 feeds random images with 3-20 boxes at `--size` (tools/benchmarks/models.py) and has no
 data stage. Mixed precision follows SOLVER.AMP, the optimizer SOLVER.OPTIMIZER.
 
-`--clock cpu` measures the process's CPU time instead of wall time: the work done, which
-a shared machine disturbs far less than the wall time of threads that wait for each other.
-Run it with OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning.
+`--clock cpu` measures the process's CPU time instead of wall time (tools/benchmarks/common.py).
 """
 
 import argparse
 import bisect
-import time
 from collections import defaultdict
 
 import torch
-from common import add_model_arguments, median, setup, spread, synchronize
+from common import CLOCKS, add_model_arguments, median, setup, spread, synchronize
 from models import NUM_CLASSES, make_inputs
 
 from paa_core.config import get_cfg
@@ -205,7 +202,7 @@ def one_step(model, clocks, optimizer, amp, scaler, batch):
 
 def profile(cfg, args, device):
     """({row: [seconds per timed iteration]}, {stage: [backward seconds]}, [step seconds])."""
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = CLOCKS[args.clock]
     model, forward, backward = build(cfg, device, clock)
     optimizer = make_optimizer(cfg, model)
     amp = make_amp_dtype(cfg, device)
@@ -257,14 +254,11 @@ def main():
     parser.add_argument("--synthetic", action="store_true", help="random inputs at --size")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--top", type=int, default=0, help="also list the N costliest operators")
     add_model_arguments(parser, images=2, per="iteration")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args()
     device = setup("profile_step.py", args)
-    if args.clock == "cpu" and device.type != "cpu":
-        parser.error("--clock cpu measures CPU work; a GPU's is not in it")
     cfg = get_cfg()
     load_config(cfg, args.config_file, ["MODEL.DEVICE", args.device, *args.opts])
     if args.synthetic:

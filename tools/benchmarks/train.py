@@ -18,9 +18,9 @@ those that don't, and on a CPU bf16 where native, else no mixed-precision run.
 """
 
 import argparse
-import time
 
 from common import (
+    CLOCKS,
     add_model_arguments,
     finish,
     median,
@@ -57,15 +57,15 @@ def assignment_share(paa, step, args, device):
 
     def timed_compute_targets(*inputs):
         synchronize(device)
-        start = time.perf_counter()
+        start = CLOCKS[args.clock]()
         out = type(evaluator).compute_targets(evaluator, *inputs)
         synchronize(device)
-        spent.append(time.perf_counter() - start)
+        spent.append(CLOCKS[args.clock]() - start)
         return out
 
     evaluator.compute_targets = timed_compute_targets
     try:
-        times, _ = time_calls({"PAA": step}, args.repeats, device, warmup=0)
+        times, _ = time_calls({"PAA": step}, args.repeats, device, 0, args.clock)
     finally:
         del evaluator.compute_targets  # back to the class's method
     return median(spent) / median(times["PAA"])
@@ -74,7 +74,7 @@ def assignment_share(paa, step, args, device):
 def time_precision(name, dtype, models, inputs, args, device):
     """Times one precision's iterations, prints its row and targets; PAA's median seconds."""
     steps = {model: make_step(models[model], *inputs[model], dtype, device) for model in models}
-    times, losses = time_calls(steps, args.repeats, device, args.warmup)
+    times, losses = time_calls(steps, args.repeats, device, args.warmup, args.clock)
     ours = times["PAA"]
     share = assignment_share(models["PAA"], steps["PAA"], args, device)
     ratios = {base: median(ours) / median(times[base]) for base in BASELINES}
