@@ -4,6 +4,7 @@ boxes and distinct scores: two correct NMS keep the same indices)."""
 
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -45,6 +46,14 @@ def test_time_calls_alternates_and_skips_the_warmup():
     assert order == ["a", "b"] * 5
     assert [len(t) for t in times.values()] == [3, 3]
     assert outputs == {"a": 9, "b": None}
+
+
+def test_cpu_clock_leaves_out_waiting():
+    """A call that sleeps 50 ms takes that long on the wall clock and next to no CPU time."""
+    calls = {"sleep": lambda: time.sleep(0.05)}
+    wall, _ = common.time_calls(calls, repeats=1, device="cpu", warmup=0)
+    cpu, _ = common.time_calls(calls, repeats=1, device="cpu", warmup=0, clock="cpu")
+    assert wall["sleep"][0] >= 0.05 and cpu["sleep"][0] < 0.02
 
 
 def test_milliseconds_and_spread():

@@ -12,6 +12,7 @@ import torch
 
 from paa_core.checkpoint.checkpoint import DetectronCheckpointer
 from paa_core.config import get_cfg
+from paa_core.layers import FrozenBatchNorm2d
 from paa_core.modeling.detector import build_detection_model
 from paa_core.structures.bounding_box import BoxList
 
@@ -242,18 +243,15 @@ def test_the_authors_fork_checkpoint_fills_the_paa_config_with_every_key(tmp_pat
     )
 
 
-class _Detectron2FrozenBN(torch.nn.Module):
-    """detectron2's FrozenBatchNorm2d: scale = weight * rsqrt(running_var + eps), eps 1e-5."""
+class _Detectron2FrozenBN(FrozenBatchNorm2d):
+    """detectron2's FrozenBatchNorm2d: scale = weight * rsqrt(running_var + eps), eps 1e-5.
+    Ours with the eps, so that both fold into the preceding conv alike (`conv_frozen_bn`)
+    and compute in the same order: the random weights blow the features up to ~1e19,
+    where any other order of float32 operations differs by far more than 1e-6."""
 
-    def __init__(self, n):
-        super().__init__()
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            self.register_buffer(name, torch.zeros(n))
-
-    def forward(self, x):
+    def scale_and_shift(self):
         scale = self.weight * (self.running_var + 1e-5).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        return scale, self.bias - self.running_mean * scale
 
 
 def _with_detectron2_bn(module):

@@ -1,9 +1,10 @@
-"""FrozenBatchNorm2d and Scale."""
+"""FrozenBatchNorm2d, a conv with it folded in, and Scale."""
 
+import pytest
 import torch
 from torch import nn
 
-from paa_core.layers import FrozenBatchNorm2d, Scale
+from paa_core.layers import FrozenBatchNorm2d, Scale, conv_frozen_bn
 
 
 def test_frozen_batch_norm_matches_eval_batch_norm_without_eps():
@@ -35,6 +36,60 @@ def test_frozen_batch_norm_has_only_the_reference_buffers():
     torch.testing.assert_close(frozen(x), x)  # identity at init
     frozen(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.ones_like(x))
+
+
+def random_frozen_bn(n, gen):
+    frozen = FrozenBatchNorm2d(n)
+    frozen.weight.copy_(torch.randn(n, generator=gen))
+    frozen.bias.copy_(torch.randn(n, generator=gen))
+    frozen.running_mean.copy_(torch.randn(n, generator=gen))
+    frozen.running_var.copy_(torch.rand(n, generator=gen) + 0.05)
+    return frozen
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, groups, bias", [(1, 1, 1, False), (3, 2, 1, False), (3, 1, 4, True)]
+)
+def test_folded_conv_equals_conv_then_frozen_bn_with_gradients(kernel, stride, groups, bias):
+    gen = torch.Generator().manual_seed(kernel + stride + groups)
+    conv = nn.Conv2d(8, 16, kernel, stride, kernel // 2, groups=groups, bias=bias)
+    frozen = random_frozen_bn(16, gen)
+    x = torch.randn(2, 8, 11, 9, generator=gen)
+    grad = torch.randn(2, 16, *conv(x).shape[-2:], generator=gen)
+    results = []
+    for run in (lambda x: frozen(conv(x)), lambda x: conv_frozen_bn(conv, frozen, x)):
+        conv.zero_grad()
+        x_in = x.clone().requires_grad_()
+        y = run(x_in)
+        y.backward(grad)
+        grads = [x_in.grad, conv.weight.grad] + ([conv.bias.grad] if bias else [])
+        results.append([y.detach(), *grads])
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert list(frozen.parameters()) == []  # the shift stays a constant
+    # One convolution: its result comes straight from the conv, not from the norm's add.
+    assert type(conv_frozen_bn(conv, frozen, x).grad_fn).__name__ == "ConvolutionBackward0"
+
+
+def test_folded_conv_leaves_other_pairs_as_they_are():
+    """Another norm after the conv, or a conv that F.conv2d cannot stand for, runs as
+    norm(conv(x)), bit for bit."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 6, 6, generator=gen)
+    conv, gn = nn.Conv2d(4, 8, 3, padding=1), nn.GroupNorm(2, 8)
+    assert torch.equal(conv_frozen_bn(conv, gn, x), gn(conv(x)))
+    reflect = nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect")
+    frozen = random_frozen_bn(8, gen)
+    assert torch.equal(conv_frozen_bn(reflect, frozen, x), frozen(reflect(x)))
+
+
+def test_folded_conv_takes_float64_buffers_for_a_float32_conv():
+    gen = torch.Generator().manual_seed(2)
+    conv, frozen = nn.Conv2d(3, 5, 1, bias=False), random_frozen_bn(5, gen).double()
+    x = torch.randn(1, 3, 4, 4, generator=gen)
+    y = conv_frozen_bn(conv, frozen, x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, frozen(conv(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_scale():

@@ -6,7 +6,7 @@ import torch
 from helpers import R50_NUM_CLASSES, r50_batch, r50_cfg
 
 from paa_core.layers.iou_loss import giou_loss
-from paa_core.modeling.backbone import build_backbone
+from paa_core.modeling.backbone import build_backbone, resnet
 from paa_core.modeling.detector import build_detection_model
 from paa_core.modeling.head_outputs import concat_box_prediction_layers
 from paa_core.structures.box_ops import paired_iou
@@ -129,6 +129,26 @@ def test_resnext_body_strides_and_res5_dilation():
     # FPN upsamples to the lateral's size, P6/P7 halve P5 (ceil with padding 1).
     p = backbone.fpn([c3, c4, c5])
     assert [tuple(t.shape[-2:]) for t in p] == [(8, 12), (4, 6), (4, 6), (2, 3), (1, 2)]
+
+
+def test_body_runs_channels_last_on_the_cpu_with_the_same_features(monkeypatch):
+    """The CPU body computes in channels_last memory: its features and a trained weight's
+    gradient are those of the same body in contiguous memory, within float32 rounding."""
+    torch.manual_seed(0)
+    body = build_backbone(r50_cfg()).body
+    x = torch.randn(1, 3, 64, 96)
+    runs = []
+    for memory in ("channels_last", "contiguous"):
+        if memory == "contiguous":
+            monkeypatch.setattr(resnet, "cpu_channels_last", lambda x: x)
+        body.zero_grad()
+        features = body(x)
+        sum(f.square().mean() for f in features).backward()
+        runs.append([*(f.detach() for f in features), body.layer3[0].conv2.weight.grad])
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in runs[0][:3])
+    assert all(f.is_contiguous() for f in runs[1][:3])
+    for got, want in zip(*runs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
 def test_fpn_odd_sizes_and_p6_from_c5():

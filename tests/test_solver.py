@@ -126,6 +126,7 @@ def test_adamw_from_cfg_keeps_the_group_rules_and_decouples_weight_decay():
     model = Toy()
     opt = make_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)
+    assert all(g["fused"] for g in opt.param_groups)
     groups = {id(g["params"][0]): g for g in opt.param_groups}
     for p, lr, wd in [(model.conv.weight, 0.001, 0.05), (model.conv.bias, 0.002, 0.0)]:
         g = groups[id(p)]
@@ -191,6 +192,31 @@ def test_schedule_keys_are_named_together_before_any_optimizer_exists():
     cfg.merge_from_list(["SOLVER.WARMUP_METHOD", "constant", "SOLVER.STEPS", (10, 10, 20)])
     check_solver(cfg)  # repeated milestones are accepted, as by WarmupMultiStepLR
     assert make_lr_scheduler(cfg, opt).milestones == [10, 10, 20]
+
+
+def test_fused_adamw_steps_like_the_per_tensor_loop():
+    """The fused AdamW of make_optimizer and torch's per-tensor loop over the same groups
+    agree within float32 rounding after several steps."""
+    cfg = get_cfg()
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    models = [Toy(), Toy()]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(cfg, models[0])
+    groups = [
+        {k: v for k, v in g.items() if k != "fused"}
+        for g in make_optimizer(cfg, models[1]).param_groups
+    ]
+    loop = torch.optim.AdamW(groups, foreach=False)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=gen) for p in models[0].parameters()]
+        for model, opt in zip(models, (fused, loop)):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone() if p.requires_grad else None
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(

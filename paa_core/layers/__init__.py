@@ -1,6 +1,6 @@
 """Building blocks and compiled ops shared by the backbone, head, loss and post-processing."""
 
-from .batch_norm import FrozenBatchNorm2d
+from .batch_norm import FrozenBatchNorm2d, conv_frozen_bn
 from .dcn import DeformConv, DFConv2d, ModulatedDeformConv, deform_conv, modulated_deform_conv
 from .nms import ml_nms, nms
 from .scale import Scale
@@ -12,6 +12,7 @@ __all__ = [
     "FrozenBatchNorm2d",
     "ModulatedDeformConv",
     "Scale",
+    "conv_frozen_bn",
     "deform_conv",
     "ml_nms",
     "modulated_deform_conv",

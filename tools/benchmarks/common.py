@@ -10,6 +10,11 @@ Output contract (dev/check_gpu.sh reads it): every target is one line
 the baseline's, or both models' losses and inputs) is one line `CHECK <what> | <detail> |
 <ok|FAILED>`, and a script with a failed check exits non-zero after its last benchmark, with
 one line naming the failed checks.
+
+Clocks: wall time by default. On a CPU shared with other work, `--clock cpu` times the
+process's CPU time instead, the work each model does, which the other work disturbs far
+less than the wall time of threads that wait for each other; run it with
+OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning.
 """
 
 import platform
@@ -20,6 +25,7 @@ import time
 import torch
 import torchvision
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 failed_checks = []
 
 
@@ -30,15 +36,21 @@ def add_model_arguments(parser, images, per):
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
     parser.add_argument("--images", type=int, default=images, help=f"images per {per}")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--clock", choices=tuple(CLOCKS), default="wall", help="what is timed (module docstring)"
+    )
 
 
 def setup(script, args):
-    """Threads, seed and TF32 off; prints the header and returns the torch device."""
+    """Threads, seed and TF32 off; prints the header and returns the torch device. A
+    `--clock cpu` on a GPU is refused: the GPU's work is not in the process's CPU time."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device(args.device)
+    if getattr(args, "clock", "wall") == "cpu" and device.type != "cpu":
+        sys.exit(f"{script}: --clock cpu times CPU work; a GPU's is not in it")
     name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
         f"# {script} on {device}{name}, {args.threads} CPU threads, Python "
@@ -63,20 +75,20 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def time_calls(calls, repeats, device, warmup=1):
-    """Wall times of each of `calls` (name -> function), `warmup` untimed then `repeats` timed
-    rounds; the calls alternate within a round, so a change in load hits all alike.
-    Returns ({name: [seconds]}, {name: the last call's output})."""
+def time_calls(calls, repeats, device, warmup=1, clock="wall"):
+    """Times (by `clock`, a key of CLOCKS) of each of `calls` (name -> function), `warmup`
+    untimed then `repeats` timed rounds; the calls alternate within a round, so a change in
+    load hits all alike. Returns ({name: [seconds]}, {name: the last call's output})."""
     times = {name: [] for name in calls}
     outputs = {}
     for round_ in range(warmup + repeats):
         for name, fn in calls.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = CLOCKS[clock]()
             outputs[name] = fn()
             synchronize(device)
             if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(CLOCKS[clock]() - start)
     return times, outputs
 
 

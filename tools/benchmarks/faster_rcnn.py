@@ -54,7 +54,7 @@ def main(argv=None):
         name: make_step(model, *inputs.get(name, (our_images, our_targets)), None, device)
         for name, model in models.items()
     }
-    times, losses = time_calls(steps, args.repeats, device, args.warmup)
+    times, losses = time_calls(steps, args.repeats, device, args.warmup, args.clock)
     print(
         f"Faster R-CNN R-50-FPN training iteration float32, {n} images {h}x{w}: "
         + ", ".join(f"{name} {spread(t)}" for name, t in times.items()),

@@ -12,6 +12,9 @@ targets allow).
   head towers, so that the two differ only in what PAA adds (assignment, IoU branch, score
   voting) and in implementation; FPN P3-P7 (P6 from P5), 4-conv towers; in inference the
   same score threshold, 1000 candidates per level, NMS at 0.6 and 100 detections per image.
+- PAA R-50-FPN against torchvision's FCOS R-50-FPN: the same body and FPN P3-P7, FCOS's own
+  head (GroupNorm, 4-conv towers, centerness) and points (one anchor per location, the
+  level's stride), the same inference settings as RetinaNet's.
 - Faster R-CNN R-50-FPN with the PAA RPN or the standard one (configs/faster_rcnn) against
   torchvision's FasterRCNN: FPN P2-P6, 3 anchors per location, 2000 proposals per level
   before the RPN's NMS and 1000 per image after it, 256 sampled anchors and 512 sampled ROIs
@@ -31,7 +34,7 @@ import torch
 import torchvision
 from common import check  # beside this script
 from torch import nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.image_list import ImageList
@@ -88,6 +91,21 @@ def build_retinanet(device, score_thresh=0.05):
         num_classes=NUM_CLASSES + 1,
         anchor_generator=anchors,
         head=head,
+        score_thresh=score_thresh,
+        nms_thresh=0.6,
+        detections_per_img=100,
+        topk_candidates=1000,
+    )
+    model.transform = PaddingOnly(model.transform)
+    return model.to(device)
+
+
+def build_fcos(device, score_thresh=0.05):
+    """FCOS with its default points and head (GroupNorm, 4 convs per tower)."""
+    backbone = torchvision_resnet50_fpn([2, 3, 4], LastLevelP6P7(256, 256))
+    model = FCOS(
+        backbone,
+        num_classes=NUM_CLASSES + 1,
         score_thresh=score_thresh,
         nms_thresh=0.6,
         detections_per_img=100,

@@ -1,27 +1,36 @@
 """Where a PAA training step spends its time, by stage: data (waiting for the loader),
 backbone body, FPN, head, assignment (IoU pre-assignment, candidate costs, the GMM cut:
-`PAALossComputation.compute_targets`), losses (the rest of the loss evaluator), other
-forward work (anchors, flattening), backward, optimizer. Each stage's median over the timed
-iterations and its share of the median step; `--top N` adds the N costliest operators of
-one step (torch.profiler, self CPU time). "losses" is the forward's time outside the other
-stages: the loss evaluator without the assignment, plus the anchors and float32 casts.
+`PAALossComputation.compute_targets`), losses (the rest of the forward: the loss evaluator
+without the assignment, anchors, flattening, float32 casts), optimizer; the backward split
+the same way. Each stage's median over the timed iterations, and its share of the sum of
+the medians; `--top N` adds the N costliest operators of one step (torch.profiler, self CPU
+time).
 
     python tools/benchmarks/profile_step.py --config-file configs/paa/paa_quick_shapes.yaml
     python tools/benchmarks/profile_step.py --config-file configs/paa/paa_R_50_FPN_1x.yaml \
         --synthetic --size 512 512 --images 2 SOLVER.OPTIMIZER SGD
 
+The backward's split: every autograd node counts for the stage whose forward created it,
+known by its sequence number (nodes are numbered as they are created, and the stages run
+one after the other), and a parameter's gradient accumulation for the stage that owns the
+parameter; the engine's time between nodes is "other". Timing each node costs two Python
+calls, within the noise of a quick-config step (its backward: 309 ms CPU with them, 316
+without). On a GPU every node is synchronised, so its backward is slower than unprofiled.
+
 With the config's own data (the quick config's shapes), batches come from its training
 loader with its workers, so "data" is the time the step waited for one. `--synthetic`
 feeds random images with 3-20 boxes at `--size` (tools/benchmarks/models.py) and has no
 data stage. Mixed precision follows SOLVER.AMP, the optimizer SOLVER.OPTIMIZER.
+
+`--clock cpu` measures the process's CPU time instead of wall time (tools/benchmarks/common.py).
 """
 
 import argparse
-import time
+import bisect
 from collections import defaultdict
 
 import torch
-from common import add_model_arguments, median, setup, spread, synchronize
+from common import CLOCKS, add_model_arguments, median, setup, spread, synchronize
 from models import NUM_CLASSES, make_inputs
 
 from paa_core.config import get_cfg
@@ -32,24 +41,40 @@ from paa_core.modeling.detector import build_detection_model
 from paa_core.solver import make_amp_dtype, make_grad_scaler, make_optimizer
 from paa_core.structures.image_list import to_image_list
 
-STAGES = ("data", "backbone", "fpn", "head", "assignment", "losses", "backward", "optimizer")
+FORWARD = ("backbone", "fpn", "head", "assignment", "losses")
+# The modules of the stages with parameters, in forward order.
+MODULES = {"backbone": "backbone.body", "fpn": "backbone.fpn", "head": "rpn.head"}
+ROWS = ("data", *FORWARD, "optimizer", "backward, other")
+
+
+def tensors_in(outputs):
+    """The tensors of a module's output (a tensor, or lists and tuples of them, or None)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, list | tuple):
+        return [t for o in outputs for t in tensors_in(o)]
+    return []
 
 
 class StageClock:
-    """Adds the wall time between a module's forward pre-hook and its forward hook (or
-    around a wrapped call) to `spent[stage]`; synchronises a GPU at both ends."""
+    """Adds the time between a module's forward pre-hook and its forward hook (or around a
+    wrapped call) to `spent[stage]` and remembers the last autograd node the stage made;
+    synchronises a GPU at both ends."""
 
-    def __init__(self, device):
-        self.device, self.spent, self.started = device, defaultdict(float), {}
+    def __init__(self, device, clock):
+        self.device, self.clock = device, clock
+        self.spent, self.started, self.last_node = defaultdict(float), {}, {}
 
     def watch(self, module, stage):
         def start(*_):
             synchronize(self.device)
-            self.started[stage] = time.perf_counter()
+            self.started[stage] = self.clock()
 
-        def stop(*_):
+        def stop(_, __, outputs):
             synchronize(self.device)
-            self.spent[stage] += time.perf_counter() - self.started[stage]
+            self.spent[stage] += self.clock() - self.started[stage]
+            numbers = [t.grad_fn._sequence_nr() for t in tensors_in(outputs) if t.grad_fn]
+            self.last_node[stage] = max(numbers, default=-1)
 
         module.register_forward_pre_hook(start)
         module.register_forward_hook(stop)
@@ -58,11 +83,11 @@ class StageClock:
         call = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            self.started[stage] = time.perf_counter()
             synchronize(self.device)
+            self.started[stage] = self.clock()
             out = call(*args, **kwargs)
             synchronize(self.device)
-            self.spent[stage] += time.perf_counter() - self.started[stage]
+            self.spent[stage] += self.clock() - self.started[stage]
             return out
 
         setattr(owner, name, timed)
@@ -72,8 +97,57 @@ class StageClock:
         return spent
 
 
-def batches(cfg, args, device):
-    """Endless (images, targets, waited seconds): the config's loader or random inputs."""
+class BackwardClock:
+    """Times each node of one backward pass for the stage that created it (see the module's
+    docstring). `watch(loss, last_node)` before the backward, `take()` after it."""
+
+    def __init__(self, model, device, clock):
+        self.device, self.clock = device, clock
+        self.owner = {}  # parameter -> stage
+        for stage, path in MODULES.items():
+            for p in model.get_submodule(path).parameters():
+                self.owner[p] = stage
+        self.spent, self.started = defaultdict(float), 0.0
+
+    def stage_of(self, node, ends, stages):
+        if type(node).__name__ == "AccumulateGrad":
+            return self.owner.get(node.variable, "losses")
+        return stages[bisect.bisect_left(ends, node._sequence_nr())]
+
+    def watch(self, loss, last_node):
+        """Hooks every node reachable from `loss`; `last_node`: {stage: its last node's
+        sequence number} for the stages of MODULES."""
+        ends = [last_node[s] for s in MODULES]
+        stages = [*MODULES, "losses"]
+        seen, todo = set(), [loss.grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+            self.hook(node, self.stage_of(node, ends, stages))
+
+    def hook(self, node, stage):
+        def start(*_):
+            synchronize(self.device)
+            self.started = self.clock()
+
+        def stop(*_):
+            synchronize(self.device)
+            self.spent[stage] += self.clock() - self.started
+
+        node.register_prehook(start)
+        node.register_hook(stop)
+
+    def take(self):
+        spent, self.spent = dict(self.spent), defaultdict(float)
+        return spent
+
+
+def batches(cfg, args, device, clock):
+    """Endless (images, targets, waited seconds by `clock`): the config's loader or random
+    inputs."""
     if args.synthetic:
         images, targets, _, _ = make_inputs(args.images, *args.size, device)
         while True:
@@ -81,64 +155,86 @@ def batches(cfg, args, device):
     loader = make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0)
     iterator = iter(loader)
     while True:
-        start = time.perf_counter()
+        start = clock()
         images, targets, _ = next(iterator)
-        waited = time.perf_counter() - start
+        waited = clock() - start
         yield images.to(device), [t.to(device) for t in targets], waited
 
 
-def build(cfg, device):
+def build(cfg, device, clock):
     torch.manual_seed(0)
     model = build_detection_model(cfg).to(device).train()
-    clock = StageClock(device)
-    clock.watch(model.backbone.body, "backbone")
-    clock.watch(model.backbone.fpn, "fpn")
-    clock.watch(model.rpn.head, "head")
-    evaluator = model.rpn.loss_evaluator
-    clock.wrap(evaluator, "compute_targets", "assignment")
-    return model, clock
+    forward = StageClock(device, clock)
+    for stage, path in MODULES.items():
+        forward.watch(model.get_submodule(path), stage)
+    forward.wrap(model.rpn.loss_evaluator, "compute_targets", "assignment")
+    return model, forward, BackwardClock(model, device, clock)
+
+
+def one_step(model, clocks, optimizer, amp, scaler, batch):
+    """One timed training step: {row: seconds} for the forward's and the optimizer's rows,
+    {stage: seconds} of the backward, and the step's seconds."""
+    forward, backward = clocks
+    images, targets, waited = batch
+    synchronize(forward.device)
+    start = forward.clock()
+    with torch.autocast(forward.device.type, dtype=amp, enabled=amp is not None):
+        losses = sum(model(images, targets).values())
+    synchronize(forward.device)
+    forward_end = forward.clock()
+    optimizer.zero_grad()
+    backward.watch(losses, forward.last_node)  # untimed: between the two clocks
+    backward_start = forward.clock()
+    losses.backward() if scaler is None else scaler.scale(losses).backward()
+    synchronize(forward.device)
+    backward_end = forward.clock()
+    optimizer.step() if scaler is None else (scaler.step(optimizer), scaler.update())
+    synchronize(forward.device)
+    end = forward.clock()
+    spent = forward.take()
+    known = sum(spent.get(s, 0.0) for s in FORWARD)
+    spent.update(data=waited, optimizer=end - backward_end)
+    spent["losses"] = forward_end - start - known
+    back = backward.take()
+    back["other"] = backward_end - backward_start - sum(back.values())
+    return spent, back, waited + (forward_end - start) + (end - backward_start)
 
 
 def profile(cfg, args, device):
-    """{stage: [seconds per timed iteration]} and [step seconds]."""
-    model, clock = build(cfg, device)
+    """({row: [seconds per timed iteration]}, {stage: [backward seconds]}, [step seconds])."""
+    clock = CLOCKS[args.clock]
+    model, forward, backward = build(cfg, device, clock)
     optimizer = make_optimizer(cfg, model)
     amp = make_amp_dtype(cfg, device)
     scaler = make_grad_scaler(amp, device)
-    stages, steps = defaultdict(list), []
-    data = batches(cfg, args, device)
+    rows, back_rows, steps = defaultdict(list), defaultdict(list), []
+    data = batches(cfg, args, device, clock)
     for it in range(args.warmup + args.repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        images, targets, waited = next(data)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            losses = sum(model(images, targets).values())
-        synchronize(device)
-        forward_end = time.perf_counter()
-        optimizer.zero_grad()
-        losses.backward() if scaler is None else scaler.scale(losses).backward()
-        synchronize(device)
-        backward_end = time.perf_counter()
-        optimizer.step() if scaler is None else (scaler.step(optimizer), scaler.update())
-        synchronize(device)
-        end = time.perf_counter()
-        spent = clock.take()
+        spent, back, step = one_step(model, (forward, backward), optimizer, amp, scaler, next(data))
         if it < args.warmup:
             continue
-        forward = forward_end - start - waited
-        known = sum(spent[s] for s in ("backbone", "fpn", "head", "assignment"))
-        spent.update(
-            {
-                "data": waited,
-                "losses": forward - known,
-                "backward": backward_end - forward_end,
-                "optimizer": end - backward_end,
-            }
+        for row in ROWS[:-1]:
+            rows[row].append(spent.get(row, 0.0))
+        for stage in (*MODULES, "losses", "other"):
+            back_rows[stage].append(back.get(stage, 0.0))
+        steps.append(step)
+    return rows, back_rows, steps, (model, optimizer, amp, data)
+
+
+def print_table(rows, back_rows, steps, clock):
+    """The stages' medians: forward (or the stage's own time), backward, both, share."""
+    medians = {row: median(rows[row]) * 1000 for row in ROWS[:-1]}
+    back = {stage: median(times) * 1000 for stage, times in back_rows.items()}
+    back["backward, other"] = back.pop("other")
+    total = sum(medians.values()) + sum(back.values())
+    print(f"step ({clock} time): median {spread(steps)} over {len(steps)} iterations")
+    print(f"| stage | forward ms | backward ms | ms | share (of {total:.0f} ms) |")
+    print("|---|---|---|---|---|")
+    for row in ROWS:
+        ms_f, ms_b = medians.get(row, 0.0), back.get(row, 0.0)
+        print(
+            f"| {row} | {ms_f:.1f} | {ms_b:.1f} | {ms_f + ms_b:.1f} | {(ms_f + ms_b) / total:.1%} |"
         )
-        for stage in STAGES:
-            stages[stage].append(spent[stage])
-        steps.append(end - start)
-    return stages, steps, (model, optimizer, amp, data)
 
 
 def top_operators(model, optimizer, amp, data, device, count):
@@ -172,14 +268,8 @@ def main():
     else:
         cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", args.images])
     cfg.freeze()
-    stages, steps, state = profile(cfg, args, device)
-    step = median(steps)
-    print(f"step: median {step * 1000:.1f} ms over {len(steps)} iterations ({spread(steps)})")
-    print("| stage | median ms | share of the step |")
-    print("|---|---|---|")
-    for stage in STAGES:
-        ms = median(stages[stage]) * 1000
-        print(f"| {stage} | {ms:.1f} | {ms / (step * 1000):.1%} |")
+    rows, back_rows, steps, state = profile(cfg, args, device)
+    print_table(rows, back_rows, steps, args.clock)
     if args.top:
         top_operators(*state, device, args.top)
 
