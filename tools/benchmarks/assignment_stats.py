@@ -9,7 +9,7 @@ Candidates come from the IoU pre-assignment alone (anchors vs boxes, `MODEL.PAA.
 each GT's best anchor kept unless another GT overlaps that anchor more), so the "no
 candidate" shares depend on the config, not on the weights. Each weight file ("" = the
 initial random weights, seed SEED) then runs the training loss evaluator on the same images
-(test-time resize, no flip, SOLVER.AMP as in training) and reports, over the GTs with at least
+(resized to the first training size, no flip, SOLVER.AMP as in training) and reports, over the GTs with at least
 two candidates (the ones whose scores get a mixture):
 
 - positives per GT, and candidates per GT after the top-k per level;
@@ -46,7 +46,8 @@ def size_class(boxes):
 
 
 def batches(cfg, num_images, batch_size):
-    """(ImageList, targets) of the first `num_images` training images, test-time resize."""
+    """(ImageList, targets) of the first `num_images` training images, resized as `cfg`'s
+    test transform does (main sets it to the training size)."""
     catalog = load_catalog(cfg).DatasetCatalog
     dataset = build_dataset(cfg.DATASETS.TRAIN[:1], build_transforms(cfg, False), catalog, True)[0]
     count = min(num_images, len(dataset))
@@ -147,6 +148,9 @@ def main():
     torch.set_num_threads(args.threads)
     cfg = get_cfg()
     load_config(cfg, args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
+    # the images at the scale training assigns them at, which may differ from the test size
+    cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MIN_SIZE_TRAIN[0]
+    cfg.INPUT.MAX_SIZE_TEST = cfg.INPUT.MAX_SIZE_TRAIN
     cfg.freeze()
     torch.manual_seed(cfg.SEED)
     model = build_detection_model(cfg).train()

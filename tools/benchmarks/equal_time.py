@@ -7,8 +7,8 @@ shapes_val: AP per detector.
 For each detector (configs/paa/paa_quick_shapes.yaml, configs/faster_rcnn/
 faster_rcnn_paa_quick_shapes.yaml, configs/faster_rcnn/faster_rcnn_quick_shapes.yaml) a
 probe of `--probe` iterations measures its seconds per iteration (the median of the last 20),
-then the run gets `minutes * 60 / (s/it)` iterations with its quick schedule scaled to them
-(warm-up and lr steps at the same fractions of the run: 100, 1400 and 1650 of 1800). The
+then the run gets `minutes * 60 / (s/it)` iterations with its own config's schedule scaled to
+them (warm-up and lr steps at the same fractions of the run as in the config). The
 probe's time is not part of the budget; the measured training wall time is printed beside
 the AP. A detector whose `model_final.pth` exists in the output folder is not trained again,
 so a stopped comparison resumes. Needs datasets/shapes (tools/make_shapes_dataset.py) and
@@ -22,13 +22,13 @@ import subprocess
 import sys
 import time
 
+from paa_core.config import cfg
+
 DETECTORS = {
     "PAA (one-stage)": "configs/paa/paa_quick_shapes.yaml",
     "Faster R-CNN, PAA RPN": "configs/faster_rcnn/faster_rcnn_paa_quick_shapes.yaml",
     "Faster R-CNN, standard RPN": "configs/faster_rcnn/faster_rcnn_quick_shapes.yaml",
 }
-# The quick configs' schedule, as fractions of their 1800 iterations.
-WARMUP, STEPS, QUICK_ITERS = 100, (1400, 1650), 1800
 COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -60,16 +60,20 @@ def probe_seconds_per_iteration(config, folder, iterations, opts):
     return last_records(folder)[0]["time"]
 
 
-def scaled_schedule(iterations):
-    """The quick schedule's KEY VALUE overrides for a run of `iterations`."""
-    steps = tuple(max(1, round(s * iterations / QUICK_ITERS)) for s in STEPS)
+def scaled_schedule(config, iterations):
+    """The config's schedule as KEY VALUE overrides for a run of `iterations`."""
+    solver = cfg.clone()
+    solver.merge_from_file(config)
+    solver = solver.SOLVER
+    scale = iterations / solver.MAX_ITER
+    steps = tuple(max(1, round(s * scale)) for s in solver.STEPS)
     return [
         "SOLVER.MAX_ITER",
         str(iterations),
         "SOLVER.STEPS",
         str(steps),
         "SOLVER.WARMUP_ITERS",
-        str(max(1, round(WARMUP * iterations / QUICK_ITERS))),
+        str(max(1, round(solver.WARMUP_ITERS * scale))),
         "SOLVER.CHECKPOINT_PERIOD",
         str(iterations),
     ]
@@ -82,7 +86,10 @@ def train_and_test(config, folder, iterations, opts):
         os.makedirs(folder, exist_ok=True)
         start = time.time()
         args = ["tools/train_net.py", "--config-file", config, "--skip-test", "OUTPUT_DIR"]
-        run([*args, folder, *scaled_schedule(iterations), *opts], os.path.join(folder, "train.log"))
+        run(
+            [*args, folder, *scaled_schedule(config, iterations), *opts],
+            os.path.join(folder, "train.log"),
+        )
         with open(seconds_file, "w") as f:
             f.write(f"{time.time() - start:.0f}")
     weights = os.path.join(folder, "model_final.pth")
