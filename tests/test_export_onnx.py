@@ -32,7 +32,7 @@ TINY = [
 
 
 def _shapes_images(cfg, count=2):
-    """Rendered shapes images (320 px), through the config's test transforms."""
+    """Rendered shapes images (320 px), through the config's test transforms (to 288 px)."""
     rng = np.random.default_rng(5)
     transform = build_transforms(cfg, is_train=False)
     images = []
@@ -65,7 +65,7 @@ def test_onnx_detections_match_pytorch(tmp_path):
     model.eval()
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     for image in _shapes_images(cfg):
-        assert image.shape == (1, 3, 320, 320)
+        assert image.shape == (1, 3, 288, 288)  # the quick config's test size
         boxes, scores, labels = session.run(None, {"images": image.numpy()})
         with torch.no_grad():
             expected = model(image)[0]

@@ -14,9 +14,20 @@ from paa_core.modeling.backbone.resnet_light import BasicBlockWithGN, ResNetLigh
 from paa_core.modeling.detector import build_detection_model
 
 
-def test_backbone_levels_and_channels():
+@pytest.mark.parametrize(
+    "body, shapes",
+    [
+        # the quick config's P2..P6: strides 4..64, P6 a stride-2 max-pool of P5 (ceil)
+        ("R-18-GN-FPN", [(24, 40), (12, 20), (6, 10), (3, 5), (2, 3)]),
+        # P3..P7 at strides 8..128 (ceil for the stride-2 convs of P6, P7)
+        ("R-18-GN-FPN-RETINANET", [(12, 20), (6, 10), (3, 5), (2, 3), (1, 2)]),
+    ],
+)
+def test_backbone_levels_and_channels(body, shapes):
     torch.manual_seed(0)
     cfg = quick_cfg(
+        "MODEL.BACKBONE.CONV_BODY",
+        body,
         "MODEL.RESNETS.STEM_OUT_CHANNELS",
         8,
         "MODEL.RESNETS.RES2_OUT_CHANNELS",
@@ -27,14 +38,7 @@ def test_backbone_levels_and_channels():
     backbone = build_backbone(cfg)
     assert backbone.out_channels == 16
     features = backbone(torch.randn(2, 3, 96, 160))
-    # P3..P7 at strides 8..128 (ceil for the stride-2 convs of P6, P7).
-    assert [tuple(f.shape) for f in features] == [
-        (2, 16, 12, 20),
-        (2, 16, 6, 10),
-        (2, 16, 3, 5),
-        (2, 16, 2, 3),
-        (2, 16, 1, 2),
-    ]
+    assert [tuple(f.shape) for f in features] == [(2, 16, *hw) for hw in shapes]
     body = backbone.body
     assert [getattr(body, n)[0].conv2.out_channels for n in body.stages] == [8, 16, 32, 64]
     assert [len(getattr(body, n)) for n in body.stages] == [2, 2, 2, 2]  # ResNet-18 depths
@@ -103,7 +107,8 @@ def test_quick_config_keeps_the_paper_head_assigner_losses_and_inference():
     paper = get_cfg()
     paper.merge_from_file(os.path.join(CONFIGS, "paa_R_50_FPN_1x.yaml"))
     quick = quick_cfg()
-    scaled = {"NUM_CLASSES", "ANCHOR_SIZES", "NUM_CONVS"}  # classes, object range, head depth
+    # classes, object range, FPN levels (P2-P6), head depth
+    scaled = {"NUM_CLASSES", "ANCHOR_SIZES", "ANCHOR_STRIDES", "NUM_CONVS"}
     for key, value in paper.MODEL.PAA.items():
         if key not in scaled:
             assert quick.MODEL.PAA[key] == value, key

@@ -410,6 +410,8 @@ def test_fpn_group_norm_and_relu_keys_take_effect():
     cfg.merge_from_file(os.path.join(ROOT, "configs", "paa", "paa_quick_shapes.yaml"))
     cfg.merge_from_list(
         [
+            "MODEL.BACKBONE.CONV_BODY",  # the P3-P7 FPN, the one these keys apply to
+            "R-18-GN-FPN-RETINANET",
             "MODEL.FPN.USE_GN",
             True,
             "MODEL.FPN.USE_RELU",
