@@ -9,8 +9,8 @@ from .backbone.backbone import backbone_problems
 from .paa_assigner import assigner_problems
 from .registry import ROI_BOX_FEATURE_EXTRACTORS, ROI_BOX_PREDICTOR, RPN_HEADS
 
-# Both FPNs give five levels, each with its own anchor size and stride: P3-P7 for PAA,
-# P2-P6 for the Faster R-CNN.
+# Both FPNs give five levels, each with its own anchor size and stride: P3-P7 (the COCO
+# PAA configs) or P2-P6 (the Faster R-CNN and the quick PAA config).
 FPN_LEVELS = 5
 
 

@@ -9,8 +9,8 @@ Candidates come from the IoU pre-assignment alone (anchors vs boxes, `MODEL.PAA.
 each GT's best anchor kept unless another GT overlaps that anchor more), so the "no
 candidate" shares depend on the config, not on the weights. Each weight file ("" = the
 initial random weights, seed SEED) then runs the training loss evaluator on the same images
-(resized to the first training size, no flip, SOLVER.AMP as in training) and reports, over the GTs with at least
-two candidates (the ones whose scores get a mixture):
+(resized to the first training size, no flip, SOLVER.AMP as in training) and reports, over
+the GTs with at least two candidates (the ones whose scores get a mixture):
 
 - positives per GT, and candidates per GT after the top-k per level;
 - degenerate fits: the two fitted means closer than `--degenerate` (default 0.25) times the

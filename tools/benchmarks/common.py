@@ -17,16 +17,35 @@ less than the wall time of threads that wait for each other; run it with
 OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning.
 """
 
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
 import torch
 import torchvision
 
+from paa_core.utils.metrics_file import METRICS_FILE, read_metrics
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 failed_checks = []
+
+
+def run_tool(args, log, env=None):
+    """Run a repository tool (`args` after the interpreter) with this Python, its output to
+    `log`; a failure ends the benchmark in one line naming the log."""
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        sys.exit(f"error: {' '.join(args[:3])} failed (exit {done.returncode}); see {log}")
+
+
+def metrics_records(folder):
+    """(training lines, evaluation lines) of a run's metrics file, none if it has none."""
+    path = os.path.join(folder, METRICS_FILE)
+    return read_metrics(path) if os.path.isfile(path) else ([], [])
 
 
 def add_model_arguments(parser, images, per):

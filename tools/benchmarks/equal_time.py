@@ -16,13 +16,12 @@ runs from the repository root. Extra KEY VALUE pairs go to every training and ev
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import time
 
-from paa_core.config import cfg
+from common import metrics_records, run_tool
+
+from paa_core.config import get_cfg
 
 DETECTORS = {
     "PAA (one-stage)": "configs/paa/paa_quick_shapes.yaml",
@@ -32,37 +31,20 @@ DETECTORS = {
 COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def run(args, log):
-    """Run a tool with the venv's Python; its output goes to `log`; stop on failure."""
-    with open(log, "w") as f:
-        done = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode:
-        sys.exit(f"error: {' '.join(args[:3])} failed (exit {done.returncode}); see {log}")
-
-
-def last_records(folder):
-    """(last training line, last evaluation line) of folder/metrics.jsonl."""
-    with open(os.path.join(folder, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    train = [r for r in records if "dataset" not in r]
-    evals = [r for r in records if "dataset" in r]
-    return (train[-1] if train else None), (evals[-1] if evals else None)
-
-
 def probe_seconds_per_iteration(config, folder, iterations, opts):
     """Median seconds per iteration over the probe's last logged window (20 iterations)."""
-    if not os.path.isfile(os.path.join(folder, "metrics.jsonl")):
+    if not metrics_records(folder)[0]:
         os.makedirs(folder, exist_ok=True)
         schedule = ["SOLVER.MAX_ITER", str(iterations), "SOLVER.STEPS", f"({iterations},)"]
         schedule += ["SOLVER.CHECKPOINT_PERIOD", str(iterations), "SOLVER.WARMUP_ITERS", "1"]
         args = ["tools/train_net.py", "--config-file", config, "--skip-test"]
-        run([*args, "OUTPUT_DIR", folder, *schedule, *opts], os.path.join(folder, "train.log"))
-    return last_records(folder)[0]["time"]
+        run_tool([*args, "OUTPUT_DIR", folder, *schedule, *opts], os.path.join(folder, "train.log"))
+    return metrics_records(folder)[0][-1]["time"]
 
 
 def scaled_schedule(config, iterations):
     """The config's schedule as KEY VALUE overrides for a run of `iterations`."""
-    solver = cfg.clone()
+    solver = get_cfg()
     solver.merge_from_file(config)
     solver = solver.SOLVER
     scale = iterations / solver.MAX_ITER
@@ -86,7 +68,7 @@ def train_and_test(config, folder, iterations, opts):
         os.makedirs(folder, exist_ok=True)
         start = time.time()
         args = ["tools/train_net.py", "--config-file", config, "--skip-test", "OUTPUT_DIR"]
-        run(
+        run_tool(
             [*args, folder, *scaled_schedule(config, iterations), *opts],
             os.path.join(folder, "train.log"),
         )
@@ -94,9 +76,9 @@ def train_and_test(config, folder, iterations, opts):
             f.write(f"{time.time() - start:.0f}")
     weights = os.path.join(folder, "model_final.pth")
     args = ["tools/test_net.py", "--config-file", config, "MODEL.WEIGHT", weights]
-    run([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "test.log"))
+    run_tool([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "test.log"))
     with open(seconds_file) as f:
-        return float(f.read()), last_records(folder)[1]
+        return float(f.read()), metrics_records(folder)[1][-1]
 
 
 def main():

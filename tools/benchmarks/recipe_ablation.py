@@ -18,10 +18,10 @@ datasets/shapes (tools/make_shapes_dataset.py).
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
+
+from common import metrics_records, run_tool
 
 CONFIG = "configs/paa/paa_quick_shapes.yaml"
 
@@ -114,56 +114,35 @@ def overrides(name):
     return opts if name.startswith("quick") else [*BASE, *opts]
 
 
-def run(args, log):
-    with open(log, "w") as f:
-        done = subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode:
-        sys.exit(f"error: {' '.join(args[:3])} failed (exit {done.returncode}); see {log}")
-
-
-def records(folder):
-    """(training lines, evaluation lines) of folder/metrics.jsonl."""
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return [], []
-    with open(path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return [r for r in lines if "dataset" not in r], [r for r in lines if "dataset" in r]
-
-
 def train_and_test(folder, opts):
     """Train the variant (resuming a stopped run) and evaluate its final model."""
     os.makedirs(folder, exist_ok=True)
     if not os.path.isfile(os.path.join(folder, "model_final.pth")):
         args = ["tools/train_net.py", "--config-file", CONFIG, "--skip-test", "SEED", "0"]
-        run([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "train.log"))
+        run_tool([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "train.log"))
     weights = os.path.join(folder, "model_final.pth")
     args = ["tools/test_net.py", "--config-file", CONFIG, "MODEL.WEIGHT", weights]
-    run([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "test.log"))
+    run_tool([*args, "OUTPUT_DIR", folder, *opts], os.path.join(folder, "test.log"))
 
 
 def seconds_per_iteration(folder, opts, iterations, threads):
     """The median time of the last logged window of a short training of the variant."""
     timing = os.path.join(folder, "timing")
-    if not records(timing)[0]:
+    if not metrics_records(timing)[0]:
         os.makedirs(timing, exist_ok=True)
-        schedule = ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100000"]
+        short = ["SOLVER.MAX_ITER", str(iterations), "SOLVER.CHECKPOINT_PERIOD", "100000"]
         args = ["tools/train_net.py", "--config-file", CONFIG, "--skip-test", "SEED", "0"]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        with open(os.path.join(timing, "train.log"), "w") as f:
-            subprocess.run(
-                [sys.executable, *args, "OUTPUT_DIR", timing, *opts, *schedule],
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                env=env,
-                check=True,
-            )
-    return records(timing)[0][-1]["time"]
+        run_tool(
+            [*args, "OUTPUT_DIR", timing, *opts, *short],
+            os.path.join(timing, "train.log"),
+            env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+        )
+    return metrics_records(timing)[0][-1]["time"]
 
 
 def row(name, folder, per_iteration):
     """The table row of a finished variant."""
-    train, evals = records(folder)
+    train, evals = metrics_records(folder)
     last = train[-1]["iteration"]
     positives = [r["pos_per_gt"] for r in train if r["iteration"] > last - 200]
     cells = [f"{100 * evals[-1][c]:.1f}" for c in COLUMNS]
@@ -189,7 +168,7 @@ def main():
         sys.exit(f"error: unknown variant(s) {', '.join(unknown)}; --list shows them")
     for name in names:
         folder = os.path.join(args.out, name)
-        if not records(folder)[1]:
+        if not metrics_records(folder)[1]:
             print(f"== {name}: {VARIANTS[name][0]}", flush=True)
             train_and_test(folder, overrides(name))
     timings = {}
