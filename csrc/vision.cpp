@@ -29,6 +29,14 @@ TORCH_LIBRARY(paa_core, m) {
         "int dil_h, int dil_w, int groups, int deformable_groups) "
         "-> (Tensor grad_input, Tensor grad_weight, Tensor grad_offset, Tensor grad_mask, "
         "Tensor grad_bias)");
+  // Winograd F(4x4, 3x3) tile transforms of a 3x3 / stride 1 / padding 1 convolution and
+  // their adjoints (csrc/winograd.h); the matrix products between them run in Python.
+  m.def("winograd_input_transform(Tensor[] inputs) -> Tensor");
+  m.def("winograd_input_transform_backward(Tensor grad_tiles, int batch, int height, int width) "
+        "-> Tensor");
+  m.def("winograd_output_transform(Tensor tiles, Tensor? bias, int batch, int height, int width) "
+        "-> Tensor");
+  m.def("winograd_output_transform_backward(Tensor[] grad_outputs) -> Tensor");
   m.def("gmm2_fit(Tensor x, Tensor mask, float tol, float reg_covar, int max_iter) "
         "-> (Tensor components, Tensor log_likelihood, Tensor means, Tensor variances, "
         "Tensor weights, Tensor n_iter)");

@@ -61,7 +61,7 @@ declare -A limit=([ops.py]=45 [assign.py]=30 [train.py]=80 [detector.py]=40 [fas
 declare -A least=([ops.py]=15 [assign.py]=10 [train.py]=30 [detector.py]=15 [faster_rcnn.py]=20)
 # shellcheck disable=SC2034  # the *_args arrays are read through "${!args_of}" below
 if [ "$smoke" = 1 ]; then
-  ops_args=(--device cpu --threads 1 --boxes 100 300 1000 --dcn-channels 8 --dcn-size 12 16 --anchors 2000 --repeats 3)
+  ops_args=(--device cpu --threads 1 --boxes 100 300 1000 --dcn-channels 8 --dcn-size 12 16 --anchors 2000 --winograd-size 128 --repeats 3)
   assign_args=(--device cpu --threads 1 --size 128 160 --max-gts 2 --repeats 1)
   # 64x96, not 64x64: at 64x64 under CPU bf16, oneDNN can return NaN gradients for RetinaNet's P7 conv.
   train_args=(--device cpu --threads 1 --size 64 96 --images 1 --amp bf16 --warmup 0 --repeats 1)

@@ -10,6 +10,9 @@ the Meta kernels (csrc/). This module adds the rest:
 - fake kernels of `nms` and `ml_nms`, whose output length depends on the data (the other
   ops' shapes come from their C++ Meta kernels, which run the same argument checks).
 
+The Winograd tile transforms need no formula here: the convolution that composes them
+(`paa_core.layers.winograd`) is one autograd Function whose backward calls their adjoints.
+
 Input checks live in the C++ kernels only (`TORCH_CHECK`: a `RuntimeError` naming the
 argument); the wrappers in `paa_core.layers` add no checks of their own.
 """

@@ -38,6 +38,11 @@ _C.MODEL.WEIGHT = ""
 # set them False.
 _C.MODEL.PAA_ON = True
 _C.MODEL.RPN_ONLY = True
+# The 3x3 convolutions of the FPN and the PAA head towers (stride 1, 128 channels or more)
+# run by Winograd's F(4x4, 3x3) on the CPU in float32, when their output has 256 tiles of
+# 4x4 or more: the same function with 4x fewer multiplications, float32 rounding differing
+# by ~1e-5 of the output (docs/DESIGN.md). False: the framework's convolution throughout.
+_C.MODEL.WINOGRAD = True
 
 # -----------------------------------------------------------------------------
 # Input

@@ -29,10 +29,12 @@ from common import (  # beside this script
     time_calls,
 )
 from models import (
+    DIRECT,
     build_fcos,
-    build_paa,
+    build_paa_models,
     build_retinanet,
     check_input_shapes,
+    direct_summary,
     make_inputs,
     watch_input_shapes,
 )
@@ -101,11 +103,12 @@ def main(argv=None):
     device = setup("detector.py", args)
     (h, w), n = args.size, args.images
     paa_images, _, tv_images, _ = make_inputs(n, h, w, device)
-    models = {"PAA": build_paa(device, args.score_thresh).eval()}
+    models = {name: m.eval() for name, m in build_paa_models(device, args.score_thresh).items()}
+    paa_names = list(models)
     models.update({b: build(device, args.score_thresh).eval() for b, build in BASELINES.items()})
     shapes = watch_input_shapes(models)
     with torch.no_grad():
-        calls = {"PAA": lambda: models["PAA"](paa_images)}
+        calls = {name: functools.partial(models[name], paa_images) for name in paa_names}
         calls.update({b: functools.partial(models[b], tv_images) for b in BASELINES})
         times, outputs = time_calls(calls, args.repeats, device, clock=args.clock)
         counts = {"PAA": paa_counts(models["PAA"], paa_images)}
@@ -116,7 +119,8 @@ def main(argv=None):
         f"{args.score_thresh:g}: PAA R-50-FPN {spread(times['PAA'])}, "
         + ", ".join(f"torchvision {b} R-50-FPN {spread(times[b])}" for b in BASELINES)
         + "; ratios "
-        + ", ".join(f"PAA/{b} {r:.3f}" for b, r in ratios.items()),
+        + ", ".join(f"PAA/{b} {r:.3f}" for b, r in ratios.items())
+        + direct_summary(times),
         flush=True,
     )
     for name, per_image in counts.items():
@@ -129,6 +133,15 @@ def main(argv=None):
     found += [(r["boxes"], r["scores"]) for b in BASELINES for r in outputs[b]]
     finite = all(bool(t.isfinite().all()) for pair in found for t in pair)
     check(finite, "detector outputs", f"boxes and scores of all models finite: {finite}")
+    if DIRECT in outputs:
+        ours, direct = (torch.cat([r.get_field("scores") for r in outputs[m]]) for m in paa_names)
+        same = len(ours) == len(direct)
+        gap = float((ours.sort().values - direct.sort().values).abs().max()) if same else 1.0
+        check(
+            gap <= 1e-4,
+            "detector scores, PAA with and without Winograd convolutions",
+            f"{len(ours)} and {len(direct)} detections, largest score difference {gap:.2g}",
+        )
     finish("detector.py")
 
 

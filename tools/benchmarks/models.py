@@ -32,7 +32,7 @@ import os
 import numpy as np
 import torch
 import torchvision
-from common import check  # beside this script
+from common import check, median, spread  # beside this script
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -71,8 +71,30 @@ def build_ours(name, device, *opts):
     return build_detection_model(our_config(name, device, *opts)).to(device)
 
 
-def build_paa(device, score_thresh=0.05):
-    return build_ours("paa", device, "MODEL.PAA.INFERENCE_TH", score_thresh)
+def build_paa(device, score_thresh=0.05, *opts):
+    return build_ours("paa", device, "MODEL.PAA.INFERENCE_TH", score_thresh, *opts)
+
+
+# PAA with the framework's convolutions throughout, timed beside PAA (whose FPN and head
+# towers use Winograd convolutions on the CPU) to show what they save in the same run.
+DIRECT = "PAA, MODEL.WINOGRAD False"
+
+
+def build_paa_models(device, score_thresh=0.05):
+    """{"PAA": PAA} and on the CPU {DIRECT: the same weights without Winograd convolutions}
+    (on a GPU the two are one model)."""
+    models = {"PAA": build_paa(device, score_thresh)}
+    if torch.device(device).type == "cpu":
+        models[DIRECT] = build_paa(device, score_thresh, "MODEL.WINOGRAD", False)
+    return models
+
+
+def direct_summary(times):
+    """The row's words on DIRECT ({name: seconds}), empty where it did not run."""
+    if DIRECT not in times:
+        return ""
+    ratio = median(times["PAA"]) / median(times[DIRECT])
+    return f"; {DIRECT} {spread(times[DIRECT])}, PAA / it {ratio:.3f}"
 
 
 def torchvision_resnet50_fpn(returned_layers, extra_blocks):

@@ -1,5 +1,6 @@
 """The compiled ops against torchvision's equivalents, on the CPU or a GPU: NMS at several
-sizes, modulated deformable convolution and sigmoid focal loss (forward + backward).
+sizes, modulated deformable convolution and sigmoid focal loss (forward + backward); on the
+CPU also the Winograd 3x3 convolution against torch's own (forward + backward).
 
 Each row gives the median and range of ours and of torchvision's over `--repeats` alternating
 calls on the same inputs, a TARGET line for the ratio of the medians ours / torchvision (<= 1.0;
@@ -17,7 +18,7 @@ import torch
 import torchvision
 from common import check, finish, median, setup, spread, target, time_calls  # beside this script
 
-from paa_core.layers import nms, sigmoid_focal_loss
+from paa_core.layers import nms, sigmoid_focal_loss, winograd_conv3x3
 from paa_core.layers.dcn import modulated_deform_conv
 
 # Largest difference allowed, relative to the largest magnitude of torchvision's result.
@@ -31,15 +32,15 @@ def relative_error(ours, theirs):
     )
 
 
-def compare(what, calls, args):
-    """Times {"ours": fn, "torchvision": fn}; prints the row and the TARGET line, returns
-    both outputs."""
+def compare(what, calls, args, baseline="torchvision"):
+    """Times {"ours": fn, baseline: fn}; prints the row and the TARGET line, returns both
+    outputs."""
     times, outputs = time_calls(calls, args.repeats, args.device)
-    ours, theirs = times["ours"], times["torchvision"]
+    ours, theirs = times["ours"], times[baseline]
     ratio = median(ours) / median(theirs)
-    print(f"{what}: ours {spread(ours)}, torchvision {spread(theirs)}, ratio {ratio:.3f}")
-    target(f"{what}, ours/torchvision", ratio, "<=", 1.0)
-    return outputs["ours"], outputs["torchvision"]
+    print(f"{what}: ours {spread(ours)}, {baseline} {spread(theirs)}, ratio {ratio:.3f}")
+    target(f"{what}, ours/{baseline}", ratio, "<=", 1.0)
+    return outputs["ours"], outputs[baseline]
 
 
 def random_boxes(num_boxes, generator):
@@ -135,6 +136,44 @@ def bench_focal_loss(args, gamma=2.0, alpha=0.25):
     )
 
 
+def bench_winograd(args):
+    """A head tower's 3x3 conv (256 -> 256 channels over P3-P7 of 2 images 512x512, the
+    levels in one call) forward + backward by Winograd F(4x4, 3x3), against torch's
+    convolution (oneDNN's direct algorithm) level by level. CPU only."""
+    if torch.device(args.device).type != "cpu":
+        print("winograd conv: CPU only, skipped on", args.device)
+        return
+    generator = torch.Generator().manual_seed(0)
+    sizes = [args.winograd_size // 8 >> level for level in range(5)]
+    xs = [
+        torch.randn(2, 256, s, s, generator=generator)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+        for s in sizes
+    ]
+    weight = (0.02 * torch.randn(256, 256, 3, 3, generator=generator)).requires_grad_()
+    bias = torch.randn(256, generator=generator).requires_grad_()
+    grads = [torch.randn(x.shape, generator=generator) for x in xs]
+
+    def step(conv):
+        outputs = conv()
+        return outputs + list(torch.autograd.grad(outputs, xs + [weight, bias], grads))
+
+    calls = {
+        "ours": lambda: step(lambda: winograd_conv3x3(xs, weight, bias)),
+        "torch conv2d": lambda: step(
+            lambda: [torch.nn.functional.conv2d(x, weight, bias, padding=1) for x in xs]
+        ),
+    }
+    what = f"3x3 conv fwd+bwd, 256 channels, 2 images, levels {'/'.join(map(str, sizes))}"
+    error = relative_error(*compare(what, calls, args, baseline="torch conv2d"))
+    check(
+        error <= TOLERANCE,
+        "winograd conv",
+        f"outputs and 7 gradients, largest relative difference {error:.1e} (allowed {TOLERANCE:g})",
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -154,9 +193,12 @@ def main(argv=None):
     parser.add_argument(
         "--anchors", type=int, default=40000, help="focal loss rows (80 classes each)"
     )
+    parser.add_argument(
+        "--winograd-size", type=int, default=512, help="image side whose P3-P7 the conv sees"
+    )
     args = parser.parse_args(argv)
     setup("ops.py", args)
-    for bench in (bench_nms, bench_dcn, bench_focal_loss):
+    for bench in (bench_nms, bench_dcn, bench_focal_loss, bench_winograd):
         bench(args)
     finish("ops.py")
 

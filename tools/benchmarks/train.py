@@ -22,6 +22,7 @@ import argparse
 from common import (
     CLOCKS,
     add_model_arguments,
+    check,
     finish,
     median,
     setup,
@@ -31,11 +32,13 @@ from common import (
     time_calls,
 )
 from models import (
+    DIRECT,
     build_fcos,
-    build_paa,
+    build_paa_models,
     build_retinanet,
     check_input_shapes,
     check_losses,
+    direct_summary,
     make_inputs,
     make_step,
     our_config,
@@ -84,13 +87,21 @@ def time_precision(name, dtype, models, inputs, args, device):
         + ", ".join(f"torchvision {b} R-50-FPN {spread(times[b])}" for b in BASELINES)
         + "; ratios "
         + ", ".join(f"PAA/{b} {r:.3f}" for b, r in ratios.items())
-        + f"; assignment + GMM {share:.1%} of the PAA iteration",
+        + f"; assignment + GMM {share:.1%} of the PAA iteration"
+        + direct_summary(times),
         flush=True,
     )
     for base, limit in LIMITS["float32" if dtype is None else "mixed"].items():
         target(f"train iteration {name}, PAA/{base}", ratios[base], "<=", limit)
     target(f"assignment + GMM share of the PAA iteration, {name}", 100 * share, "<=", 5, "%")
     check_losses(f"train losses {name}", losses)
+    if DIRECT in losses:
+        ours_loss, direct_loss = float(losses["PAA"]), float(losses[DIRECT])
+        check(
+            abs(ours_loss - direct_loss) <= 1e-3 * abs(direct_loss),
+            f"train loss {name}, PAA with and without Winograd convolutions",
+            f"{ours_loss:.6g} and {direct_loss:.6g}",
+        )
     return median(ours)
 
 
@@ -108,9 +119,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = setup("train.py", args)
     paa_images, paa_targets, tv_images, tv_targets = make_inputs(args.images, *args.size, device)
-    inputs = {"PAA": (paa_images, paa_targets)}
+    models = {name: model.train() for name, model in build_paa_models(device).items()}
+    inputs = {name: (paa_images, paa_targets) for name in models}
     inputs.update({name: (tv_images, tv_targets) for name in BASELINES})
-    models = {"PAA": build_paa(device).train()}
     models.update({name: build(device).train() for name, build in BASELINES.items()})
     shapes = watch_input_shapes(models)
     precisions = [("float32", None)]

@@ -26,6 +26,7 @@ def with_fpn_p3p7(cfg, body: nn.Module) -> nn.Sequential:
             cfg.MODEL.FPN.USE_GN,
             cfg.MODEL.FPN.USE_RELU,
             dict(dim_per_group=gn.DIM_PER_GP, num_groups=gn.NUM_GROUPS, eps=gn.EPSILON),
+            winograd=cfg.MODEL.WINOGRAD,
         ),
         top_blocks=fpn_module.LastLevelP6P7(
             res2_out * 8 if use_c5 else out_channels, out_channels, use_p5=not use_c5
@@ -59,7 +60,9 @@ def with_fpn_p2p6(cfg, body: nn.Module) -> nn.Sequential:
     fpn = fpn_module.FPN(
         in_channels_list=[res2_out, res2_out * 2, res2_out * 4, res2_out * 8],
         out_channels=out_channels,
-        conv_block=conv_with_kaiming_uniform(use_bias=cfg.MODEL.FPN.USE_BIAS),
+        conv_block=conv_with_kaiming_uniform(
+            use_bias=cfg.MODEL.FPN.USE_BIAS, winograd=cfg.MODEL.WINOGRAD
+        ),
         top_blocks=fpn_module.LastLevelMaxPool(),
         first_index=1,
     )

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from paa_core.layers import DFConv2d, Scale
+from paa_core.layers import DFConv2d, Scale, WinogradConv2d
 from paa_core.modeling.box_coder import BoxCoder
 from paa_core.structures.bounding_box import BoxList
 from paa_core.structures.image_list import ImageList
@@ -40,6 +40,7 @@ class PAAHead(nn.Module):
         use_dcn_in_tower: bool = False,
         use_iou_pred: bool = True,
         num_levels: int = 5,
+        winograd: bool = True,
     ):
         super().__init__()
         self.use_iou_pred = use_iou_pred
@@ -56,7 +57,9 @@ class PAAHead(nn.Module):
                         bias=True,
                     )
                 else:
-                    conv = nn.Conv2d(in_channels, in_channels, 3, stride=1, padding=1)
+                    conv = (WinogradConv2d if winograd else nn.Conv2d)(
+                        in_channels, in_channels, 3, stride=1, padding=1
+                    )
                 _init_normal(conv)
                 tower.extend([conv, nn.GroupNorm(32, in_channels), nn.ReLU()])
         self.cls_tower = nn.Sequential(*towers["cls_tower"])
@@ -84,14 +87,25 @@ class PAAHead(nn.Module):
                 f"PAAHead got {len(features)} feature levels but has {len(self.scales)} scales"
             )
         logits, bbox_reg, iou_pred = [], [], []
-        for level, feature in enumerate(features):
-            cls_feat = self.cls_tower(feature)
-            box_feat = self.bbox_tower(feature)
+        cls_feats = _tower_over_levels(self.cls_tower, features)
+        box_feats = _tower_over_levels(self.bbox_tower, features)
+        for level, (cls_feat, box_feat) in enumerate(zip(cls_feats, box_feats)):
             logits.append(self.cls_logits(cls_feat))
             bbox_reg.append(self.scales[level](self.bbox_pred(box_feat)))
             if self.use_iou_pred:
                 iou_pred.append(self.iou_pred(box_feat))
         return logits, bbox_reg, (iou_pred if self.use_iou_pred else None)
+
+
+def _tower_over_levels(tower: nn.Sequential, features: list[Tensor]) -> list[Tensor]:
+    """tower(f) for each level f, a layer at a time: a Winograd conv takes all levels in one
+    call (one weight transform, one set of products), the other layers go level by level."""
+    for layer in tower:
+        if isinstance(layer, WinogradConv2d):
+            features = layer.forward_levels(features)
+        else:
+            features = [layer(f) for f in features]
+    return features
 
 
 def _float(outputs):
@@ -157,6 +171,7 @@ def build_paa(cfg, in_channels: int) -> PAAModule:
         use_dcn_in_tower=p.USE_DCN_IN_TOWER,
         use_iou_pred=p.USE_IOU_PRED,
         num_levels=len(p.ANCHOR_STRIDES),
+        winograd=cfg.MODEL.WINOGRAD,
     )
     box_coder = BoxCoder(p.BBOX_REG_WEIGHTS)
     return PAAModule(
