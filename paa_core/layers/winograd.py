@@ -6,10 +6,13 @@ output tile from a 6x6 input window with 36 multiplications per channel pair ins
 the input windows and the weights are transformed (csrc/winograd.h: the tile transforms and
 their adjoints), 36 matrix products over channels follow (oneDNN grouped 1x1 convolutions and
 MKL batched products), and an output transform gives the tiles back. The same arithmetic
-as the convolution; the float32 rounding differs by about 1e-6 of the output's magnitude.
+as the convolution; the float32 rounding differs by about 1e-5 of the output's magnitude.
 
 Training and inference both use it: the backward is the exact gradient of the transformed
-computation (input transform adjoint, transposed products, output transform adjoint).
+computation (input transform adjoint, transposed products, output transform adjoint). It
+keeps the inputs, which autograd holds anyway, and transforms them again rather than keeping
+their tiles (2.25x the input's size): the transform is a small part of the backward, and
+fresh memory of that size costs more to touch than to fill.
 """
 
 import torch
@@ -69,6 +72,11 @@ def tile_products(tiles: Tensor, u: Tensor) -> Tensor:
     return out.permute(0, 2, 3, 1).reshape(num_tiles, 36, out_channels)
 
 
+def _num_tiles(x: Tensor) -> int:
+    """4x4 output tiles of x [N, C, H, W]."""
+    return x.shape[0] * ((x.shape[2] + 3) // 4) * ((x.shape[3] + 3) // 4)
+
+
 class _WinogradConv3x3(torch.autograd.Function):
     """One weight over several images of any sizes (a head's pyramid levels): their tiles
     share one set of products, and the weight one transform."""
@@ -77,10 +85,10 @@ class _WinogradConv3x3(torch.autograd.Function):
     def forward(ctx, weight: Tensor, bias: Tensor | None, *xs: Tensor) -> tuple[Tensor, ...]:
         tiles = ops.winograd_input_transform(xs)  # [T, 36, C], level after level
         ctx.sizes = [(x.shape[0], x.shape[2], x.shape[3]) for x in xs]
-        ctx.counts = [n * ((h + 3) // 4) * ((w + 3) // 4) for n, h, w in ctx.sizes]
+        ctx.counts = [_num_tiles(x) for x in xs]
         u = transform_weight(weight)
         products = tile_products(tiles, u).split(ctx.counts)
-        ctx.save_for_backward(tiles, u)
+        ctx.save_for_backward(u, *xs)
         ctx.has_bias = bias is not None
         return tuple(
             ops.winograd_output_transform(m, bias, *size) for m, size in zip(products, ctx.sizes)
@@ -89,7 +97,8 @@ class _WinogradConv3x3(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grad_outs: Tensor):
-        tiles, u = ctx.saved_tensors
+        u, *xs = ctx.saved_tensors
+        tiles = ops.winograd_input_transform(xs)
         grads = [
             g if g is not None else tiles.new_zeros(n, u.shape[1], h, w)
             for g, (n, h, w) in zip(grad_outs, ctx.sizes)
@@ -137,10 +146,6 @@ def winograd_conv3x3(xs: list[Tensor], weight: Tensor, bias: Tensor | None = Non
     """[conv2d(x, weight, bias, padding=1) for x in xs] for a 3x3 weight by F(4x4, 3x3), on
     the CPU in float32; the outputs are channels_last."""
     return list(_WinogradConv3x3.apply(weight, bias, *xs))
-
-
-def _num_tiles(x: Tensor) -> int:
-    return x.shape[0] * ((x.shape[2] + 3) // 4) * ((x.shape[3] + 3) // 4)
 
 
 class WinogradConv2d(nn.Conv2d):
