@@ -2,8 +2,8 @@
 # Compiles paa_core._C with its CUDA sources (sm_80 unless TORCH_CUDA_ARCH_LIST says
 # otherwise) into a throw-away directory, so the in-place CPU build stays untouched, then
 # loads the result to catch unresolved symbols and checks that every op has a CUDA kernel
-# (dev/cuda_lib.py ops). Works without a GPU. LIB_DEST=<dir> keeps the library there
-# (dev/prepare_gpu_run.sh does, for the GPU machine).
+# (dev/cuda_lib.py ops; the CPU-only Winograd transforms aside). Works without a GPU.
+# LIB_DEST=<dir> keeps the library there (dev/prepare_gpu_run.sh does, for the GPU machine).
 # Usage: [PYTHON=/path/to/python] [LIB_DEST=dir] dev/check_cuda_build.sh
 set -euo pipefail
 

@@ -1,11 +1,12 @@
 """paa_core._C built with CUDA, handled as a file: the hash of the sources it comes from,
-the check that every op has a CUDA kernel, and the manifest of a prebuilt copy (gpu_carry/,
-made by dev/prepare_gpu_run.sh) with the check, on the GPU machine, that the copy fits it.
+the check that every op has a CUDA kernel (but the CPU-only Winograd transforms), and the
+manifest of a prebuilt copy (gpu_carry/, made by dev/prepare_gpu_run.sh) with the check, on
+the GPU machine, that the copy fits it.
 A prebuilt library saves the GPU machine its minutes of compiling, but only a library built
 from the same sources, for the same Python and torch, with kernels for that GPU.
 
     python dev/cuda_lib.py sources               # sha256 of setup.py and csrc/
-    python dev/cuda_lib.py ops LIB [--run]       # every op has a CUDA kernel (--run: runs one)
+    python dev/cuda_lib.py ops LIB [--run]       # every GPU op has a CUDA kernel (--run: runs one)
     python dev/cuda_lib.py manifest LIB --arch 9.0 --out DIR/manifest.json [...]
     python dev/cuda_lib.py verify DIR            # on the GPU machine: can DIR's library be used?
 
@@ -56,8 +57,13 @@ def load_library(lib):
     spec.loader.exec_module(module)
 
 
+# The Winograd tile transforms serve the CPU's 3x3 convolutions only (on a GPU cuDNN picks
+# its own algorithms), so they have no CUDA kernel.
+CPU_ONLY_PREFIX = "winograd_"
+
+
 def check_ops(lib, run):
-    """Loads `lib`; every paa_core op must have a CUDA kernel, and with `run` the CUDA NMS
+    """Loads `lib`; every paa_core op but the CPU-only ones must have a CUDA kernel, and with `run` the CUDA NMS
     must give the CPU kernel's answer (a library without machine code for this GPU fails
     here with 'no kernel image is available')."""
     import torch
@@ -71,12 +77,18 @@ def check_ops(lib, run):
     missing = [
         n
         for n in ops
-        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"paa_core::{n}", "CUDA")
+        if not n.startswith(CPU_ONLY_PREFIX)
+        and not torch._C._dispatch_has_kernel_for_dispatch_key(f"paa_core::{n}", "CUDA")
     ]
     if not ops or missing:
         print(f"{lib}: ops without a CUDA kernel: {missing or 'no ops registered'}")
         return False
-    print(f"{os.path.basename(lib)}: CUDA kernels of {', '.join(ops)}")
+    cpu_only = [n for n in ops if n.startswith(CPU_ONLY_PREFIX)]
+    gpu_ops = [n for n in ops if n not in cpu_only]
+    print(
+        f"{os.path.basename(lib)}: CUDA kernels of {', '.join(gpu_ops)}; "
+        f"CPU only: {', '.join(cpu_only)}"
+    )
     if run:
         generator = torch.Generator().manual_seed(0)
         corners = torch.rand(500, 2, generator=generator) * 400

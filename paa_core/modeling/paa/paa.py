@@ -28,6 +28,8 @@ class PAAHead(nn.Module):
     """Two towers of `num_convs` x (conv3x3 + GroupNorm(32) + ReLU), then per level:
     cls logits [N, A*num_classes, H, W] (num_classes excludes background),
     box deltas [N, A*4, H, W] times the level's `Scale`, IoU logits [N, A, H, W].
+    With `winograd` the towers' plain convs are `WinogradConv2d` (same parameters; faster
+    on the CPU, docs/DESIGN.md §3).
     """
 
     def __init__(
