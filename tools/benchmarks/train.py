@@ -95,7 +95,7 @@ def time_precision(name, dtype, models, inputs, args, device):
         target(f"train iteration {name}, PAA/{base}", ratios[base], "<=", limit)
     target(f"assignment + GMM share of the PAA iteration, {name}", 100 * share, "<=", 5, "%")
     check_losses(f"train losses {name}", losses)
-    if DIRECT in losses:
+    if DIRECT in losses and dtype is None:  # under autocast neither runs Winograd convs
         ours_loss, direct_loss = float(losses["PAA"]), float(losses[DIRECT])
         check(
             abs(ours_loss - direct_loss) <= 1e-3 * abs(direct_loss),
