@@ -1,7 +1,7 @@
 // CPU Winograd F(4x4, 3x3) tile transforms (layouts in winograd.h). Each 2-D transform is
 // two passes of a 1-D one, down the window's columns then along its rows, on blocks of
-// kBlock channels; the 1-D transforms are loops over the block that the compiler
-// vectorises. Pixels outside the image read from a zero row and write to a scratch row.
+// kBlock channels; the 1-D transforms run on vectors of 8 channels. Pixels outside the
+// image read from a zero row and write to a scratch row.
 #include "winograd.h"
 #include "cpu/simd.h"
 
@@ -16,7 +16,6 @@ namespace {
 
 constexpr int64_t kBlock = 64;
 constexpr int64_t kGrain = 8;  // windows per parallel chunk
-
 
 // The 1-D transforms on values of T (a float, or a vector of floats: GCC's vector extension
 // lets the same arithmetic run on both), output k = sum over r of matrix[k][r] * input r:
@@ -307,7 +306,6 @@ at::Tensor channels_last_empty(const at::Tensor& like, int64_t n, int64_t c, int
 
 // Runs `kernel` on every window of each image (channels_last float32, one channel count),
 // into one [windows of all images, 36, channels] tensor, image after image.
-
 at::Tensor transform_images(at::TensorList images, const char* name, WindowKernel kernel) {
   const int64_t total = winograd_total_tiles(images, name);
   std::vector<at::Tensor> xs;
