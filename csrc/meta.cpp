@@ -55,11 +55,6 @@ Gmm2Outputs gmm2_fit_meta(const at::Tensor& x, const at::Tensor& mask, double /*
   return gmm2_empty_outputs(x);
 }
 
-at::Tensor channels_last_image(const at::Tensor& like, int64_t n, int64_t c, int64_t h,
-                               int64_t w) {
-  return at::empty({n, c, h, w}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
 at::Tensor winograd_tiles_meta(at::TensorList images, const char* name) {
   const int64_t tiles = winograd_total_tiles(images, name);
   return at::empty({tiles, 36, images[0].size(1)}, images[0].options());
@@ -72,14 +67,14 @@ at::Tensor winograd_input_transform_meta(at::TensorList inputs) {
 at::Tensor winograd_input_transform_backward_meta(const at::Tensor& grad_tiles, int64_t batch,
                                                   int64_t height, int64_t width) {
   check_winograd_tiles(grad_tiles, "grad_tiles", winograd_tiles(batch, height, width));
-  return channels_last_image(grad_tiles, batch, grad_tiles.size(2), height, width);
+  return winograd_image_like(grad_tiles, batch, grad_tiles.size(2), height, width);
 }
 
 at::Tensor winograd_output_transform_meta(const at::Tensor& tiles,
                                           const std::optional<at::Tensor>& /*bias*/,
                                           int64_t batch, int64_t height, int64_t width) {
   check_winograd_tiles(tiles, "tiles", winograd_tiles(batch, height, width));
-  return channels_last_image(tiles, batch, tiles.size(2), height, width);
+  return winograd_image_like(tiles, batch, tiles.size(2), height, width);
 }
 
 at::Tensor winograd_output_transform_backward_meta(at::TensorList grad_outputs) {

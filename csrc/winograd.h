@@ -39,6 +39,12 @@ inline int64_t winograd_tiles(int64_t n, int64_t h, int64_t w) {
   return n * ((h + 3) / 4) * ((w + 3) / 4);
 }
 
+// An uninitialised channels_last image [n, c, h, w] with `like`'s dtype and device.
+inline at::Tensor winograd_image_like(const at::Tensor& like, int64_t n, int64_t c, int64_t h,
+                                      int64_t w) {
+  return at::empty({n, c, h, w}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
 // The windows of a list of images with one channel count, after checking them.
 inline int64_t winograd_total_tiles(at::TensorList images, const char* name) {
   TORCH_CHECK(!images.empty(), "winograd: ", name, " must hold at least one image");

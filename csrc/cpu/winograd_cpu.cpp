@@ -1,7 +1,7 @@
-// CPU Winograd F(4x4, 3x3) tile transforms (layouts in winograd.h). Each 2-D transform is
-// two passes of a 1-D one, down the window's columns then along its rows, on blocks of
-// kBlock channels; the 1-D transforms run on vectors of 8 channels. Pixels outside the
-// image read from a zero row and write to a scratch row.
+// CPU Winograd F(4x4, 3x3) tile transforms (layouts in winograd.h). Each op is one 2-D
+// transform per window (transform_2d: two passes of a 1-D one) on blocks of kBlock channels,
+// between a grid of tile rows and a grid of image pixels; the 1-D transforms run on vectors
+// of 8 channels. Pixels outside the image read from a zero row and write to a scratch row.
 #include "winograd.h"
 #include "cpu/simd.h"
 
@@ -81,8 +81,9 @@ constexpr int64_t kLanes = sizeof(Vec) / sizeof(float);
 // out[k][c] = (out[k][c] if kAccumulate) + Transform(in[.][c])[k] (+ add[c]) for c < n. The
 // rows are distinct buffers, except that rows outside the image may share one scratch row.
 template <typename Transform, bool kAccumulate = false>
-__attribute__((always_inline)) inline void transform_rows(const float* const in[], float* const out[], int64_t n,
-                    const float* add = nullptr) {
+__attribute__((always_inline)) inline void transform_rows(const float* const in[],
+                                                          float* const out[], int64_t n,
+                                                          const float* add = nullptr) {
   constexpr int kIn = Transform::kIn, kOut = Transform::kOut;
   int64_t c = 0;
   for (; c + kLanes <= n; c += kLanes) {
@@ -135,117 +136,107 @@ struct Grid {
   }
 };
 
+// Y = M X M^T on one window and one block of n channels, M the Transform's matrix: X is a
+// grid of kIn x kIn rows of channels, Y of kOut x kOut; first down X's columns, then along
+// the rows of the result.
+template <typename Transform, bool kAccumulate = false>
+__attribute__((always_inline)) inline void transform_2d(
+    const float* const (&in)[Transform::kIn][Transform::kIn],
+    float* const (&out)[Transform::kOut][Transform::kOut], int64_t n, const float* add = nullptr) {
+  constexpr int kIn = Transform::kIn, kOut = Transform::kOut;
+  float column[kOut * kIn * kBlock];  // [k][s][block]
+  for (int s = 0; s < kIn; ++s) {
+    const float* down[kIn];
+    float* to[kOut];
+    for (int r = 0; r < kIn; ++r) down[r] = in[r][s];
+    for (int k = 0; k < kOut; ++k) to[k] = column + (k * kIn + s) * kBlock;
+    transform_rows<Transform>(down, to, n);
+  }
+  for (int k = 0; k < kOut; ++k) {
+    const float* along[kIn];
+    for (int s = 0; s < kIn; ++s) along[s] = column + (k * kIn + s) * kBlock;
+    transform_rows<Transform, kAccumulate>(along, out[k], n, add);
+  }
+}
+
 // Rows outside the image read zeros and write to a scratch row.
 alignas(64) const float kZeros[kBlock] = {};
 
-// One window's share of each op, on all channels in blocks of kBlock: two passes of a 1-D
-// transform, down the window's columns into `column` ([k][s][block]), then along its rows.
-// Always inlined, so that each SIMD level's copy below compiles its own.
-__attribute__((always_inline)) inline void input_window(const Grid& g, int64_t t, const float* x, float* tiles, int64_t channels) {
+// The per-window ops, on all channels in blocks of kBlock. `offset` is where the image-side
+// grid starts in the window: 0 for its 6x6 input pixels, 1 for its 4x4 output pixels. Always
+// inlined, so that each SIMD level's copy below compiles its own.
+template <typename T, int kSide>
+__attribute__((always_inline)) inline void image_grid(const Grid& g, const Window& w, int offset,
+                                                      T* image, int64_t channels, int64_t c0,
+                                                      T* outside, T* (&grid)[kSide][kSide]) {
+  for (int r = 0; r < kSide; ++r) {
+    for (int s = 0; s < kSide; ++s) {
+      const int64_t row = w.row + offset + r, col = w.col + offset + s;
+      grid[r][s] = g.inside(row, col) ? image + g.pixel(w.n, row, col, channels) + c0 : outside;
+    }
+  }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void tile_grid(T* tiles, int64_t t, int64_t channels,
+                                                     int64_t c0, T* (&grid)[6][6]) {
+  for (int a = 0; a < 6; ++a) {
+    for (int b = 0; b < 6; ++b) grid[a][b] = tiles + (t * 36 + a * 6 + b) * channels + c0;
+  }
+}
+
+__attribute__((always_inline)) inline void input_window(const Grid& g, int64_t t, const float* x,
+                                                        float* tiles, int64_t channels) {
   const Window w = g.window(t);
-  float column[36 * kBlock];
   for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-    const int64_t n = std::min(kBlock, channels - c0);
-    for (int s = 0; s < 6; ++s) {
-      const float* in[6];
-      float* out[6];
-      for (int r = 0; r < 6; ++r) {
-        const int64_t row = w.row + r, col = w.col + s;
-        in[r] = g.inside(row, col) ? x + g.pixel(w.n, row, col, channels) + c0 : kZeros;
-        out[r] = column + (r * 6 + s) * kBlock;
-      }
-      transform_rows<InputTransform>(in, out, n);
-    }
-    for (int a = 0; a < 6; ++a) {
-      const float* in[6];
-      float* out[6];
-      for (int b = 0; b < 6; ++b) {
-        in[b] = column + (a * 6 + b) * kBlock;
-        out[b] = tiles + (t * 36 + a * 6 + b) * channels + c0;
-      }
-      transform_rows<InputTransform>(in, out, n);
-    }
+    const float* in[6][6];
+    float* out[6][6];
+    image_grid<const float, 6>(g, w, 0, x, channels, c0, kZeros, in);
+    tile_grid(tiles, t, channels, c0, out);
+    transform_2d<InputTransform>(in, out, std::min(kBlock, channels - c0));
   }
 }
 
 // Adds window t's share of the input gradient into grad.
-__attribute__((always_inline)) inline void input_adjoint_window(const Grid& g, int64_t t, const float* tiles, float* grad,
-                          int64_t channels) {
+__attribute__((always_inline)) inline void input_adjoint_window(const Grid& g, int64_t t,
+                                                                const float* tiles, float* grad,
+                                                                int64_t channels) {
   const Window w = g.window(t);
-  float column[36 * kBlock], scratch[kBlock];
+  float scratch[kBlock];
   for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-    const int64_t n = std::min(kBlock, channels - c0);
-    for (int b = 0; b < 6; ++b) {
-      const float* in[6];
-      float* out[6];
-      for (int a = 0; a < 6; ++a) {
-        in[a] = tiles + (t * 36 + a * 6 + b) * channels + c0;
-        out[a] = column + (a * 6 + b) * kBlock;
-      }
-      transform_rows<InputAdjoint>(in, out, n);
-    }
-    for (int r = 0; r < 6; ++r) {
-      const float* in[6];
-      float* out[6];
-      for (int s = 0; s < 6; ++s) {
-        const int64_t row = w.row + r, col = w.col + s;
-        in[s] = column + (r * 6 + s) * kBlock;
-        out[s] = g.inside(row, col) ? grad + g.pixel(w.n, row, col, channels) + c0 : scratch;
-      }
-      transform_rows<InputAdjoint, true>(in, out, n);
-    }
+    const float* in[6][6];
+    float* out[6][6];
+    tile_grid(tiles, t, channels, c0, in);
+    image_grid<float, 6>(g, w, 0, grad, channels, c0, scratch, out);
+    transform_2d<InputAdjoint, true>(in, out, std::min(kBlock, channels - c0));
   }
 }
 
-__attribute__((always_inline)) inline void output_window(const Grid& g, int64_t t, const float* tiles, const float* bias, float* y,
-                   int64_t channels) {
+__attribute__((always_inline)) inline void output_window(const Grid& g, int64_t t,
+                                                         const float* tiles, const float* bias,
+                                                         float* y, int64_t channels) {
   const Window w = g.window(t);
-  float column[24 * kBlock], scratch[kBlock];
+  float scratch[kBlock];
   for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-    const int64_t n = std::min(kBlock, channels - c0);
-    for (int b = 0; b < 6; ++b) {
-      const float* in[6];
-      float* out[4];
-      for (int a = 0; a < 6; ++a) in[a] = tiles + (t * 36 + a * 6 + b) * channels + c0;
-      for (int p = 0; p < 4; ++p) out[p] = column + (p * 6 + b) * kBlock;
-      transform_rows<OutputTransform>(in, out, n);
-    }
-    for (int p = 0; p < 4; ++p) {
-      const float* in[6];
-      float* out[4];
-      for (int b = 0; b < 6; ++b) in[b] = column + (p * 6 + b) * kBlock;
-      for (int q = 0; q < 4; ++q) {
-        const int64_t row = w.row + 1 + p, col = w.col + 1 + q;
-        out[q] = g.inside(row, col) ? y + g.pixel(w.n, row, col, channels) + c0 : scratch;
-      }
-      transform_rows<OutputTransform>(in, out, n, bias + c0);
-    }
+    const float* in[6][6];
+    float* out[4][4];
+    tile_grid(tiles, t, channels, c0, in);
+    image_grid<float, 4>(g, w, 1, y, channels, c0, scratch, out);
+    transform_2d<OutputTransform>(in, out, std::min(kBlock, channels - c0), bias + c0);
   }
 }
 
-__attribute__((always_inline)) inline void output_adjoint_window(const Grid& g, int64_t t, const float* grad_y, float* grad_tiles,
-                           int64_t channels) {
+__attribute__((always_inline)) inline void output_adjoint_window(const Grid& g, int64_t t,
+                                                                 const float* grad_y,
+                                                                 float* grad_tiles,
+                                                                 int64_t channels) {
   const Window w = g.window(t);
-  float column[24 * kBlock];
   for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
-    const int64_t n = std::min(kBlock, channels - c0);
-    for (int q = 0; q < 4; ++q) {
-      const float* in[4];
-      float* out[6];
-      for (int p = 0; p < 4; ++p) {
-        const int64_t row = w.row + 1 + p, col = w.col + 1 + q;
-        in[p] = g.inside(row, col) ? grad_y + g.pixel(w.n, row, col, channels) + c0 : kZeros;
-      }
-      for (int a = 0; a < 6; ++a) out[a] = column + (a * 4 + q) * kBlock;
-      transform_rows<OutputAdjoint>(in, out, n);
-    }
-    for (int a = 0; a < 6; ++a) {
-      const float* in[4];
-      float* out[6];
-      for (int q = 0; q < 4; ++q) in[q] = column + (a * 4 + q) * kBlock;
-      for (int b = 0; b < 6; ++b) out[b] = grad_tiles + (t * 36 + a * 6 + b) * channels + c0;
-      transform_rows<OutputAdjoint>(in, out, n);
-    }
+    const float* in[4][4];
+    float* out[6][6];
+    image_grid<const float, 4>(g, w, 1, grad_y, channels, c0, kZeros, in);
+    tile_grid(grad_tiles, t, channels, c0, out);
+    transform_2d<OutputAdjoint>(in, out, std::min(kBlock, channels - c0));
   }
 }
 
@@ -299,11 +290,6 @@ const WindowKernels& kernels() {
   return kKernels_base;
 }
 
-at::Tensor channels_last_empty(const at::Tensor& like, int64_t n, int64_t c, int64_t h,
-                               int64_t w) {
-  return at::empty({n, c, h, w}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
 // Runs `kernel` on every window of each image (channels_last float32, one channel count),
 // into one [windows of all images, 36, channels] tensor, image after image.
 at::Tensor transform_images(at::TensorList images, const char* name, WindowKernel kernel) {
@@ -334,9 +320,10 @@ at::Tensor input_transform_backward_cpu(const at::Tensor& grad_tiles, int64_t ba
   const auto dv = grad_tiles.contiguous();
   const int64_t channels = dv.size(2);
   const Grid g(batch, height, width);
-  auto grad = channels_last_empty(dv, batch, channels, height, width).zero_();
+  auto grad = winograd_image_like(dv, batch, channels, height, width).zero_();
   const float* src = dv.data_ptr<float>();
   float* dst = grad.data_ptr<float>();
+  const WindowKernel kernel = kernels().input_adjoint;
   // Windows overlap by two pixels: a row of windows is one thread's, and rows of one parity
   // (even, then odd) never touch the same pixels.
   for (int64_t parity = 0; parity < 2; ++parity) {
@@ -345,9 +332,7 @@ at::Tensor input_transform_backward_cpu(const at::Tensor& grad_tiles, int64_t ba
       for (int64_t k = begin; k < end; ++k) {
         const int64_t n = k / rows_per_image, i = 2 * (k % rows_per_image) + parity;
         const int64_t first = (n * g.tiles_h + i) * g.tiles_w;
-        for (int64_t t = first; t < first + g.tiles_w; ++t) {
-          kernels().input_adjoint(g, t, src, dst, channels);
-        }
+        for (int64_t t = first; t < first + g.tiles_w; ++t) kernel(g, t, src, dst, channels);
       }
     });
   }
@@ -367,13 +352,12 @@ at::Tensor output_transform_cpu(const at::Tensor& tiles, const std::optional<at:
     std::copy(b.data_ptr<float>(), b.data_ptr<float>() + channels, bias_values.begin());
   }
   const Grid g(batch, height, width);
-  auto output = channels_last_empty(m, batch, channels, height, width);
+  auto output = winograd_image_like(m, batch, channels, height, width);
   const float* src = m.data_ptr<float>();
   float* dst = output.data_ptr<float>();
+  const OutputKernel kernel = kernels().output;
   at::parallel_for(0, g.tiles(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      kernels().output(g, t, src, bias_values.data(), dst, channels);
-    }
+    for (int64_t t = begin; t < end; ++t) kernel(g, t, src, bias_values.data(), dst, channels);
   });
   return output;
 }
